@@ -1,0 +1,182 @@
+"""What a reward model reads: TRL's prompt/completion turned into the text its model card feeds it.
+
+TRL hands a reward function either strings (standard datasets) or lists of
+``{"role", "content"}`` messages (conversational datasets). A :class:`Conversation`
+holds one prompt/completion pair in either form; a :class:`Renderer` turns it into the
+exact text the reward model was trained on, using the REWARD model's tokenizer and chat
+template (which may differ from the policy's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+Message = dict[str, Any]
+
+# NeMo-Aligner's SteerLM template and default system prompt (REFERENCE.md §2).
+STEERLM_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant "
+    "gives helpful, detailed, and polite answers to the user's questions."
+)
+
+RENDER_MODES = ("auto", "chat", "text", "judge", "steerlm")
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One prompt and one completion, as TRL passed them.
+
+    ``prompt`` is a string (standard data) or a tuple of messages (conversational data);
+    ``completion`` likewise.
+
+    >>> c = Conversation.from_trl("2+2=", " 4")
+    >>> c.messages()
+    [{'role': 'user', 'content': '2+2='}, {'role': 'assistant', 'content': ' 4'}]
+    """
+
+    prompt: str | tuple[Message, ...]
+    completion: str | tuple[Message, ...]
+
+    @classmethod
+    def from_trl(cls, prompt: str | Sequence[Message], completion: str | Sequence[Message]) -> Conversation:
+        if not isinstance(prompt, str):
+            prompt = tuple(dict(m) for m in prompt)
+        if not isinstance(completion, str):
+            completion = tuple(dict(m) for m in completion)
+        return cls(prompt, completion)
+
+    @property
+    def is_chat(self) -> bool:
+        return not isinstance(self.prompt, str)
+
+    def prompt_messages(self) -> list[Message]:
+        """The prompt as messages; a plain-text prompt becomes one user turn."""
+        if isinstance(self.prompt, str):
+            return [{"role": "user", "content": self.prompt}]
+        return [dict(m) for m in self.prompt]
+
+    def completion_messages(self) -> list[Message]:
+        if isinstance(self.completion, str):
+            return [{"role": "assistant", "content": self.completion}]
+        return [dict(m) for m in self.completion]
+
+    def messages(self) -> list[Message]:
+        return self.prompt_messages() + self.completion_messages()
+
+    def prompt_text(self) -> str:
+        """The prompt as one string (the last user turn for chat data)."""
+        if isinstance(self.prompt, str):
+            return self.prompt
+        users = [m["content"] for m in self.prompt if m.get("role") == "user"]
+        return users[-1] if users else ""
+
+    def completion_text(self) -> str:
+        if isinstance(self.completion, str):
+            return self.completion
+        return "".join(str(m.get("content") or "") for m in self.completion)
+
+    def prompt_key(self) -> str:
+        """A stable identity of the prompt: responses with equal keys form one group."""
+        blob = self.prompt if isinstance(self.prompt, str) else json.dumps(self.prompt, sort_keys=True)
+        return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def conversations_from_trl(prompts: Sequence, completions: Sequence) -> list[Conversation]:
+    """Pair TRL's ``prompts`` and ``completions`` (equal lengths) into conversations."""
+    if len(prompts) != len(completions):
+        raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions; TRL passes one prompt per completion")
+    return [Conversation.from_trl(p, c) for p, c in zip(prompts, completions)]
+
+
+@dataclass
+class Renderer:
+    """Turns a conversation into the text a reward model reads.
+
+    Modes:
+      - ``"chat"``: the reward tokenizer's chat template over prompt + completion
+        (``add_generation_prompt=False``), as Skywork and Nemotron-70B-Reward-HF cards do.
+      - ``"text"``: plain ``prompt + completion`` (standard data only), with the tokenizer's
+        special tokens added (``[CLS] ... [SEP]`` for a BERT classifier).
+      - ``"judge"``: ``judge_prompt`` filled with ``{prompt}`` and ``{response}`` as one user
+        turn, then the generation prompt, so the next token is the judge's verdict.
+      - ``"steerlm"``: NeMo-Aligner's SteerLM template, ending in ``<extra_id_2>``.
+      - ``"auto"``: ``"chat"`` when the tokenizer has a chat template, else ``"text"``.
+    """
+
+    tokenizer: Any = None
+    mode: str = "auto"
+    chat_template: str | None = None
+    judge_prompt: str | None = None
+    system_prompt: str = STEERLM_SYSTEM
+
+    def __post_init__(self):
+        if self.mode not in RENDER_MODES:
+            raise ValueError(f"render={self.mode!r} is not one of {RENDER_MODES}")
+        if self.mode == "judge" and not self.judge_prompt:
+            raise ValueError("render='judge' needs judge_prompt, a string with {prompt} and {response}")
+        if self.judge_prompt and ("{prompt}" not in self.judge_prompt or "{response}" not in self.judge_prompt):
+            raise ValueError("judge_prompt must contain both {prompt} and {response}")
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(self.chat_template or getattr(self.tokenizer, "chat_template", None))
+
+    def resolved_mode(self, conversation: Conversation) -> str:
+        if self.mode != "auto":
+            return self.mode
+        if self.judge_prompt:
+            return "judge"
+        return "chat" if self.has_chat_template else "text"
+
+    def add_special_tokens(self, conversation: Conversation) -> bool:
+        """Chat templates carry their own special tokens; plain text gets the tokenizer's."""
+        return self.resolved_mode(conversation) == "text"
+
+    def render(self, conversation: Conversation) -> str:
+        mode = self.resolved_mode(conversation)
+        if mode == "text":
+            if conversation.is_chat:
+                raise ValueError(
+                    "conversational data needs a chat template, but the reward tokenizer has none; "
+                    "pass chat_template='<jinja>' (or tokenizer='<dir with one>') to load_reward, "
+                    "or render='steerlm' for a SteerLM model"
+                )
+            return conversation.prompt + conversation.completion_text()
+        if mode == "steerlm":
+            return render_steerlm(conversation, self.system_prompt)
+        if not self.has_chat_template:
+            raise ValueError(
+                f"render={mode!r} needs a chat template, but the reward tokenizer has none; "
+                "pass chat_template='<jinja>' or tokenizer='<dir with one>' to load_reward"
+            )
+        if mode == "judge":
+            question = self.judge_prompt.format(prompt=conversation.prompt_text(), response=conversation.completion_text())
+            return self._apply_template([{"role": "user", "content": question}], add_generation_prompt=True)
+        return self._apply_template(conversation.messages(), add_generation_prompt=False)
+
+    def _apply_template(self, messages: list[Message], add_generation_prompt: bool) -> str:
+        kwargs = {"chat_template": self.chat_template} if self.chat_template else {}
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs
+        )
+
+
+def render_steerlm(conversation: Conversation, system_prompt: str = STEERLM_SYSTEM) -> str:
+    """NeMo-Aligner's SteerLM format; the reward head reads the state at ``<extra_id_2>``.
+
+    >>> render_steerlm(Conversation("Hi", "Hello!"), "S")
+    '<extra_id_0>System\\nS\\n<extra_id_1>User\\nHi\\n<extra_id_1>Assistant\\nHello!\\n<extra_id_2>'
+    """
+    messages = conversation.messages()
+    # A system turn in the data replaces the default system prompt.
+    system = next((m["content"] for m in messages if m.get("role") == "system"), system_prompt)
+    text = f"<extra_id_0>System\n{system}\n"
+    for message in messages:
+        if message.get("role") == "user":
+            text += f"<extra_id_1>User\n{message['content']}\n"
+        elif message.get("role") == "assistant":
+            text += f"<extra_id_1>Assistant\n{message['content']}\n"
+    return text + "<extra_id_2>"

@@ -1,0 +1,227 @@
+"""The TRL-facing reward callable and ``load_reward``.
+
+TRL calls each entry of ``reward_funcs`` as ``f(prompts=, completions=, completion_ids=,
+**kwargs)`` and wants one float (or None) per completion. Any ``nn.Module`` would be taken
+for a sequence classifier and called with tensors, so ``RewardFunction`` is a plain class
+that holds its scorer; it pickles as ``source`` + options and rebuilds the scorer on first
+use in the new process (TRL's async GRPO ships reward functions to a child process).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import OrderedDict
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .conversation import Conversation, conversations_from_trl
+from .normalize import (
+    clip_rewards,
+    combine_attributes,
+    normalize_across_ranks,
+)
+from .options import RewardOptions
+from .presets import apply_preset
+from .scorers.base import Scorer, Scores
+
+REFERENCE_CACHE_SIZE = 100_000
+
+
+def load_reward(source: str, **options: Any) -> RewardFunction:
+    """Load a reward model as a TRL reward function.
+
+    Args:
+        source: a local directory or hub id of a Hugging Face reward model.
+        kind: ``"classifier"`` (sequence classifier, ``logits[:, 0]``), ``"causal_logit"``
+            (a next-token logit), ``"attributes"`` (a multi-output head combined by
+            ``attribute_weights``); None infers it from presets and the model config.
+        token_id: causal_logit: the token whose next-token logit is the reward (an id or a
+            one-token string), or a (yes, no) pair read as logit(yes) - logit(no).
+        attributes / attribute_weights: names of a multi-output head in output order, and
+            the weights (a list, or a dict by name) that combine them into one reward.
+        max_length: tokens per conversation (default: the model's limit); longer ones follow
+            ``truncation``: ``"left"`` drops the oldest tokens, ``"error"`` raises.
+        max_tokens_per_batch: padded tokens per forward pass (default 16384).
+        normalize: ``"none"``, or per prompt ``"center"``, ``"zscore"``, ``"rank"``,
+            ``"reference"`` (minus the score of ``reference_column``'s response); ``clip``
+            clamps afterwards; ``normalize_target="attributes"`` normalizes each attribute
+            before weighting.
+        render: ``"auto"`` | ``"chat"`` | ``"text"`` | ``"judge"`` | ``"steerlm"``; with
+            ``chat_template``, ``judge_prompt`` (``{prompt}``/``{response}``), ``system_prompt``,
+            ``tokenizer`` (a different tokenizer directory).
+        device, dtype: where and how the model runs (``"auto"``: this rank's GPU in bfloat16,
+            else CPU in float32). ``gguf_file`` loads a GGUF checkpoint in ``source``.
+        name: the metric name in TRL's logs (default from ``source``).
+
+    Example::
+
+        reward = load_reward("Skywork/Skywork-Reward-V2-Llama-3.1-8B", normalize="zscore")
+        trainer = GRPOTrainer(model=..., reward_funcs=[reward], ...)
+        reward(prompts=["2+2="], completions=[" 4"])  # -> [float]
+    """
+    opts = apply_preset(source, RewardOptions.from_kwargs(**options))
+    return RewardFunction(source, opts)
+
+
+def build_scorer(source: str, options: RewardOptions) -> Scorer:
+    """The scorer that ``source`` + ``options`` describe."""
+    if re.match(r"^https?://", source):
+        raise ValueError(
+            f"{source!r} is a URL; this release scores colocated Hugging Face models only. "
+            "Pass a local model directory or a hub id."
+        )
+    if options.zero3:
+        raise ValueError("zero3=True is not available in this release; load the reward model with zero3=False")
+    from .scorers.local import load_local_scorer
+
+    return load_local_scorer(source, options)
+
+
+class RewardFunction:
+    """A reward model as a TRL reward function: ``f(prompts=, completions=, **kw) -> list[float | None]``.
+
+    Build it with :func:`load_reward`. ``__name__`` is the metric name TRL logs under
+    (``rewards/<name>/mean``); rewardbridge's own metrics are ``<name>/...``.
+    """
+
+    def __init__(self, source: str, options: RewardOptions, scorer: Scorer | None = None):
+        self.source = source
+        self.options = options
+        self.__name__ = options.name or default_name(source, options)
+        self._scorer = scorer if scorer is not None else build_scorer(source, options)
+        self._reference_cache: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    @property
+    def scorer(self) -> Scorer:
+        if self._scorer is None:  # after unpickling: rebuild in this process
+            self._scorer = build_scorer(self.source, self.options)
+        return self._scorer
+
+    def __getstate__(self) -> dict:
+        return {"source": self.source, "options": self.options, "__name__": self.__name__}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._scorer = None
+        self._reference_cache = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"RewardFunction({self.source!r}, name={self.__name__!r})"
+
+    def __call__(
+        self,
+        prompts: Sequence,
+        completions: Sequence,
+        completion_ids: Sequence | None = None,
+        *,
+        log_metric: Callable[[str, float], None] | None = None,
+        log_extra: Callable[[str, list], None] | None = None,
+        **columns: Any,
+    ) -> list[float | None]:
+        conversations = conversations_from_trl(prompts, completions)
+        scores = self.scorer.score(conversations) if conversations else Scores(values=torch.empty(0))
+        raw = self.combine(scores)  # (B,)
+        rewards, group_stats = self.normalize(raw, scores, conversations, columns)
+        rewards = clip_rewards(rewards, self.options.clip)
+        if log_metric is not None or log_extra is not None:
+            self._log(raw, rewards, scores, group_stats, log_metric, log_extra)
+        # NaN (a score that could not be had) goes back as None: TRL leaves it out.
+        return [None if math.isnan(r) else r for r in rewards.tolist()]
+
+    def combine(self, scores: Scores) -> torch.Tensor:
+        """The scalar reward per conversation, shape (B,): attribute weights when given."""
+        if self.options.attribute_weights is not None:
+            return combine_attributes(scores.attributes, self.options.attributes, self.options.weight_vector())
+        if scores.values is None:
+            raise ValueError(
+                f"{self.__name__}: the model returns attributes {sorted(scores.attributes)} and no single reward; "
+                "pass attribute_weights to combine them"
+            )
+        return scores.values.float()
+
+    def normalize(
+        self, raw: torch.Tensor, scores: Scores, conversations: list[Conversation], columns: dict
+    ) -> tuple[torch.Tensor, tuple[int, int] | None]:
+        """Apply ``options.normalize``; returns rewards (B,) and (groups, zero-spread groups)."""
+        opts = self.options
+        if opts.normalize == "none":
+            return raw, None
+        if opts.normalize == "reference":
+            return raw - self._reference_scores(conversations, columns), None
+        keys = [c.prompt_key() for c in conversations]
+        if opts.normalize_target == "attributes":
+            matrix = torch.stack([scores.attributes[n].float() for n in opts.attributes], dim=-1)  # (B, K)
+            result = normalize_across_ranks(keys, matrix, opts.normalize, opts.std_floor)
+            rewards = result.values @ torch.tensor(opts.weight_vector())
+        else:
+            result = normalize_across_ranks(keys, raw, opts.normalize, opts.std_floor)
+            rewards = result.values
+        return rewards, (result.num_groups, result.num_zero_spread)
+
+    def _reference_scores(self, conversations: list[Conversation], columns: dict) -> torch.Tensor:
+        """Score of each prompt's reference response, scored once per (prompt, reference) and cached."""
+        column = self.options.reference_column
+        if column not in columns:
+            raise KeyError(
+                f"normalize='reference' reads the dataset column {column!r}, but TRL passed only "
+                f"{sorted(k for k in columns if k != 'trainer_state')}; set reference_column to one of them"
+            )
+        references = columns[column]
+        keyed = [(c.prompt_key(), repr(ref)) for c, ref in zip(conversations, references)]
+        missing = {}
+        for (key, conv, ref) in zip(keyed, conversations, references):
+            if key not in self._reference_cache and key not in missing:
+                missing[key] = Conversation.from_trl(conv.prompt, ref)
+        if missing:
+            fresh = self.combine(self.scorer.score(list(missing.values())))
+            for key, value in zip(missing, fresh.tolist()):
+                self._reference_cache[key] = value
+            while len(self._reference_cache) > REFERENCE_CACHE_SIZE:
+                self._reference_cache.popitem(last=False)
+        return torch.tensor([self._reference_cache[key] for key in keyed], dtype=torch.float32)
+
+    def _log(self, raw, rewards, scores: Scores, group_stats, log_metric, log_extra) -> None:
+        name, n = self.__name__, max(len(raw), 1)
+        metrics = {
+            f"{name}/raw_mean": _nanmean(raw),
+            f"{name}/raw_std": _nanstd(raw),
+            f"{name}/truncated_frac": scores.num_truncated / n,
+            f"{name}/failed_frac": float(torch.isnan(raw).sum()) / n,
+        }
+        for attribute, column in scores.attributes.items():
+            metrics[f"{name}/{attribute}_mean"] = _nanmean(column)
+        if self.options.normalize != "none":
+            metrics[f"{name}/normalized_mean"] = _nanmean(rewards)
+            metrics[f"{name}/normalized_std"] = _nanstd(rewards)
+        if group_stats is not None:
+            groups, zero_spread = group_stats
+            metrics[f"{name}/zero_spread_frac"] = zero_spread / max(groups, 1)
+        if log_metric is not None:
+            for key, value in metrics.items():
+                if not math.isnan(value):
+                    log_metric(key, value)
+        if log_extra is not None:
+            if self.options.normalize != "none":
+                log_extra(f"{name}/raw", raw.tolist())
+            for attribute, column in scores.attributes.items():
+                log_extra(f"{name}/{attribute}", column.tolist())
+
+
+def default_name(source: str, options: RewardOptions) -> str:
+    base = os.path.basename(os.path.normpath(source)) or "reward"
+    if options.gguf_file:
+        base = os.path.splitext(os.path.basename(options.gguf_file))[0]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", base)
+
+
+def _nanmean(x: torch.Tensor) -> float:
+    x = x[~torch.isnan(x)]
+    return float(x.mean()) if len(x) else float("nan")
+
+
+def _nanstd(x: torch.Tensor) -> float:
+    x = x[~torch.isnan(x)]
+    return float(x.std()) if len(x) > 1 else float("nan")

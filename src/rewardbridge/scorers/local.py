@@ -1,0 +1,305 @@
+"""Colocated Hugging Face reward models: readouts and token-budget micro-batching.
+
+A batch of rollouts is skewed: many short responses, a few long ones. One right-padded
+forward (TRL's own reward-model path) pays for ``B x max_len`` tokens. Here inputs are
+sorted by length and cut into micro-batches whose padded size stays under a token budget,
+so a forward pays for little more than the real tokens, and the peak memory is bounded.
+Right padding keeps every real position's computation identical to scoring it alone
+(causal attention never looks right), so scores match unbatched scoring.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from ..conversation import Conversation, Renderer
+from .base import Scores
+
+DEFAULT_MAX_TOKENS_PER_BATCH = 16384
+TRUNCATION_MODES = ("left", "error")
+
+
+def default_device() -> torch.device:
+    """This process's GPU when there is one (LOCAL_RANK picks it under a launcher), else CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``"auto"`` is bfloat16 on a GPU and float32 on CPU."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return getattr(torch, dtype)
+    except AttributeError:
+        raise ValueError(f"dtype={dtype!r} is not a torch dtype; use 'auto', 'float32', 'bfloat16' or 'float16'") from None
+
+
+def encode(
+    texts: Sequence[str],
+    tokenizer: Any,
+    *,
+    add_special_tokens: bool,
+    max_length: int,
+    truncation: str = "left",
+) -> tuple[list[list[int]], int]:
+    """Tokenize texts, fitting each into ``max_length`` tokens.
+
+    ``truncation="left"`` drops the oldest tokens and keeps the end of the response, where
+    the score is read; a leading BOS is kept. ``"error"`` raises on the first over-long text.
+
+    Returns:
+        (token id lists, number truncated)
+    """
+    if truncation not in TRUNCATION_MODES:
+        raise ValueError(f"truncation={truncation!r} is not one of {TRUNCATION_MODES}")
+    ids = tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    num_truncated = 0
+    for i, seq in enumerate(ids):
+        if len(seq) <= max_length:
+            continue
+        if truncation == "error":
+            raise ValueError(
+                f"conversation {i} has {len(seq)} tokens > max_length {max_length}; "
+                "set truncation='left' or raise max_length"
+            )
+        keep_bos = bos is not None and seq[0] == bos
+        ids[i] = ([bos] if keep_bos else []) + seq[len(seq) - max_length + int(keep_bos):]
+        num_truncated += 1
+    return ids, num_truncated
+
+
+def plan_micro_batches(lengths: Sequence[int], max_tokens_per_batch: int) -> list[list[int]]:
+    """Group indices into micro-batches of padded size ``rows x longest <= max_tokens_per_batch``.
+
+    Indices are taken longest first, so each batch holds similar lengths and padding is
+    small. A sequence longer than the budget gets a batch of its own.
+
+    >>> plan_micro_batches([5, 100, 6, 90], max_tokens_per_batch=200)
+    [[1, 3], [2, 0]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_tokens_per_batch:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns input_ids and attention_mask, both shape (b, longest)."""
+    longest = max(len(s) for s in seqs)
+    input_ids = torch.full((len(seqs), longest), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(seqs), longest), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention_mask[row, : len(seq)] = 1
+    return input_ids, attention_mask
+
+
+@dataclass
+class ClassifierReadout:
+    """AutoModelForSequenceClassification: the reward is ``logits[:, 0]`` (Skywork card).
+
+    With ``attributes`` (names of a multi-output head, in output order), each column is
+    returned by name; a one-output head also keeps its value as the reward.
+    """
+
+    attributes: tuple[str, ...] | None = None
+
+    def __call__(self, model, input_ids, attention_mask) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float()  # (b, K)
+        if not self.attributes:
+            return logits[:, 0], {}
+        if logits.shape[-1] != len(self.attributes):
+            raise ValueError(
+                f"the reward model has {logits.shape[-1]} outputs but attributes names {len(self.attributes)}: "
+                f"{list(self.attributes)}; pass one name per output, in output order"
+            )
+        named = {name: logits[:, k] for k, name in enumerate(self.attributes)}
+        return (logits[:, 0] if logits.shape[-1] == 1 else None), named
+
+
+@dataclass
+class CausalLogitReadout:
+    """AutoModelForCausalLM: the reward is a next-token logit after the last token.
+
+    ``token_ids == (t,)``: ``logits[last, t]`` (Llama-3.1-Nemotron-70B-Reward-HF: t = 0).
+    ``token_ids == (yes, no)``: ``logits[last, yes] - logits[last, no]``, a yes/no judge.
+    """
+
+    token_ids: tuple[int, ...]
+
+    def __call__(self, model, input_ids, attention_mask) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        last = attention_mask.sum(dim=1) - 1  # (b,) position of each row's last real token
+        # Ask the model for logits at the few distinct last positions only (rows are sorted by
+        # length), not at every position: the vocabulary projection dominates for short rows.
+        positions, row_to_position = torch.unique(last, return_inverse=True)
+        kwargs = {"logits_to_keep": positions} if _accepts_logits_to_keep(model) else {}
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
+        if not kwargs:
+            row_to_position = last
+        rows = torch.arange(len(last), device=logits.device)
+        chosen = logits[rows, row_to_position.to(logits.device)][:, list(self.token_ids)].float()  # (b, 1 or 2)
+        value = chosen[:, 0] if len(self.token_ids) == 1 else chosen[:, 0] - chosen[:, 1]
+        return value, {}
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+class LocalScorer:
+    """Scores conversations with a Hugging Face model in this process.
+
+    Args:
+        model: the reward model, in eval mode, on ``device``.
+        tokenizer: the reward model's tokenizer.
+        renderer: turns a conversation into the text the model reads.
+        readout: ``ClassifierReadout`` or ``CausalLogitReadout``.
+        max_length: tokens per conversation; longer ones follow ``truncation``.
+        max_tokens_per_batch: padded tokens per forward (rows x longest).
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        renderer: Renderer,
+        readout,
+        *,
+        max_length: int,
+        truncation: str = "left",
+        max_tokens_per_batch: int = DEFAULT_MAX_TOKENS_PER_BATCH,
+        device: torch.device | str = "cpu",
+    ):
+        if truncation not in TRUNCATION_MODES:
+            raise ValueError(f"truncation={truncation!r} is not one of {TRUNCATION_MODES}")
+        if max_tokens_per_batch < 1:
+            raise ValueError(f"max_tokens_per_batch must be positive, got {max_tokens_per_batch}")
+        self.model, self.tokenizer, self.renderer, self.readout = model, tokenizer, renderer, readout
+        self.max_length, self.truncation = max_length, truncation
+        self.max_tokens_per_batch = max_tokens_per_batch
+        self.device = torch.device(device)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = pad if pad is not None else 0
+
+    def tokenize(self, conversations: Sequence[Conversation]) -> tuple[list[list[int]], int]:
+        texts = [self.renderer.render(c) for c in conversations]
+        add_special = self.renderer.add_special_tokens(conversations[0])
+        return encode(
+            texts, self.tokenizer, add_special_tokens=add_special, max_length=self.max_length, truncation=self.truncation
+        )
+
+    @torch.inference_mode()
+    def score(self, conversations: Sequence[Conversation]) -> Scores:
+        if not conversations:
+            return Scores(values=torch.empty(0))
+        ids, num_truncated = self.tokenize(conversations)
+        values: torch.Tensor | None = None
+        attributes: dict[str, torch.Tensor] = {}
+        for batch in plan_micro_batches([len(s) for s in ids], self.max_tokens_per_batch):
+            input_ids, attention_mask = pad_right([ids[i] for i in batch], self.pad_id)
+            value, named = self.readout(self.model, input_ids.to(self.device), attention_mask.to(self.device))
+            index = torch.tensor(batch)
+            if value is not None:
+                values = torch.empty(len(ids)) if values is None else values
+                values[index] = value.float().cpu()
+            for name, column in named.items():
+                attributes.setdefault(name, torch.empty(len(ids)))[index] = column.float().cpu()
+        return Scores(values=values, attributes=attributes, num_truncated=num_truncated)
+
+
+def load_local_scorer(source: str, options) -> LocalScorer:
+    """Build a :class:`LocalScorer` from a model directory or hub id and ``RewardOptions``."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    from ..presets import infer_kind
+
+    common = {"trust_remote_code": options.trust_remote_code}
+    if options.gguf_file:
+        common["gguf_file"] = options.gguf_file
+    kind = options.kind
+    if kind is None:
+        kind = infer_kind(AutoConfig.from_pretrained(source, **common))
+        if kind is None:
+            raise ValueError(f"cannot tell what kind of reward model {source!r} is; pass kind='classifier' or kind='causal_logit'")
+    if kind == "causal_logit" and options.token_id is None:
+        raise ValueError(
+            f"kind='causal_logit' needs token_id: the next-token logit that is the reward "
+            "(Llama-3.1-Nemotron-70B-Reward-HF: 0), or a (yes, no) pair for a judge"
+        )
+    if kind == "attributes" and not options.attributes:
+        raise ValueError("kind='attributes' needs attributes, the names of the model's outputs in order")
+
+    tokenizer_kwargs = dict(common) if not options.tokenizer else {"trust_remote_code": options.trust_remote_code}
+    tokenizer = AutoTokenizer.from_pretrained(options.tokenizer or source, **tokenizer_kwargs)
+    device = default_device() if options.device == "auto" else torch.device(options.device)
+    model_class = AutoModelForCausalLM if kind == "causal_logit" else AutoModelForSequenceClassification
+    model = model_class.from_pretrained(source, dtype=resolve_dtype(options.dtype, device), **common)
+    model.to(device).eval().requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None:
+        # Sequence classifiers find each row's last token by pad_token_id; without it a batch fails.
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+    if kind == "causal_logit":
+        readout = CausalLogitReadout(token_ids_for(options.token_id, tokenizer))
+    else:
+        readout = ClassifierReadout(options.attributes)
+    renderer = Renderer(
+        tokenizer=tokenizer,
+        mode=options.render,
+        chat_template=options.chat_template,
+        judge_prompt=options.judge_prompt,
+        **({"system_prompt": options.system_prompt} if options.system_prompt else {}),
+    )
+    return LocalScorer(
+        model,
+        tokenizer,
+        renderer,
+        readout,
+        max_length=options.max_length or model_max_length(tokenizer, model.config),
+        truncation=options.truncation,
+        max_tokens_per_batch=options.max_tokens_per_batch or DEFAULT_MAX_TOKENS_PER_BATCH,
+        device=device,
+    )
+
+
+def token_ids_for(token_id, tokenizer) -> tuple[int, ...]:
+    """``0`` -> (0,); ``("Yes", "No")`` -> their single-token ids."""
+    wanted = token_id if isinstance(token_id, (tuple, list)) else (token_id,)
+    if len(wanted) not in (1, 2):
+        raise ValueError(f"token_id must be one token or a (yes, no) pair, got {token_id!r}")
+    ids = []
+    for token in wanted:
+        if isinstance(token, str):
+            pieces = tokenizer.encode(token, add_special_tokens=False)
+            if len(pieces) != 1:
+                raise ValueError(f"token_id {token!r} is {len(pieces)} tokens for this tokenizer; pass one token (or its id)")
+            token = pieces[0]
+        if not 0 <= int(token) < len(tokenizer):
+            raise ValueError(f"token_id {token} is outside the vocabulary (size {len(tokenizer)})")
+        ids.append(int(token))
+    return tuple(ids)
+
+
+def model_max_length(tokenizer, config) -> int:
+    """The model's own limit: the tokenizer's, else the position embeddings'."""
+    limits = [getattr(config, "max_position_embeddings", None)]
+    if getattr(tokenizer, "model_max_length", None) and tokenizer.model_max_length < 10**7:
+        limits.append(tokenizer.model_max_length)  # tokenizers without a limit say ~1e30
+    limits = [n for n in limits if n]
+    return min(limits) if limits else 4096

@@ -1,0 +1,144 @@
+"""Local scorers: each readout equals its model card's usage code; batching changes nothing."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from rewardbridge import load_reward
+from rewardbridge.conversation import Conversation, conversations_from_trl
+from rewardbridge.scorers.local import encode, plan_micro_batches
+
+
+def card_classifier_score(model_dir, messages):
+    """Skywork card: apply_chat_template(conv, tokenize=True) -> model(ids).logits[0][0]."""
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    ids = tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False, return_tensors="pt")
+    with torch.inference_mode():
+        return model(**ids).logits[0][0].item()
+
+
+def card_causal_logits(model_dir, text):
+    """Nemotron-70B-Reward-HF card: next-token logits after the conversation, one sequence alone."""
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = tok(text, add_special_tokens=False, return_tensors="pt")
+    with torch.inference_mode():
+        return model(**ids).logits[0, -1]
+
+
+def test_classifier_readout_matches_the_model_card(classifier_dir, chat_batch):
+    prompts, completions = chat_batch
+    reward = load_reward(classifier_dir)  # kind inferred from LlamaForSequenceClassification
+    got = reward(prompts=prompts, completions=completions)
+    for value, p, c in zip(got, prompts, completions):
+        assert value == pytest.approx(card_classifier_score(classifier_dir, p + c), abs=1e-5)
+
+
+def test_causal_logit_readout_is_the_next_token_logit_of_token_id(causal_dir, tokenizer, chat_batch):
+    prompts, completions = chat_batch
+    reward = load_reward(causal_dir, token_id=0)
+    judge = load_reward(causal_dir, token_id=("the", 7))  # a (yes, no) pair: one-token string and an id
+    yes = tokenizer.encode("the", add_special_tokens=False)[0]
+    got, judged = reward(prompts=prompts, completions=completions), judge(prompts=prompts, completions=completions)
+    for value, verdict, p, c in zip(got, judged, prompts, completions):
+        logits = card_causal_logits(causal_dir, tokenizer.apply_chat_template(p + c, tokenize=False))
+        assert value == pytest.approx(logits[0].item(), abs=1e-5)  # logits[0, -1, 0]
+        assert verdict == pytest.approx((logits[yes] - logits[7]).item(), abs=1e-5)  # logit(yes) - logit(no)
+
+
+def test_micro_batched_scores_equal_scoring_each_input_alone(classifier_dir, causal_dir):
+    # Skewed lengths, as in rollouts: many short, a few long.
+    prompts = [f"Question {i}: what is {i} plus {i}?" for i in range(12)]
+    completions = [("The answer is " + "very " * (40 if i % 5 == 0 else i)) for i in range(12)]
+    for source, kw in ((classifier_dir, {}), (causal_dir, {"token_id": 3})):
+        batched = load_reward(source, max_tokens_per_batch=300, **kw)(prompts=prompts, completions=completions)
+        alone = load_reward(source, max_tokens_per_batch=1, **kw)  # one conversation per forward
+        singles = [alone(prompts=[p], completions=[c])[0] for p, c in zip(prompts, completions)]
+        assert batched == pytest.approx(singles, abs=1e-5)
+
+
+def test_plan_micro_batches_respects_the_budget_and_covers_every_index():
+    lengths = [3, 50, 7, 7, 49, 1, 120, 9]
+    batches = plan_micro_batches(lengths, max_tokens_per_batch=100)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        padded = len(batch) * max(lengths[i] for i in batch)
+        assert padded <= 100 or len(batch) == 1  # 120 > budget rides alone
+    # Longest first: [6] alone, then 50+49 (2*50=100), then the short ones together.
+    assert batches[:2] == [[6], [1, 4]]
+
+
+def test_left_truncation_keeps_bos_and_the_end_of_the_response(tokenizer):
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Explain gradient descent. " * 20}, {"role": "assistant", "content": "It moves parameters."}],
+        tokenize=False,
+    )
+    full = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids, truncated = encode([text, "short"], tokenizer, add_special_tokens=False, max_length=16, truncation="left")
+    assert truncated == 1 and len(ids[0]) == 16
+    assert ids[0][0] == tokenizer.bos_token_id and ids[0][1:] == full[-15:]  # BOS + the last 15 tokens
+    with pytest.raises(ValueError, match=r"conversation 0 has \d+ tokens > max_length 16; set truncation='left' or raise max_length"):
+        encode([text], tokenizer, add_special_tokens=False, max_length=16, truncation="error")
+
+
+def test_truncations_are_counted_in_the_logged_metrics(classifier_dir):
+    logged = {}
+    reward = load_reward(classifier_dir, max_length=12, name="rm")
+    reward(prompts=["What is the capital of France? " * 5, "Hi"], completions=["Paris", "Yo"], log_metric=logged.__setitem__)
+    assert logged["rm/truncated_frac"] == 0.5  # one of two conversations was cut
+
+
+def test_multi_output_head_is_combined_by_attribute_weights(attributes_dir, chat_batch):
+    prompts, completions = chat_batch
+    names, weights = ["helpfulness", "correctness", "verbosity"], [0.5, 1.0, -0.25]
+    reward = load_reward(attributes_dir, attributes=names, attribute_weights=weights, name="steer")
+    metrics, extra = {}, {}
+    got = reward(prompts=prompts, completions=completions, log_metric=metrics.__setitem__, log_extra=extra.__setitem__)
+    tok = AutoTokenizer.from_pretrained(attributes_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(attributes_dir).eval()
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        ids = tok(tok.apply_chat_template(p + c, tokenize=False), add_special_tokens=False, return_tensors="pt")
+        with torch.inference_mode():
+            logits = model(**ids).logits[0]
+        assert got[i] == pytest.approx(float(logits @ torch.tensor(weights)), abs=1e-5)  # sum_k w_k * logit_k
+        assert extra["steer/correctness"][i] == pytest.approx(logits[1].item(), abs=1e-5)
+    assert set(metrics) >= {"steer/helpfulness_mean", "steer/correctness_mean", "steer/verbosity_mean"}
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"kind": "causal_logit"}, "needs token_id"),
+        ({"kind": "causal_logit", "token_id": "Paris is"}, "is 3 tokens"),
+        ({"kind": "causal_logit", "token_id": 10**6}, "outside the vocabulary"),
+        ({"attributes": ["a", "b"]}, "has 1 outputs but attributes names 2"),
+        ({"truncation": "right"}, "truncation='right' is not one of"),
+        ({"normalize": "softmax"}, "normalize='softmax' is not one of"),
+        ({"attribute_weights": [1.0]}, "attribute_weights needs attributes"),
+        ({"max_tokens_per_batch": 0}, "must be positive"),
+    ],
+)
+def test_bad_options_get_a_clear_error(classifier_dir, options, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        reward = load_reward(classifier_dir, **options)
+        reward(prompts=["a"], completions=["b"])
+
+
+def test_unknown_option_lists_the_known_ones(classifier_dir):
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['temprature'\]"):
+        load_reward(classifier_dir, temprature=0.5)
+
+
+def test_conversational_data_without_chat_template_fails_before_scoring(plain_tokenizer_classifier_dir):
+    reward = load_reward(plain_tokenizer_classifier_dir)
+    assert len(reward(prompts=["plain text works"], completions=[" fine"])) == 1
+    with pytest.raises(ValueError, match="chat_template="):
+        reward(prompts=[[{"role": "user", "content": "hi"}]], completions=[[{"role": "assistant", "content": "yo"}]])
+
+
+def test_encode_counts_only_over_long_inputs(tokenizer):
+    conversations = conversations_from_trl(["a", "b"], ["c", "d"])
+    assert all(isinstance(c, Conversation) for c in conversations)
+    _, truncated = encode(["short", "also short"], tokenizer, add_special_tokens=True, max_length=64)
+    assert truncated == 0
