@@ -1,5 +1,4 @@
-"""Tiny models built in-process: a byte-level BPE tokenizer with a chat template, and Llama
-reward models (sequence classifier, multi-output head, causal LM) saved to temp dirs."""
+"""Tiny reward models (sequence classifier, multi-output head, causal LM) saved to temp dirs."""
 
 from __future__ import annotations
 
@@ -10,62 +9,7 @@ import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-CORPUS = [
-    "What is the capital of France? The capital of France is Paris.",
-    "Write a haiku about the sea. Waves fold into foam, the tide keeps its own counsel.",
-    "How many legs does a spider have? A spider has eight legs.",
-    "Explain gradient descent. It moves parameters against the gradient of the loss.",
-    "Tell me a joke. Why did the reward model cross the road? To score the other side.",
-] * 20
-
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
-
-
-def build_tokenizer(chat_template: str | None = CHAT_TEMPLATE):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    specials = ["<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>"]
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(CORPUS, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    fast.model_max_length = 512
-    if chat_template:
-        fast.chat_template = chat_template
-    return fast
-
-
-def llama_config(tokenizer, **overrides):
-    from transformers import LlamaConfig
-
-    kwargs = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    kwargs.update(overrides)
-    return LlamaConfig(**kwargs)
-
-
-def save_model(path, model, tokenizer) -> str:
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+from rewardbridge.testing import build_tokenizer, llama_config, save_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")

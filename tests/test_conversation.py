@@ -31,7 +31,7 @@ def test_plain_text_without_template_is_concatenated_with_special_tokens(tokeniz
 
 
 def test_chat_data_without_a_chat_template_says_what_to_pass():
-    from conftest import build_tokenizer
+    from rewardbridge.testing import build_tokenizer
 
     renderer = Renderer(build_tokenizer(chat_template=None))
     conversation = Conversation.from_trl([{"role": "user", "content": "hi"}], [{"role": "assistant", "content": "yo"}])

@@ -142,3 +142,33 @@ def test_encode_counts_only_over_long_inputs(tokenizer):
     assert all(isinstance(c, Conversation) for c in conversations)
     _, truncated = encode(["short", "also short"], tokenizer, add_special_tokens=True, max_length=64)
     assert truncated == 0
+
+
+def test_micro_batch_plan_is_optimal_against_brute_force():
+    """The DP's cost equals the best contiguous split of the sorted lengths, found exhaustively."""
+    import itertools
+    import random
+
+    from rewardbridge.scorers.local import plan_micro_batches
+
+    def cost(batches, lengths, overhead):
+        return sum(len(b) * max(lengths[i] for i in b) + overhead for b in batches)
+
+    rng = random.Random(0)
+    for _ in range(30):
+        lengths = [rng.choice([rng.randint(5, 30), rng.randint(100, 300)]) for _ in range(rng.randint(1, 8))]
+        budget, overhead = rng.choice([200, 600, 5000]), rng.choice([0, 50, 256])
+        plan = plan_micro_batches(lengths, budget, overhead)
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        best = float("inf")
+        for cuts in itertools.product([0, 1], repeat=len(order) - 1):
+            batches, current = [], [order[0]]
+            for index, cut in zip(order[1:], cuts):
+                if cut:
+                    batches.append(current)
+                    current = []
+                current.append(index)
+            batches.append(current)
+            if all(len(b) == 1 or len(b) * lengths[b[0]] <= budget for b in batches):
+                best = min(best, cost(batches, lengths, overhead))
+        assert cost(plan, lengths, overhead) == best

@@ -21,6 +21,9 @@ from ..conversation import Conversation, Renderer
 from .base import Scores
 
 DEFAULT_MAX_TOKENS_PER_BATCH = 16384
+# What one extra forward call costs, in padded-token equivalents: it keeps the planner from
+# splitting a batch into many tiny forwards to save a little padding.
+FORWARD_OVERHEAD_TOKENS = 256
 TRUNCATION_MODES = ("left", "error")
 
 
@@ -78,23 +81,39 @@ def encode(
     return ids, num_truncated
 
 
-def plan_micro_batches(lengths: Sequence[int], max_tokens_per_batch: int) -> list[list[int]]:
-    """Group indices into micro-batches of padded size ``rows x longest <= max_tokens_per_batch``.
+def plan_micro_batches(
+    lengths: Sequence[int], max_tokens_per_batch: int, overhead_tokens: int = FORWARD_OVERHEAD_TOKENS
+) -> list[list[int]]:
+    """Split indices into micro-batches that cost the fewest padded tokens.
 
-    Indices are taken longest first, so each batch holds similar lengths and padding is
-    small. A sequence longer than the budget gets a batch of its own.
+    Indices are sorted longest first and cut into contiguous runs; a run costs
+    ``rows x longest`` padded tokens plus ``overhead_tokens`` for the forward call itself, and
+    must fit ``max_tokens_per_batch`` (a sequence longer than that rides alone). The best cut
+    is found exactly by dynamic programming over the sorted lengths, O(n x rows per batch).
 
     >>> plan_micro_batches([5, 100, 6, 90], max_tokens_per_batch=200)
     [[1, 3], [2, 0]]
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    for i in order:
-        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_tokens_per_batch:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
+    sorted_lengths = [lengths[i] for i in order]
+    n = len(order)
+    best = [0.0] + [float("inf")] * n  # best[j]: cheapest cost of the first j sequences
+    cut = [0] * (n + 1)  # cut[j]: where the last run of that cheapest plan starts
+    for end in range(1, n + 1):
+        # The run start..end-1 has rows = end - start; its longest member is sorted_lengths[start].
+        for start in range(end - 1, -1, -1):
+            padded = (end - start) * sorted_lengths[start]
+            if padded > max_tokens_per_batch and start < end - 1:
+                break  # going further back only adds rows and length
+            cost = best[start] + padded + overhead_tokens
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    batches = []
+    end = n
+    while end > 0:
+        batches.append(order[cut[end]:end])
+        end = cut[end]
+    return batches[::-1]
 
 
 def pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,12 +246,11 @@ def load_local_scorer(source: str, options) -> LocalScorer:
 
     from ..presets import infer_kind
 
-    common = {"trust_remote_code": options.trust_remote_code}
-    if options.gguf_file:
-        common["gguf_file"] = options.gguf_file
+    common = {"trust_remote_code": options.trust_remote_code, **gguf_kwargs(options.gguf_file)}
     kind = options.kind
     if kind is None:
-        kind = infer_kind(AutoConfig.from_pretrained(source, **common))
+        config_kwargs = {"gguf_file": options.gguf_file} if options.gguf_file else {}
+        kind = infer_kind(AutoConfig.from_pretrained(source, trust_remote_code=options.trust_remote_code, **config_kwargs))
         if kind is None:
             raise ValueError(f"cannot tell what kind of reward model {source!r} is; pass kind='classifier' or kind='causal_logit'")
     if kind == "causal_logit" and options.token_id is None:
@@ -243,7 +261,9 @@ def load_local_scorer(source: str, options) -> LocalScorer:
     if kind == "attributes" and not options.attributes:
         raise ValueError("kind='attributes' needs attributes, the names of the model's outputs in order")
 
-    tokenizer_kwargs = dict(common) if not options.tokenizer else {"trust_remote_code": options.trust_remote_code}
+    tokenizer_kwargs = {"trust_remote_code": options.trust_remote_code}
+    if options.gguf_file and not options.tokenizer:
+        tokenizer_kwargs["gguf_file"] = options.gguf_file
     tokenizer = AutoTokenizer.from_pretrained(options.tokenizer or source, **tokenizer_kwargs)
     device = default_device() if options.device == "auto" else torch.device(options.device)
     model_class = AutoModelForCausalLM if kind == "causal_logit" else AutoModelForSequenceClassification
@@ -276,6 +296,19 @@ def load_local_scorer(source: str, options) -> LocalScorer:
         max_tokens_per_batch=options.max_tokens_per_batch or DEFAULT_MAX_TOKENS_PER_BATCH,
         device=device,
     )
+
+
+def gguf_kwargs(gguf_file: str | None) -> dict:
+    """from_pretrained arguments for a GGUF checkpoint, unpacked into a plain dense model.
+
+    Without ``dequantize=True`` transformers may mark the model as quantized, and TRL's
+    Trainer then refuses to train it as a policy.
+    """
+    if not gguf_file:
+        return {}
+    from transformers import GgufConfig
+
+    return {"gguf_file": gguf_file, "quantization_config": GgufConfig(gguf_file=gguf_file, dequantize=True)}
 
 
 def token_ids_for(token_id, tokenizer) -> tuple[int, ...]:
