@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -69,3 +72,16 @@ def chat_batch():
     prompts = [p1, p1, p2, p2]
     completions = [[{"role": "assistant", "content": a}] for a in answers]
     return prompts, completions
+
+
+def torchrun(script: str, *args: str, timeout: int = 300) -> str:
+    """Run tests/multiprocess/<script> in 2 real processes (gloo on CPU); returns its output.
+
+    The timeout turns a deadlock (a collective one rank never joins) into a failure.
+    """
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(Path(__file__).parent / "multiprocess" / script), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result.stdout

@@ -73,8 +73,6 @@ def build_scorer(source: str, options: RewardOptions) -> Scorer:
             f"{source!r} is a URL; this release scores colocated Hugging Face models only. "
             "Pass a local model directory or a hub id."
         )
-    if options.zero3:
-        raise ValueError("zero3=True is not available in this release; load the reward model with zero3=False")
     from .scorers.local import load_local_scorer
 
     return load_local_scorer(source, options)
@@ -122,7 +120,8 @@ class RewardFunction:
         **columns: Any,
     ) -> list[float | None]:
         conversations = conversations_from_trl(prompts, completions)
-        scores = self.scorer.score(conversations) if conversations else Scores(values=torch.empty(0))
+        # Called even with no conversations: a ZeRO-3 scorer's forwards are collectives.
+        scores = self.scorer.score(conversations)
         raw = self.combine(scores)  # (B,)
         rewards, group_stats = self.normalize(raw, scores, conversations, columns)
         rewards = clip_rewards(rewards, self.options.clip)
@@ -133,6 +132,8 @@ class RewardFunction:
 
     def combine(self, scores: Scores) -> torch.Tensor:
         """The scalar reward per conversation, shape (B,): attribute weights when given."""
+        if len(scores) == 0:
+            return torch.empty(0)
         if self.options.attribute_weights is not None:
             return combine_attributes(scores.attributes, self.options.attributes, self.options.weight_vector())
         if scores.values is None:
@@ -175,12 +176,12 @@ class RewardFunction:
         for (key, conv, ref) in zip(keyed, conversations, references):
             if key not in self._reference_cache and key not in missing:
                 missing[key] = Conversation.from_trl(conv.prompt, ref)
-        if missing:
-            fresh = self.combine(self.scorer.score(list(missing.values())))
-            for key, value in zip(missing, fresh.tolist()):
-                self._reference_cache[key] = value
-            while len(self._reference_cache) > REFERENCE_CACHE_SIZE:
-                self._reference_cache.popitem(last=False)
+        # Scored even when nothing is missing here: other ranks may be scoring (ZeRO-3 lockstep).
+        fresh = self.combine(self.scorer.score(list(missing.values())))
+        for key, value in zip(missing, fresh.tolist()):
+            self._reference_cache[key] = value
+        while len(self._reference_cache) > REFERENCE_CACHE_SIZE:
+            self._reference_cache.popitem(last=False)
         return torch.tensor([self._reference_cache[key] for key in keyed], dtype=torch.float32)
 
     def _log(self, raw, rewards, scores: Scores, group_stats, log_metric, log_extra) -> None:

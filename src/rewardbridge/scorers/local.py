@@ -10,6 +10,7 @@ Right padding keeps every real position's computation identical to scoring it al
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 from dataclasses import dataclass
@@ -189,6 +190,9 @@ class LocalScorer:
         readout: ``ClassifierReadout`` or ``CausalLogitReadout``.
         max_length: tokens per conversation; longer ones follow ``truncation``.
         max_tokens_per_batch: padded tokens per forward (rows x longest).
+        lockstep: every rank runs the same number of forwards (ZeRO-3: a forward is a
+            collective); ranks with fewer micro-batches, or none, run 1-token forwards.
+        engine: whatever must stay alive for ``model`` to work (the DeepSpeed engine).
     """
 
     def __init__(
@@ -202,6 +206,8 @@ class LocalScorer:
         truncation: str = "left",
         max_tokens_per_batch: int = DEFAULT_MAX_TOKENS_PER_BATCH,
         device: torch.device | str = "cpu",
+        lockstep: bool = False,
+        engine: Any = None,
     ):
         if truncation not in TRUNCATION_MODES:
             raise ValueError(f"truncation={truncation!r} is not one of {TRUNCATION_MODES}")
@@ -211,33 +217,71 @@ class LocalScorer:
         self.max_length, self.truncation = max_length, truncation
         self.max_tokens_per_batch = max_tokens_per_batch
         self.device = torch.device(device)
+        self.lockstep, self.engine = lockstep, engine
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0
 
     def tokenize(self, conversations: Sequence[Conversation]) -> tuple[list[list[int]], int]:
+        if not conversations:
+            return [], 0
         texts = [self.renderer.render(c) for c in conversations]
         add_special = self.renderer.add_special_tokens(conversations[0])
         return encode(
             texts, self.tokenizer, add_special_tokens=add_special, max_length=self.max_length, truncation=self.truncation
         )
 
-    @torch.inference_mode()
     def score(self, conversations: Sequence[Conversation]) -> Scores:
-        if not conversations:
-            return Scores(values=torch.empty(0))
         ids, num_truncated = self.tokenize(conversations)
+        batches: list[list[int] | None] = plan_micro_batches([len(s) for s in ids], self.max_tokens_per_batch)
+        if self.lockstep:
+            batches += [None] * (self._most_batches_on_any_rank(len(batches)) - len(batches))
         values: torch.Tensor | None = None
         attributes: dict[str, torch.Tensor] = {}
-        for batch in plan_micro_batches([len(s) for s in ids], self.max_tokens_per_batch):
-            input_ids, attention_mask = pad_right([ids[i] for i in batch], self.pad_id)
-            value, named = self.readout(self.model, input_ids.to(self.device), attention_mask.to(self.device))
-            index = torch.tensor(batch)
-            if value is not None:
-                values = torch.empty(len(ids)) if values is None else values
-                values[index] = value.float().cpu()
-            for name, column in named.items():
-                attributes.setdefault(name, torch.empty(len(ids)))[index] = column.float().cpu()
+        # ZeRO-3 gathers parameters in place during the forward; inference_mode tensors forbid that.
+        with torch.no_grad() if self.lockstep else torch.inference_mode():
+            for batch in batches:
+                if batch is None:  # keep step with the other ranks' forwards
+                    dummy = torch.full((1, 1), self.pad_id, dtype=torch.long, device=self.device)
+                    self.readout(self.model, dummy, torch.ones_like(dummy))
+                    continue
+                input_ids, attention_mask = pad_right([ids[i] for i in batch], self.pad_id)
+                value, named = self.readout(self.model, input_ids.to(self.device), attention_mask.to(self.device))
+                index = torch.tensor(batch)
+                if value is not None:
+                    values = torch.empty(len(ids)) if values is None else values
+                    values[index] = value.float().cpu()
+                for name, column in named.items():
+                    attributes.setdefault(name, torch.empty(len(ids)))[index] = column.float().cpu()
+        if values is None and not attributes:
+            values = torch.empty(0)
         return Scores(values=values, attributes=attributes, num_truncated=num_truncated)
+
+    def _most_batches_on_any_rank(self, local: int) -> int:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return local
+        count = torch.tensor([local], dtype=torch.long, device=self.device)
+        dist.all_reduce(count, op=dist.ReduceOp.MAX)
+        return int(count.item())
+
+
+@contextlib.contextmanager
+def deepspeed_config_scope():
+    """Restore, on exit, the DeepSpeed config that transformers sees as active.
+
+    transformers keeps one global (weak) reference to the active DeepSpeed config; while it
+    names a ZeRO-3 config, every ``from_pretrained`` loads partitioned parameters, and such a
+    model fails outside a DeepSpeed engine (REFERENCE.md §1). Inside this scope a loader can
+    clear it or set its own without touching the trainer's.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    previous = hf_deepspeed._hf_deepspeed_config_weak_ref
+    try:
+        yield hf_deepspeed
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = previous
 
 
 def load_local_scorer(source: str, options) -> LocalScorer:
@@ -266,9 +310,19 @@ def load_local_scorer(source: str, options) -> LocalScorer:
         tokenizer_kwargs["gguf_file"] = options.gguf_file
     tokenizer = AutoTokenizer.from_pretrained(options.tokenizer or source, **tokenizer_kwargs)
     device = default_device() if options.device == "auto" else torch.device(options.device)
+    dtype = resolve_dtype(options.dtype, device)
     model_class = AutoModelForCausalLM if kind == "causal_logit" else AutoModelForSequenceClassification
-    model = model_class.from_pretrained(source, dtype=resolve_dtype(options.dtype, device), **common)
-    model.to(device).eval().requires_grad_(False)
+    engine = None
+    if options.zero3:
+        from .zero3 import load_zero3_model, resolve_config
+
+        engine, model = load_zero3_model(model_class, source, resolve_config(options.zero3, dtype), device, dtype=dtype, **common)
+    else:
+        with deepspeed_config_scope() as hf_deepspeed:
+            hf_deepspeed.unset_hf_deepspeed_config()  # load whole even beside a ZeRO-3 trainer
+            model = model_class.from_pretrained(source, dtype=dtype, **common)
+        model.to(device)
+    model.eval().requires_grad_(False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.config, "pad_token_id", None) is None:
@@ -295,6 +349,8 @@ def load_local_scorer(source: str, options) -> LocalScorer:
         truncation=options.truncation,
         max_tokens_per_batch=options.max_tokens_per_batch or DEFAULT_MAX_TOKENS_PER_BATCH,
         device=device,
+        lockstep=bool(options.zero3),
+        engine=engine,
     )
 
 
