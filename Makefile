@@ -28,6 +28,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/scoring.py
+	$(PY) benchmarks/zero3_memory.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

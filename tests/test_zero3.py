@@ -83,12 +83,20 @@ def test_two_ranks_each_hold_half_and_score_like_the_whole_model(classifier_dir,
 
 
 @pytest.mark.multiprocess
-@pytest.mark.parametrize("policy", ["ddp", "zero3"])
+@pytest.mark.parametrize("policy", ["single", "ddp", "zero2", "zero3"])
 def test_grpo_and_rloo_train_with_a_zero3_reward(policy, causal_dir, classifier_dir, tmp_path):
-    torchrun("zero3_trainers.py", causal_dir, classifier_dir, str(tmp_path), policy, timeout=420)
+    args = (causal_dir, classifier_dir, str(tmp_path), policy)
+    if policy == "single":
+        script = Path(__file__).parent / "multiprocess" / "zero3_trainers.py"
+        out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=420)
+        assert out.returncode == 0, out.stderr[-5000:]
+    else:
+        torchrun("zero3_trainers.py", *args, timeout=420)
     for trainer in ("grpo", "rloo"):
         run = json.loads((tmp_path / f"{trainer}_rank0.json").read_text())
-        assert run["policy_is_deepspeed"] == (policy == "zero3")
+        assert run["world_size"] == (1 if policy == "single" else 2)
+        assert run["policy_is_deepspeed"] == policy.startswith("zero")
+        assert run["policy_zero_stage"] == {"zero2": 2, "zero3": 3}.get(policy)
         assert sum("rewards/rm/mean" in entry for entry in run["history"]) == 2
         # An unsharded reward loaded while the trainer's ZeRO-3 config is active still loads whole.
         assert run["after"] == pytest.approx(run["before"], abs=1e-6)

@@ -204,7 +204,7 @@ def plot_rewards(history: list[dict], path: Path, title: str) -> None:
     if not points:
         return
     steps, rewards = zip(*points)
-    window = max(1, len(rewards) // 8)
+    window = max(1, len(rewards) // 4)
     rolling = [sum(rewards[max(0, i - window + 1): i + 1]) / len(rewards[max(0, i - window + 1): i + 1]) for i in range(len(rewards))]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(steps, rewards, "o", alpha=0.4, label="mean reward of the step's rollouts")
