@@ -31,7 +31,7 @@ def skewed_batch(num_prompts: int, generations: int, long_fraction: float, seed:
     rng = random.Random(seed)
     words = " ".join(CORPUS).split()
     prompts, completions = [], []
-    for p in range(num_prompts):
+    for _ in range(num_prompts):
         question = [{"role": "user", "content": " ".join(rng.choices(words, k=rng.randint(8, 20)))}]
         for _ in range(generations):
             n_words = rng.randint(150, 300) if rng.random() < long_fraction else rng.randint(5, 25)
@@ -89,7 +89,7 @@ def main() -> None:
 
     from transformers import AutoModelForSequenceClassification
 
-    from rewardbridge import load_reward
+    from rewardbridge import Conversation, load_reward
 
     workdir = tempfile.mkdtemp()
     tokenizer, reward_dir, policy_dir = build_models(workdir, args.hidden, args.layers)
@@ -105,7 +105,8 @@ def main() -> None:
     trl_time, trl_scores = timed(lambda: trl_trainer._calculate_rewards(inputs, prompts, completions, ids)[:, 0], args.repeats)
     our_time, our_scores = timed(lambda: our_trainer._calculate_rewards(inputs, prompts, completions, ids)[:, 0], args.repeats)
 
-    lengths = [len(x) for x in ours.scorer.tokenize([__import__("rewardbridge").Conversation.from_trl(p, c) for p, c in zip(prompts, completions)])[0]]
+    conversations = [Conversation.from_trl(p, c) for p, c in zip(prompts, completions)]
+    lengths = [len(ids) for ids in ours.scorer.tokenize(conversations)[0]]
     real, padded = sum(lengths), len(lengths) * max(lengths)
     bound = padded / real
     speedup = trl_time / our_time

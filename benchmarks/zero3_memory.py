@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import statistics
@@ -43,7 +44,7 @@ def worker(model_dir: str, out_dir: str, repeats: int) -> None:
     rows = {}
     for label, zero3 in (("whole", False), ("zero3", True), ("zero3 + CPU offload", offload)):
         reward = load_reward(model_dir, device="cpu", zero3=zero3)
-        run = lambda: reward(prompts=prompts[share], completions=completions[share])  # noqa: E731
+        run = functools.partial(reward, prompts=prompts[share], completions=completions[share])
         run()  # warm-up
         times = []
         for _ in range(repeats):

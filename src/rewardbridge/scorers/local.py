@@ -299,7 +299,7 @@ def load_local_scorer(source: str, options) -> LocalScorer:
             raise ValueError(f"cannot tell what kind of reward model {source!r} is; pass kind='classifier' or kind='causal_logit'")
     if kind == "causal_logit" and options.token_id is None:
         raise ValueError(
-            f"kind='causal_logit' needs token_id: the next-token logit that is the reward "
+            "kind='causal_logit' needs token_id: the next-token logit that is the reward "
             "(Llama-3.1-Nemotron-70B-Reward-HF: 0), or a (yes, no) pair for a judge"
         )
     if kind == "attributes" and not options.attributes:
