@@ -26,7 +26,8 @@ import tempfile
 import time
 
 
-def worker(model_dir: str, out_dir: str, repeats: int) -> None:
+def worker(model_dir: str, out_dir: str, repeats: int, device: str) -> None:
+    import torch
     import torch.distributed as dist
 
     from rewardbridge import load_reward
@@ -43,7 +44,12 @@ def worker(model_dir: str, out_dir: str, repeats: int) -> None:
     offload["zero_optimization"]["offload_param"] = {"device": "cpu", "pin_memory": False}
     rows = {}
     for label, zero3 in (("whole", False), ("zero3", True), ("zero3 + CPU offload", offload)):
-        reward = load_reward(model_dir, device="cpu", zero3=zero3)
+        on_gpu = torch.cuda.is_available() and device != "cpu"
+        if on_gpu:
+            torch.cuda.synchronize()
+            gpu_before = torch.cuda.memory_allocated()
+        reward = load_reward(model_dir, device=device, zero3=zero3)
+        gpu_bytes = torch.cuda.memory_allocated() - gpu_before if on_gpu else None
         run = functools.partial(reward, prompts=prompts[share], completions=completions[share])
         run()  # warm-up
         times = []
@@ -53,7 +59,9 @@ def worker(model_dir: str, out_dir: str, repeats: int) -> None:
             start = time.perf_counter()
             run()
             times.append(time.perf_counter() - start)
-        rows[label] = {"bytes": partitioned_param_bytes(reward.scorer.model), "seconds": statistics.median(times)}
+        rows[label] = {"bytes": partitioned_param_bytes(reward.scorer.model), "seconds": statistics.median(times),
+                       "gpu_bytes": gpu_bytes}
+        del reward
     with open(os.path.join(out_dir, f"n{world}_rank{rank}.json"), "w") as f:
         json.dump(rows, f)
 
@@ -63,10 +71,11 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto", help="'auto' (this rank's GPU if any), 'cpu', 'cuda'")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL_DIR", "OUT_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(*args.worker, args.repeats)
+        worker(*args.worker, args.repeats, args.device)
         return
 
     import torch
@@ -86,21 +95,24 @@ def main() -> None:
 
     for n in (1, 2):
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n),
-                   __file__, "--worker", model_dir, workdir, "--repeats", str(args.repeats)]
+                   __file__, "--worker", model_dir, workdir, "--repeats", str(args.repeats), "--device", args.device]
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // n))}
         subprocess.run(command, check=True, capture_output=True, env=env)
 
     whole_bytes = params * 4
     print(f"reward model: {params / 1e6:.1f}M parameters, {whole_bytes / 2**20:.1f} MiB in float32; "
           f"32 conversations split evenly across ranks")
-    print(f"{'ranks':>5}  {'mode':<20}{'MiB held per rank':>18}{'share':>8}{'scoring s':>11}{'vs whole':>10}")
+    print(f"{'ranks':>5}  {'mode':<20}{'MiB held per rank':>18}{'share':>8}{'scoring s':>11}{'vs whole':>10}{'GPU MiB':>9}")
     for n in (1, 2):
         ranks = [json.load(open(f"{workdir}/n{n}_rank{r}.json")) for r in range(n)]
         whole_time = max(r["whole"]["seconds"] for r in ranks)
         for label in ranks[0]:
             held = max(r[label]["bytes"] for r in ranks)
             seconds = max(r[label]["seconds"] for r in ranks)  # the slowest rank sets the step time
-            print(f"{n:>5}  {label:<20}{held / 2**20:>18.1f}{held / whole_bytes:>8.0%}{seconds:>11.3f}{seconds / whole_time:>9.2f}x")
+            gpu = ranks[0][label]["gpu_bytes"]
+            gpu_text = f"{gpu / 2**20:>9.1f}" if gpu is not None else f"{'-':>9}"
+            print(f"{n:>5}  {label:<20}{held / 2**20:>18.1f}{held / whole_bytes:>8.0%}{seconds:>11.3f}"
+                  f"{seconds / whole_time:>9.2f}x{gpu_text}")
 
 
 if __name__ == "__main__":

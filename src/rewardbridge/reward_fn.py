@@ -46,9 +46,12 @@ def load_reward(source: str, **options: Any) -> RewardFunction:
             ``truncation``: ``"left"`` drops the oldest tokens, ``"error"`` raises.
         max_tokens_per_batch: padded tokens per forward pass (default 16384).
         normalize: ``"none"``, or per prompt ``"center"``, ``"zscore"``, ``"rank"``,
-            ``"reference"`` (minus the score of ``reference_column``'s response); ``clip``
-            clamps afterwards; ``normalize_target="attributes"`` normalizes each attribute
-            before weighting.
+            ``"reference"`` (minus the score of ``reference_column``'s response); ``std_floor``
+            bounds zscore's divisor; ``clip`` clamps afterwards;
+            ``normalize_target="attributes"`` normalizes each attribute before weighting.
+        zero3: shard the model across the training processes with DeepSpeed ZeRO-3
+            (``True``, a DeepSpeed config dict, or a JSON path such as
+            ``configs/deepspeed/zero3_offload_cpu.json``). Load rewards before the trainer.
         render: ``"auto"`` | ``"chat"`` | ``"text"`` | ``"judge"`` | ``"steerlm"``; with
             ``chat_template``, ``judge_prompt`` (``{prompt}``/``{response}``), ``system_prompt``,
             ``tokenizer`` (a different tokenizer directory).
