@@ -122,7 +122,8 @@ def resolve_model(path: str, gguf_file: str | None = None) -> str:
     if (target / "config.json").exists():
         return str(target)
     print(f"unpacking {gguf_file} into {target} (once)", flush=True)
-    staging = Path(tempfile.mkdtemp(dir=cache_root.mkdir(parents=True, exist_ok=True) or cache_root))
+    cache_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=cache_root))
     AutoTokenizer.from_pretrained(path, gguf_file=gguf_file).save_pretrained(staging)
     AutoModelForCausalLM.from_pretrained(path, **gguf_kwargs(gguf_file)).save_pretrained(staging)
     try:

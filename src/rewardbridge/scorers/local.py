@@ -11,6 +11,7 @@ Right padding keeps every real position's computation identical to scoring it al
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import os
 from dataclasses import dataclass
@@ -166,7 +167,7 @@ class CausalLogitReadout:
         # Ask the model for logits at the few distinct last positions only (rows are sorted by
         # length), not at every position: the vocabulary projection dominates for short rows.
         positions, row_to_position = torch.unique(last, return_inverse=True)
-        kwargs = {"logits_to_keep": positions} if _accepts_logits_to_keep(model) else {}
+        kwargs = {"logits_to_keep": positions} if _accepts_logits_to_keep(type(model)) else {}
         logits = model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
         if not kwargs:
             row_to_position = last
@@ -176,8 +177,10 @@ class CausalLogitReadout:
         return value, {}
 
 
-def _accepts_logits_to_keep(model) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+@functools.lru_cache(maxsize=None)
+def _accepts_logits_to_keep(model_class: type) -> bool:
+    """Asked once per model class, not on every micro-batch."""
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
 class LocalScorer:
