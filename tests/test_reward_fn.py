@@ -59,8 +59,3 @@ def test_metrics_and_raw_column_reach_trls_loggers(classifier_dir, chat_batch):
     for i, j in ((0, 1), (2, 3)):
         sign = 1 if raw[i] > raw[j] else -1
         assert out[i] == pytest.approx(sign * 2**-0.5, abs=1e-5) and out[j] == pytest.approx(-sign * 2**-0.5, abs=1e-5)
-
-
-def test_urls_and_unavailable_features_are_refused_clearly():
-    with pytest.raises(ValueError, match="is a URL"):
-        load_reward("http://127.0.0.1:1/score")

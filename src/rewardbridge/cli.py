@@ -1,52 +1,143 @@
-"""``rewardbridge train | score``: the command line."""
+"""``rewardbridge train | score | eval | serve``: the command line.
+
+Each command parses its flags here and calls one library function; errors come out as one
+line, ``rewardbridge: error: ...`` (exit 2 for a usage or option mistake, 1 for a failure),
+with the traceback behind ``--debug``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from typing import Any
+
+from .errors import ConfigError
+
+OPTION_HELP = "a load_reward option, e.g. --option token_id=0 (value parsed as YAML; repeatable)"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rewardbridge", description="Reward models in the loop of TRL's RL trainers.")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback on errors")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="run a recipe (wrap in `accelerate launch` for several processes)")
     train.add_argument("recipe", help="a YAML recipe, e.g. recipes/quickstart.yaml")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a recipe key, e.g. --set training.max_steps=5 (repeatable)")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in training.output_dir")
 
-    score = commands.add_parser("score", help="score prompt/response pairs from a JSONL file")
-    score.add_argument("source", help="reward model directory or hub id")
-    score.add_argument("jsonl", help='lines of {"prompt": str | messages, "completion": str | messages}')
-    score.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
-                       help="a load_reward option, e.g. --option token_id=0 (value parsed as YAML; repeatable)")
+    score = commands.add_parser("score", help="score a dataset of responses (JSONL, JSON, CSV, Parquet, save_to_disk folder)")
+    score.add_argument("source", help="reward model: directory, hub id, or http(s):// URL")
+    score.add_argument("input", help="rows of prompt/completion, prompt/chosen/rejected, prompt/response, or NeMo-Aligner conversations")
+    score.add_argument("--output", "-o", required=True, help="where scored rows go (JSONL, written as it goes)")
+    score.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE", help=OPTION_HELP)
+    score.add_argument("--batch-size", type=int, default=64, help="rows scored per reward call (default 64)")
+    score.add_argument("--best-of-n", type=int, default=None, metavar="K", help="keep the best response per prompt")
+    score.add_argument("--min-zscore", type=float, default=None, metavar="X",
+                       help="drop rows whose per-prompt z-score is below X")
+    score.add_argument("--steerlm-labels", action="store_true",
+                       help="NeMo-Aligner conversations: write labels as name:value rounded and clamped to 0-4")
+    score.add_argument("--resume", action="store_true", help="continue an interrupted run into the same --output")
+    score.add_argument("--on-bad-row", choices=("stop", "skip"), default="stop",
+                       help="stop at a malformed row (default), or skip it into OUTPUT.rejects.jsonl")
 
-    args = parser.parse_args(argv)
+    evaluate = commands.add_parser("eval", help="RewardBench-protocol accuracy on prompt/chosen/rejected/subset rows")
+    evaluate.add_argument("source", help="reward model: directory, hub id, or http(s):// URL")
+    evaluate.add_argument("data", help="rows of {prompt, chosen, rejected, subset}")
+    evaluate.add_argument("--output", "-o", default=None, help="write the JSON report here")
+    evaluate.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE", help=OPTION_HELP)
+    evaluate.add_argument("--batch-size", type=int, default=64, help="pairs scored per reward call (default 64)")
+
+    serve = commands.add_parser("serve", help="serve a local reward model over HTTP (NIM, OpenRLHF, vLLM, Triton, native)")
+    serve.add_argument("source", help="reward model directory or hub id")
+    serve.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE", help=OPTION_HELP)
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-batch-size", type=int, default=64, help="conversations coalesced into one scorer call")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
+    serve.add_argument("--api-key-env", default="REWARDBRIDGE_API_KEY",
+                       help="environment variable holding the key; when set, requests need 'Authorization: Bearer <key>'")
+    serve.add_argument("--policy-tokenizer", default=None,
+                       help="/get_reward: recover responses from OpenRLHF's decoded queries and render them with the reward model's template")
+    serve.add_argument("--max-body-bytes", type=int, default=16 * 2**20, help="largest request body (default 16 MiB)")
+    serve.add_argument("--max-conversations", type=int, default=1024, help="conversations per request")
+    serve.add_argument("--max-chars", type=int, default=200_000, help="characters per conversation")
+    return parser
+
+
+def parse_options(items: list[str]) -> dict[str, Any]:
+    """``["token_id=0", "normalize=zscore"]`` -> ``{"token_id": 0, "normalize": "zscore"}`` (values as YAML)."""
+    import yaml
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option {item!r} is not KEY=VALUE (for example --option normalize=zscore)")
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--option {item!r}: the value is not valid YAML ({error.problem})") from None
+    return options
+
+
+def run_command(args: argparse.Namespace) -> int:
     if args.command == "train":
         from .train import load_recipe, run
 
-        run(load_recipe(args.recipe, args.overrides))
+        run(load_recipe(args.recipe, args.overrides), resume=args.resume)
         return 0
     if args.command == "score":
-        import yaml
+        from .score import score_file
 
-        from .reward_fn import load_reward
-
-        options = {}
-        for item in args.options:
-            key, sep, value = item.partition("=")
-            if not sep:
-                parser.error(f"--option {item!r} is not KEY=VALUE")
-            options[key] = yaml.safe_load(value)
-        reward = load_reward(args.source, **options)
-        with open(args.jsonl) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        scores = reward(prompts=[r["prompt"] for r in rows], completions=[r["completion"] for r in rows])
-        for row, value in zip(rows, scores):
-            print(json.dumps({**row, "reward": value}))
+        score_file(
+            args.source, args.input, args.output, options=parse_options(args.options), batch_size=args.batch_size,
+            best_of_n=args.best_of_n, min_zscore=args.min_zscore, steerlm_labels=args.steerlm_labels,
+            resume=args.resume, on_bad_row=args.on_bad_row,
+        )
         return 0
-    return 2
+    if args.command == "eval":
+        from .evaluate import evaluate_file
+
+        evaluate_file(args.source, args.data, output=args.output, options=parse_options(args.options), batch_size=args.batch_size)
+        return 0
+    if args.command == "serve":
+        from .server import ServerSettings, serve
+
+        settings = ServerSettings(
+            host=args.host, port=args.port, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+            api_key_env=args.api_key_env, policy_tokenizer=args.policy_tokenizer, max_body_bytes=args.max_body_bytes,
+            max_conversations=args.max_conversations, max_chars=args.max_chars,
+        )
+        serve(args.source, parse_options(args.options), settings)
+        return 0
+    raise ConfigError(f"unknown command {args.command!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse itself prints usage and exits 2 on bad flags
+    try:
+        return run_command(args)
+    except KeyboardInterrupt:
+        print("rewardbridge: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # one line for users; the traceback behind --debug
+        if args.debug:
+            raise
+        print(f"rewardbridge: error: {one_line(error)}", file=sys.stderr)
+        if not isinstance(error, ConfigError):
+            print("rewardbridge: run with --debug for the traceback", file=sys.stderr)
+        return 2 if isinstance(error, ConfigError) else 1
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line; the exception type is named unless it is our own."""
+    from .errors import RewardBridgeError
+
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if isinstance(error, RewardBridgeError) else f"{type(error).__name__}: {text}"
 
 
 if __name__ == "__main__":

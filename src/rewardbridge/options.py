@@ -10,7 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-KINDS = ("classifier", "causal_logit", "attributes")
+KINDS = ("classifier", "causal_logit", "attributes", "pair_regression", "custom")
+PROTOCOLS = ("nim", "triton", "vllm", "openrlhf", "rewardbridge")
 NORMALIZE_MODES = ("none", "center", "zscore", "rank", "reference")
 NORMALIZE_TARGETS = ("reward", "attributes")
 ON_ERROR = ("raise", "skip")
@@ -46,6 +47,12 @@ class RewardOptions:
     system_prompt: str | None = None
     tokenizer: str | None = None
     gguf_file: str | None = None
+    # Remote endpoints (URL sources); see scorers/remote.py.
+    timeout: float = 60.0
+    max_retries: int = 4
+    max_concurrency: int = 32
+    request_batch_size: int = 64
+    api_key_env: str | None = None
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> RewardOptions:

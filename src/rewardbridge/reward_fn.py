@@ -25,6 +25,7 @@ from .normalize import (
 )
 from .options import RewardOptions
 from .presets import apply_preset
+from .scorers import build_scorer
 from .scorers.base import Scorer, Scores
 
 REFERENCE_CACHE_SIZE = 100_000
@@ -67,18 +68,6 @@ def load_reward(source: str, **options: Any) -> RewardFunction:
     """
     opts = apply_preset(source, RewardOptions.from_kwargs(**options))
     return RewardFunction(source, opts)
-
-
-def build_scorer(source: str, options: RewardOptions) -> Scorer:
-    """The scorer that ``source`` + ``options`` describe."""
-    if re.match(r"^https?://", source):
-        raise ValueError(
-            f"{source!r} is a URL; this release scores colocated Hugging Face models only. "
-            "Pass a local model directory or a hub id."
-        )
-    from .scorers.local import load_local_scorer
-
-    return load_local_scorer(source, options)
 
 
 class RewardFunction:

@@ -179,10 +179,13 @@ def build_trainer(recipe: Recipe):
     return trainer
 
 
-def run(recipe: Recipe) -> list[dict]:
-    """Train; print the reward per step; write the plot. Returns TRL's log history."""
+def run(recipe: Recipe, resume: bool = False) -> list[dict]:
+    """Train; print the reward per step; write the plot. Returns TRL's log history.
+
+    ``resume``: continue from the last checkpoint in ``training.output_dir``.
+    """
     trainer = build_trainer(recipe)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=True if resume else None)
     history = trainer.state.log_history
     if trainer.accelerator.is_main_process:
         out = Path(trainer.args.output_dir)

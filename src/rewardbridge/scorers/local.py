@@ -10,7 +10,6 @@ Right padding keeps every real position's computation identical to scoring it al
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import os
@@ -269,24 +268,6 @@ class LocalScorer:
         return int(count.item())
 
 
-@contextlib.contextmanager
-def deepspeed_config_scope():
-    """Restore, on exit, the DeepSpeed config that transformers sees as active.
-
-    transformers keeps one global (weak) reference to the active DeepSpeed config; while it
-    names a ZeRO-3 config, every ``from_pretrained`` loads partitioned parameters, and such a
-    model fails outside a DeepSpeed engine (REFERENCE.md §1). Inside this scope a loader can
-    clear it or set its own without touching the trainer's.
-    """
-    from transformers.integrations import deepspeed as hf_deepspeed
-
-    previous = hf_deepspeed._hf_deepspeed_config_weak_ref
-    try:
-        yield hf_deepspeed
-    finally:
-        hf_deepspeed._hf_deepspeed_config_weak_ref = previous
-
-
 def load_local_scorer(source: str, options) -> LocalScorer:
     """Build a :class:`LocalScorer` from a model directory or hub id and ``RewardOptions``."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
@@ -321,6 +302,8 @@ def load_local_scorer(source: str, options) -> LocalScorer:
 
         engine, model = load_zero3_model(model_class, source, resolve_config(options.zero3, dtype), device, dtype=dtype, **common)
     else:
+        from .zero3 import deepspeed_config_scope
+
         with deepspeed_config_scope() as hf_deepspeed:
             hf_deepspeed.unset_hf_deepspeed_config()  # load whole even beside a ZeRO-3 trainer
             model = model_class.from_pretrained(source, dtype=dtype, **common)

@@ -12,6 +12,7 @@ A ZeRO-3 forward is a collective: every rank must run the same number of forward
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -61,6 +62,24 @@ def resolve_config(zero3: bool | dict | str, dtype: torch.dtype) -> dict:
     return config
 
 
+@contextlib.contextmanager
+def deepspeed_config_scope():
+    """Restore, on exit, the DeepSpeed config that transformers sees as active.
+
+    transformers keeps one global (weak) reference to the active DeepSpeed config; while it
+    names a ZeRO-3 config, every ``from_pretrained`` loads partitioned parameters, and such a
+    model fails outside a DeepSpeed engine (REFERENCE.md §1). Inside this scope a loader can
+    clear it or set its own without touching the trainer's.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    previous = hf_deepspeed._hf_deepspeed_config_weak_ref
+    try:
+        yield hf_deepspeed
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = previous
+
+
 def ensure_distributed(device: torch.device) -> None:
     """Join the trainer's process group, or start one (a single process gets a 1-rank group)."""
     import deepspeed
@@ -80,8 +99,6 @@ def load_zero3_model(model_class, source: str, config: dict, device: torch.devic
     """
     import deepspeed
     from transformers.integrations import HfDeepSpeedConfig
-
-    from .local import deepspeed_config_scope
 
     ensure_distributed(device)
     if device.type == "cuda":

@@ -1,0 +1,31 @@
+"""The errors rewardbridge raises on purpose; the CLI turns them into one-line messages.
+
+``ConfigError`` is a mistake in what the user asked for (an option, a recipe key, a
+command-line flag): the CLI exits 2. It subclasses ValueError, so plain ``except
+ValueError`` code keeps working. ``OptionTypeError`` is also a TypeError (an option of the
+wrong type, an unknown option name), like Python's own error for a bad keyword argument.
+``InputError`` is bad data (a malformed row, message or file): the CLI exits 1.
+``RemoteError`` is a reward endpoint that failed after its retries: the CLI exits 1.
+"""
+
+from __future__ import annotations
+
+
+class RewardBridgeError(Exception):
+    """Base of every error rewardbridge raises on purpose."""
+
+
+class ConfigError(RewardBridgeError, ValueError):
+    """A bad option, recipe key or flag: names the input, the limit, and the option that changes it."""
+
+
+class OptionTypeError(ConfigError, TypeError):
+    """An option of the wrong type, or an unknown option name."""
+
+
+class InputError(RewardBridgeError, ValueError):
+    """Malformed data: a row, a message, a file."""
+
+
+class RemoteError(RewardBridgeError, RuntimeError):
+    """A remote reward endpoint failed after its retries (names the endpoint, status and sample)."""
