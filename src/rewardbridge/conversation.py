@@ -84,6 +84,30 @@ class Conversation:
         return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
 
 
+def parse_flattened_turns(prompt: str) -> list[Message]:
+    r"""A HelpSteer2 prompt, multi-turn ones flattened with ``<extra_id_1>``, back into messages.
+
+    HelpSteer2 stores ``{user1}\n<extra_id_1>Assistant\n{asst1}\n<extra_id_1>User\n{user2}``
+    (REFERENCE.md §4); a single-turn prompt is just the user's text.
+
+    >>> parse_flattened_turns("Hi\n<extra_id_1>Assistant\nHello!\n<extra_id_1>User\nA joke?")
+    [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello!'}, {'role': 'user', 'content': 'A joke?'}]
+    >>> parse_flattened_turns("What is 2+2?")
+    [{'role': 'user', 'content': 'What is 2+2?'}]
+    """
+    first, *turns = prompt.split("\n<extra_id_1>")
+    messages = [{"role": "user", "content": first}]
+    for turn in turns:
+        speaker, _, text = turn.partition("\n")
+        role = {"User": "user", "Assistant": "assistant"}.get(speaker.strip())
+        if role is None:
+            # Not a turn marker we know: keep the text rather than guess a speaker.
+            messages[-1]["content"] += "\n<extra_id_1>" + turn
+            continue
+        messages.append({"role": role, "content": text})
+    return messages
+
+
 def conversations_from_trl(prompts: Sequence, completions: Sequence) -> list[Conversation]:
     """Pair TRL's ``prompts`` and ``completions`` (equal lengths) into conversations."""
     if len(prompts) != len(completions):
