@@ -106,30 +106,6 @@ def test_multi_output_head_is_combined_by_attribute_weights(attributes_dir, chat
     assert set(metrics) >= {"steer/helpfulness_mean", "steer/correctness_mean", "steer/verbosity_mean"}
 
 
-@pytest.mark.parametrize(
-    "options, message",
-    [
-        ({"kind": "causal_logit"}, "needs token_id"),
-        ({"kind": "causal_logit", "token_id": "Paris is"}, "is 3 tokens"),
-        ({"kind": "causal_logit", "token_id": 10**6}, "outside the vocabulary"),
-        ({"attributes": ["a", "b"]}, "has 1 outputs but attributes names 2"),
-        ({"truncation": "right"}, "truncation='right' is not one of"),
-        ({"normalize": "softmax"}, "normalize='softmax' is not one of"),
-        ({"attribute_weights": [1.0]}, "attribute_weights needs attributes"),
-        ({"max_tokens_per_batch": 0}, "must be positive"),
-    ],
-)
-def test_bad_options_get_a_clear_error(classifier_dir, options, message):
-    with pytest.raises((ValueError, TypeError), match=message):
-        reward = load_reward(classifier_dir, **options)
-        reward(prompts=["a"], completions=["b"])
-
-
-def test_unknown_option_lists_the_known_ones(classifier_dir):
-    with pytest.raises(TypeError, match=r"unknown option\(s\) \['temprature'\]"):
-        load_reward(classifier_dir, temprature=0.5)
-
-
 def test_conversational_data_without_chat_template_fails_before_scoring(plain_tokenizer_classifier_dir):
     reward = load_reward(plain_tokenizer_classifier_dir)
     assert len(reward(prompts=["plain text works"], completions=[" fine"])) == 1

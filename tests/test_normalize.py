@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rewardbridge import load_reward
+from rewardbridge.errors import InputError
 from conftest import torchrun
 from rewardbridge.normalize import clip_rewards, group_index, normalize_per_prompt
 
@@ -70,7 +71,7 @@ def test_reference_mode_subtracts_a_cached_reference_score(classifier_dir):
     assert calls == [3, 2]  # the batch, then each distinct (prompt, reference) once
     reward(prompts=prompts, completions=completions, reference=references)
     assert calls == [3, 2, 3, 0]  # second step: references come from the cache (an empty call keeps ZeRO-3 ranks in step)
-    with pytest.raises(KeyError, match="reads the dataset column 'reference'"):
+    with pytest.raises(InputError, match="reads the dataset column 'reference'"):
         reward(prompts=prompts, completions=completions)
 
 

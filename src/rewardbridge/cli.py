@@ -89,20 +89,23 @@ def run_command(args: argparse.Namespace) -> int:
         run(load_recipe(args.recipe, args.overrides), resume=args.resume)
         return 0
     if args.command == "score":
+        options = parse_options(args.options)
         from .score import score_file
 
         score_file(
-            args.source, args.input, args.output, options=parse_options(args.options), batch_size=args.batch_size,
+            args.source, args.input, args.output, options=options, batch_size=args.batch_size,
             best_of_n=args.best_of_n, min_zscore=args.min_zscore, steerlm_labels=args.steerlm_labels,
             resume=args.resume, on_bad_row=args.on_bad_row,
         )
         return 0
     if args.command == "eval":
+        options = parse_options(args.options)
         from .evaluate import evaluate_file
 
-        evaluate_file(args.source, args.data, output=args.output, options=parse_options(args.options), batch_size=args.batch_size)
+        evaluate_file(args.source, args.data, output=args.output, options=options, batch_size=args.batch_size)
         return 0
     if args.command == "serve":
+        options = parse_options(args.options)
         from .server import ServerSettings, serve
 
         settings = ServerSettings(
@@ -110,7 +113,7 @@ def run_command(args: argparse.Namespace) -> int:
             api_key_env=args.api_key_env, policy_tokenizer=args.policy_tokenizer, max_body_bytes=args.max_body_bytes,
             max_conversations=args.max_conversations, max_chars=args.max_chars,
         )
-        serve(args.source, parse_options(args.options), settings)
+        serve(args.source, options, settings)
         return 0
     raise ConfigError(f"unknown command {args.command!r}")
 

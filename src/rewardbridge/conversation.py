@@ -12,7 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
+
+from .errors import ConfigError, InputError
+from .options import RENDER_MODES
 
 Message = dict[str, Any]
 
@@ -21,8 +24,6 @@ STEERLM_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant "
     "gives helpful, detailed, and polite answers to the user's questions."
 )
-
-RENDER_MODES = ("auto", "chat", "text", "judge", "steerlm")
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,12 @@ class Conversation:
     completion: str | tuple[Message, ...]
 
     @classmethod
-    def from_trl(cls, prompt: str | Sequence[Message], completion: str | Sequence[Message]) -> Conversation:
-        if not isinstance(prompt, str):
-            prompt = tuple(dict(m) for m in prompt)
-        if not isinstance(completion, str):
-            completion = tuple(dict(m) for m in completion)
-        return cls(prompt, completion)
+    def from_trl(
+        cls, prompt: str | Sequence[Message], completion: str | Sequence[Message], index: int | None = None
+    ) -> Conversation:
+        """Check and normalize one sample; errors name the sample ``index`` and the field."""
+        where = "sample" if index is None else f"sample {index}"
+        return cls(_text_or_messages(prompt, f"{where}: prompt"), _text_or_messages(completion, f"{where}: completion"))
 
     @property
     def is_chat(self) -> bool:
@@ -111,8 +112,58 @@ def parse_flattened_turns(prompt: str) -> list[Message]:
 def conversations_from_trl(prompts: Sequence, completions: Sequence) -> list[Conversation]:
     """Pair TRL's ``prompts`` and ``completions`` (equal lengths) into conversations."""
     if len(prompts) != len(completions):
-        raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions; TRL passes one prompt per completion")
-    return [Conversation.from_trl(p, c) for p, c in zip(prompts, completions)]
+        raise InputError(f"got {len(prompts)} prompts but {len(completions)} completions; TRL passes one prompt per completion")
+    return [Conversation.from_trl(p, c, index=i) for i, (p, c) in enumerate(zip(prompts, completions))]
+
+
+def _text_or_messages(value: Any, where: str) -> str | tuple[Message, ...]:
+    """A string as it is, or a list of messages checked and normalized (see :func:`message_text`)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        raise InputError(f"{where} is a single message dict; pass a list of messages ([{{'role': ..., 'content': ...}}]) or a string")
+    if not isinstance(value, Sequence) or isinstance(value, bytes):
+        raise InputError(f"{where} is a {type(value).__name__}; TRL passes a string or a list of {{'role', 'content'}} messages")
+    messages = []
+    for j, message in enumerate(value):
+        if not isinstance(message, Mapping):
+            raise InputError(f"{where} message {j} is a {type(message).__name__}, not a {{'role', 'content'}} dict")
+        for key in ("role", "content"):
+            if message.get(key) is None:
+                raise InputError(f"{where} message {j} has no {key!r} (it has {sorted(message)}); every message needs 'role' and 'content'")
+        if not isinstance(message["role"], str):
+            raise InputError(f"{where} message {j} has role {message['role']!r}; a role is a string such as 'user' or 'assistant'")
+        messages.append({**message, "content": message_text(message["content"], f"{where} message {j}")})
+    return tuple(messages)
+
+
+def message_text(content: Any, where: str = "message") -> str:
+    r"""A message's content as text: a string, or the text parts of a list of parts, joined.
+
+    TRL and OpenAI-style data may give ``[{"type": "text", "text": ...}, ...]``. Text parts are
+    joined with newlines, as vLLM's chat front end does; any other part (an image) is refused,
+    since a text reward model would silently score without it.
+
+    >>> message_text([{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}])
+    'Hi\nthere'
+    """
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence) and not isinstance(content, (bytes, Mapping)):
+        texts = []
+        for k, part in enumerate(content):
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, Mapping) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            else:
+                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+                raise InputError(
+                    f"{where} content part {k} is of type {kind!r}; reward models here read text only: "
+                    "drop non-text parts before scoring"
+                )
+        return "\n".join(texts)
+    raise InputError(f"{where} content is a {type(content).__name__}; content is a string or a list of text parts")
 
 
 @dataclass
@@ -138,11 +189,16 @@ class Renderer:
 
     def __post_init__(self):
         if self.mode not in RENDER_MODES:
-            raise ValueError(f"render={self.mode!r} is not one of {RENDER_MODES}")
+            raise ConfigError(f"render={self.mode!r} is not one of {RENDER_MODES}")
         if self.mode == "judge" and not self.judge_prompt:
-            raise ValueError("render='judge' needs judge_prompt, a string with {prompt} and {response}")
+            raise ConfigError("render='judge' needs judge_prompt, a string with {prompt} and {response}")
         if self.judge_prompt and ("{prompt}" not in self.judge_prompt or "{response}" not in self.judge_prompt):
-            raise ValueError("judge_prompt must contain both {prompt} and {response}")
+            raise ConfigError("judge_prompt must contain both {prompt} and {response}")
+        if self.mode in ("chat", "judge") and not self.has_chat_template:
+            raise ConfigError(
+                f"render={self.mode!r} needs a chat template, but the reward tokenizer has none; "
+                "pass chat_template='<jinja>' or tokenizer='<dir with one>' to load_reward"
+            )
 
     @property
     def has_chat_template(self) -> bool:

@@ -8,6 +8,7 @@ rank's (key, score) pairs, normalizes over whole groups, and hands each rank its
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -25,11 +26,13 @@ class Normalized:
         num_groups (int): prompts with at least one valid score.
         num_zero_spread (int): of those, groups whose valid scores are all equal (a group of
             one included): their normalized rewards carry no learning signal.
+        num_singletons (int): of those, groups of one response.
     """
 
     values: torch.Tensor
     num_groups: int
     num_zero_spread: int
+    num_singletons: int = 0
 
 
 def group_index(keys: Sequence[str]) -> torch.Tensor:
@@ -68,27 +71,30 @@ def normalize_per_prompt(scores: torch.Tensor, groups: torch.Tensor, mode: str, 
     """
     if mode not in GROUP_MODES:
         raise ValueError(f"mode={mode!r} is not one of {GROUP_MODES}")
+    if len(scores) == 0:  # TRL can hand a rank an empty slice
+        return Normalized(values=scores.float().clone(), num_groups=0, num_zero_spread=0)
     matrix = scores.float().reshape(len(scores), -1)  # (B, K)
     out = torch.full_like(matrix, float("nan"))
-    num_groups = num_zero_spread = 0
+    num_groups = num_zero_spread = num_singletons = 0
     for group in torch.unique(groups):
         rows = (groups == group).nonzero(as_tuple=True)[0]
         spread_seen = False
-        any_valid = False
+        most_valid = 0
         for col in range(matrix.shape[1]):
             values = matrix[rows, col]
             valid = ~torch.isnan(values)
             x = values[valid]
             if len(x) == 0:
                 continue
-            any_valid = True
+            most_valid = max(most_valid, len(x))
             spread_seen |= bool(x.max() > x.min())
             out[rows[valid], col] = _normalize_group(x, mode, std_floor)
-        if any_valid:
+        if most_valid:
             num_groups += 1
             num_zero_spread += int(not spread_seen)
+            num_singletons += int(most_valid == 1)
     values = out.reshape(scores.shape)
-    return Normalized(values=values, num_groups=num_groups, num_zero_spread=num_zero_spread)
+    return Normalized(values=values, num_groups=num_groups, num_zero_spread=num_zero_spread, num_singletons=num_singletons)
 
 
 def _normalize_group(x: torch.Tensor, mode: str, std_floor: float) -> torch.Tensor:
@@ -143,4 +149,4 @@ def normalize_across_ranks(keys: list[str], scores: torch.Tensor, mode: str, std
     """
     all_keys, all_scores, mine = gather_across_ranks(keys, scores)
     result = normalize_per_prompt(all_scores, group_index(all_keys), mode, std_floor)
-    return Normalized(values=result.values[mine], num_groups=result.num_groups, num_zero_spread=result.num_zero_spread)
+    return dataclasses.replace(result, values=result.values[mine])

@@ -9,15 +9,18 @@ use in the new process (TRL's async GRPO ships reward functions to a child proce
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
+import warnings
 from collections import OrderedDict
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from .conversation import Conversation, conversations_from_trl
+from .errors import ConfigError, InputError
 from .normalize import (
     clip_rewards,
     combine_attributes,
@@ -25,7 +28,7 @@ from .normalize import (
 )
 from .options import RewardOptions
 from .presets import apply_preset
-from .scorers import build_scorer
+from .scorers import build_scorer, is_remote
 from .scorers.base import Scorer, Scores
 
 REFERENCE_CACHE_SIZE = 100_000
@@ -66,8 +69,47 @@ def load_reward(source: str, **options: Any) -> RewardFunction:
         trainer = GRPOTrainer(model=..., reward_funcs=[reward], ...)
         reward(prompts=["2+2="], completions=[" 4"])  # -> [float]
     """
-    opts = apply_preset(source, RewardOptions.from_kwargs(**options))
-    return RewardFunction(source, opts)
+    user_options = RewardOptions.from_kwargs(**options)
+    remote = is_remote(source)
+    user_options.check_applies_to_source(remote)
+    if not remote:
+        source = resolve_local_source(source)
+        if user_options.tokenizer:
+            user_options = dataclasses.replace(user_options, tokenizer=resolve_local_source(user_options.tokenizer, "tokenizer"))
+        if isinstance(user_options.zero3, str):
+            user_options = dataclasses.replace(user_options, zero3=os.path.abspath(os.path.expanduser(user_options.zero3)))
+    if isinstance(user_options.attribute_weights, Mapping):
+        unweighted = [a for a in user_options.attributes if a not in user_options.attribute_weights]
+        if unweighted:
+            warnings.warn(
+                f"attribute_weights gives no weight to {unweighted}: they count 0 in the reward (still logged). "
+                "Give them an explicit 0 to silence this",
+                RewardBridgeWarning,
+                stacklevel=2,
+            )
+    return RewardFunction(source, apply_preset(source, user_options))
+
+
+def resolve_local_source(source: str, what: str = "source") -> str:
+    """An existing local path made absolute (a pickled reward then loads from any working
+    directory); a hub id as given; a path that does not exist, a clear error.
+
+    >>> resolve_local_source("org/model-name")  # a hub id: left to transformers
+    'org/model-name'
+    """
+    if not isinstance(source, str) or not source.strip():
+        raise ConfigError(f"{what} must be a model directory, a hub id or an http(s):// URL, got {source!r}")
+    expanded = os.path.expanduser(source)
+    if os.path.exists(expanded):
+        return os.path.abspath(expanded)
+    # A hub id is "name" or "org/name"; anything else that names no existing path is a typo'd folder.
+    looks_like_path = source.startswith((".", "/", "~")) or os.path.isabs(source) or source.count("/") > 1 or "\\" in source
+    if looks_like_path:
+        raise ConfigError(
+            f"{what}={source!r}: no such folder ({os.path.abspath(expanded)}). Pass an existing model directory, "
+            "a hub id such as 'org/name', or an http(s):// URL"
+        )
+    return source
 
 
 class RewardFunction:
@@ -83,6 +125,7 @@ class RewardFunction:
         self.__name__ = options.name or default_name(source, options)
         self._scorer = scorer if scorer is not None else build_scorer(source, options)
         self._reference_cache: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._warned: set[str] = set()
 
     @property
     def scorer(self) -> Scorer:
@@ -97,6 +140,7 @@ class RewardFunction:
         self.__dict__.update(state)
         self._scorer = None
         self._reference_cache = OrderedDict()
+        self._warned = set()
 
     def __repr__(self) -> str:
         return f"RewardFunction({self.source!r}, name={self.__name__!r})"
@@ -112,8 +156,20 @@ class RewardFunction:
         **columns: Any,
     ) -> list[float | None]:
         conversations = conversations_from_trl(prompts, completions)
+        if self.options.normalize == "reference":
+            self._check_reference_column(columns, len(conversations))
         # Called even with no conversations: a ZeRO-3 scorer's forwards are collectives.
         scores = self.scorer.score(conversations)
+        if len(scores) != len(conversations):
+            raise RuntimeError(f"{self.__name__}: the scorer returned {len(scores)} scores for {len(conversations)} conversations")
+        if scores.num_truncated:
+            self._warn_once(
+                "truncated",
+                f"{self.__name__}: {scores.num_truncated} of {len(conversations)} conversations were longer than "
+                f"max_length={getattr(self.scorer, 'max_length', '?')} tokens and lost their oldest tokens "
+                f"(truncation='left'); counted in {self.__name__}/truncated_frac. Raise max_length, or set "
+                "truncation='error' to refuse them",
+            )
         raw = self.combine(scores)  # (B,)
         rewards, group_stats = self.normalize(raw, scores, conversations, columns)
         rewards = clip_rewards(rewards, self.options.clip)
@@ -129,7 +185,7 @@ class RewardFunction:
         if self.options.attribute_weights is not None:
             return combine_attributes(scores.attributes, self.options.attributes, self.options.weight_vector())
         if scores.values is None:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.__name__}: the model returns attributes {sorted(scores.attributes)} and no single reward; "
                 "pass attribute_weights to combine them"
             )
@@ -146,28 +202,51 @@ class RewardFunction:
             return raw - self._reference_scores(conversations, columns), None
         keys = [c.prompt_key() for c in conversations]
         if opts.normalize_target == "attributes":
-            matrix = torch.stack([scores.attributes[n].float() for n in opts.attributes], dim=-1)  # (B, K)
+            if len(scores) == 0:
+                matrix = torch.empty(0, len(opts.attributes))
+            else:
+                matrix = torch.stack([scores.attributes[n].float() for n in opts.attributes], dim=-1)  # (B, K)
             result = normalize_across_ranks(keys, matrix, opts.normalize, opts.std_floor)
             rewards = result.values @ torch.tensor(opts.weight_vector())
         else:
             result = normalize_across_ranks(keys, raw, opts.normalize, opts.std_floor)
             rewards = result.values
+        if result.num_groups and result.num_singletons == result.num_groups:
+            self._warn_once(
+                "singletons",
+                f"{self.__name__}: normalize={opts.normalize!r} found one response per prompt in every group, so every "
+                f"reward is {0.5 if opts.normalize == 'rank' else 0.0}: there is nothing to compare within a prompt. "
+                "Generate several responses per prompt (num_generations > 1), or use normalize='reference' or 'none'",
+            )
         return rewards, (result.num_groups, result.num_zero_spread)
 
-    def _reference_scores(self, conversations: list[Conversation], columns: dict) -> torch.Tensor:
-        """Score of each prompt's reference response, scored once per (prompt, reference) and cached."""
+    def _warn_once(self, key: str, message: str) -> None:
+        """Legal but suspicious: say so once per reward function, not on every step."""
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RewardBridgeWarning, stacklevel=3)
+
+    def _check_reference_column(self, columns: dict, size: int) -> None:
         column = self.options.reference_column
         if column not in columns:
-            raise KeyError(
+            raise InputError(
                 f"normalize='reference' reads the dataset column {column!r}, but TRL passed only "
                 f"{sorted(k for k in columns if k != 'trainer_state')}; set reference_column to one of them"
             )
-        references = columns[column]
+        if len(columns[column]) != size:
+            raise InputError(
+                f"reference_column {column!r} has {len(columns[column])} values for {size} completions; "
+                "it needs one reference response per completion (TRL repeats dataset columns per completion)"
+            )
+
+    def _reference_scores(self, conversations: list[Conversation], columns: dict) -> torch.Tensor:
+        """Score of each prompt's reference response, scored once per (prompt, reference) and cached."""
+        references = columns[self.options.reference_column]
         keyed = [(c.prompt_key(), repr(ref)) for c, ref in zip(conversations, references)]
         missing = {}
-        for (key, conv, ref) in zip(keyed, conversations, references):
+        for i, (key, conv, ref) in enumerate(zip(keyed, conversations, references)):
             if key not in self._reference_cache and key not in missing:
-                missing[key] = Conversation.from_trl(conv.prompt, ref)
+                missing[key] = Conversation.from_trl(conv.prompt, ref, index=i)
         # Scored even when nothing is missing here: other ranks may be scoring (ZeRO-3 lockstep).
         fresh = self.combine(self.scorer.score(list(missing.values())))
         for key, value in zip(missing, fresh.tolist()):
@@ -201,6 +280,10 @@ class RewardFunction:
                 log_extra(f"{name}/raw", raw.tolist())
             for attribute, column in scores.attributes.items():
                 log_extra(f"{name}/{attribute}", column.tolist())
+
+
+class RewardBridgeWarning(UserWarning):
+    """A legal but suspicious set-up (every group a singleton, truncated inputs)."""
 
 
 def default_name(source: str, options: RewardOptions) -> str:

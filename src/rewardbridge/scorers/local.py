@@ -13,19 +13,21 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
 from ..conversation import Conversation, Renderer
+from ..errors import ConfigError
+from ..options import TRUNCATION_MODES
 from .base import Scores
 
 DEFAULT_MAX_TOKENS_PER_BATCH = 16384
 # What one extra forward call costs, in padded-token equivalents: it keeps the planner from
 # splitting a batch into many tiny forwards to save a little padding.
 FORWARD_OVERHEAD_TOKENS = 256
-TRUNCATION_MODES = ("left", "error")
 
 
 def default_device() -> torch.device:
@@ -44,7 +46,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     try:
         return getattr(torch, dtype)
     except AttributeError:
-        raise ValueError(f"dtype={dtype!r} is not a torch dtype; use 'auto', 'float32', 'bfloat16' or 'float16'") from None
+        raise ConfigError(f"dtype={dtype!r} is not a torch dtype; use 'auto', 'float32', 'bfloat16' or 'float16'") from None
 
 
 def encode(
@@ -64,7 +66,7 @@ def encode(
         (token id lists, number truncated)
     """
     if truncation not in TRUNCATION_MODES:
-        raise ValueError(f"truncation={truncation!r} is not one of {TRUNCATION_MODES}")
+        raise ConfigError(f"truncation={truncation!r} is not one of {TRUNCATION_MODES}")
     ids = tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
     bos = getattr(tokenizer, "bos_token_id", None)
     num_truncated = 0
@@ -72,7 +74,7 @@ def encode(
         if len(seq) <= max_length:
             continue
         if truncation == "error":
-            raise ValueError(
+            raise ConfigError(
                 f"conversation {i} has {len(seq)} tokens > max_length {max_length}; "
                 "set truncation='left' or raise max_length"
             )
@@ -140,12 +142,12 @@ class ClassifierReadout:
 
     def __call__(self, model, input_ids, attention_mask) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float()  # (b, K)
-        if not self.attributes:
+        if not self.attributes and logits.shape[-1] == 1:
             return logits[:, 0], {}
-        if logits.shape[-1] != len(self.attributes):
-            raise ValueError(
-                f"the reward model has {logits.shape[-1]} outputs but attributes names {len(self.attributes)}: "
-                f"{list(self.attributes)}; pass one name per output, in output order"
+        if logits.shape[-1] != len(self.attributes or ()):
+            raise ConfigError(
+                f"the reward model has {logits.shape[-1]} outputs but attributes names {len(self.attributes or ())}: "
+                f"{list(self.attributes or ())}; pass one name per output, in output order"
             )
         named = {name: logits[:, k] for k, name in enumerate(self.attributes)}
         return (logits[:, 0] if logits.shape[-1] == 1 else None), named
@@ -212,9 +214,9 @@ class LocalScorer:
         engine: Any = None,
     ):
         if truncation not in TRUNCATION_MODES:
-            raise ValueError(f"truncation={truncation!r} is not one of {TRUNCATION_MODES}")
+            raise ConfigError(f"truncation={truncation!r} is not one of {TRUNCATION_MODES}")
         if max_tokens_per_batch < 1:
-            raise ValueError(f"max_tokens_per_batch must be positive, got {max_tokens_per_batch}")
+            raise ConfigError(f"max_tokens_per_batch must be positive, got {max_tokens_per_batch}")
         self.model, self.tokenizer, self.renderer, self.readout = model, tokenizer, renderer, readout
         self.max_length, self.truncation = max_length, truncation
         self.max_tokens_per_batch = max_tokens_per_batch
@@ -269,52 +271,46 @@ class LocalScorer:
 
 
 def load_local_scorer(source: str, options) -> LocalScorer:
-    """Build a :class:`LocalScorer` from a model directory or hub id and ``RewardOptions``."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    """Build a :class:`LocalScorer` from a model directory or hub id and ``RewardOptions``.
 
-    from ..presets import infer_kind
+    Everything that can be checked without the weights (device, kind, output count, token
+    strings, the chat template, the ZeRO-3 config) is checked first: loading a 70B model
+    takes minutes, and a typo should not cost them.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    common = {"trust_remote_code": options.trust_remote_code, **gguf_kwargs(options.gguf_file)}
-    kind = options.kind
-    if kind is None:
-        config_kwargs = {"gguf_file": options.gguf_file} if options.gguf_file else {}
-        kind = infer_kind(AutoConfig.from_pretrained(source, trust_remote_code=options.trust_remote_code, **config_kwargs))
-        if kind is None:
-            raise ValueError(f"cannot tell what kind of reward model {source!r} is; pass kind='classifier' or kind='causal_logit'")
-    if kind == "causal_logit" and options.token_id is None:
-        raise ValueError(
-            "kind='causal_logit' needs token_id: the next-token logit that is the reward "
-            "(Llama-3.1-Nemotron-70B-Reward-HF: 0), or a (yes, no) pair for a judge"
+    device = resolve_device(options.device)
+    dtype = resolve_dtype(options.dtype, device)
+    if device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
+        warnings.warn(
+            f"dtype={options.dtype!r} on CPU: most CPUs emulate half precision, often many times slower than "
+            "float32; use dtype='auto' (float32 on CPU) unless you measured otherwise",
+            stacklevel=3,
         )
-    if kind == "attributes" and not options.attributes:
-        raise ValueError("kind='attributes' needs attributes, the names of the model's outputs in order")
+    zero3_config = None
+    if options.zero3:
+        from .zero3 import resolve_config
+
+        zero3_config = resolve_config(options.zero3, dtype)
+    common = {"trust_remote_code": options.trust_remote_code, **gguf_kwargs(options.gguf_file)}
+    config = load_config(source, options)
+    kind = options.kind or infer_kind_or_explain(source, config)
+    options.check_applies_to_kind(kind)
+    check_output_count(config, kind, options.attributes)
+    trained = getattr(config, "max_position_embeddings", None)
+    if options.max_length and trained and options.max_length > trained:
+        warnings.warn(
+            f"max_length={options.max_length} is beyond the model's max_position_embeddings={trained}: "
+            "positions past it were never trained and their scores are not to be trusted; lower max_length",
+            stacklevel=3,
+        )
 
     tokenizer_kwargs = {"trust_remote_code": options.trust_remote_code}
     if options.gguf_file and not options.tokenizer:
         tokenizer_kwargs["gguf_file"] = options.gguf_file
-    tokenizer = AutoTokenizer.from_pretrained(options.tokenizer or source, **tokenizer_kwargs)
-    device = default_device() if options.device == "auto" else torch.device(options.device)
-    dtype = resolve_dtype(options.dtype, device)
-    model_class = AutoModelForCausalLM if kind == "causal_logit" else AutoModelForSequenceClassification
-    engine = None
-    if options.zero3:
-        from .zero3 import load_zero3_model, resolve_config
-
-        engine, model = load_zero3_model(model_class, source, resolve_config(options.zero3, dtype), device, dtype=dtype, **common)
-    else:
-        from .zero3 import deepspeed_config_scope
-
-        with deepspeed_config_scope() as hf_deepspeed:
-            hf_deepspeed.unset_hf_deepspeed_config()  # load whole even beside a ZeRO-3 trainer
-            model = model_class.from_pretrained(source, dtype=dtype, **common)
-        model.to(device)
-    model.eval().requires_grad_(False)
+    tokenizer = from_pretrained_or_explain(AutoTokenizer, options.tokenizer or source, "tokenizer", **tokenizer_kwargs)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if getattr(model.config, "pad_token_id", None) is None:
-        # Sequence classifiers find each row's last token by pad_token_id; without it a batch fails.
-        model.config.pad_token_id = tokenizer.pad_token_id
-
     if kind == "causal_logit":
         readout = CausalLogitReadout(token_ids_for(options.token_id, tokenizer))
     else:
@@ -326,6 +322,25 @@ def load_local_scorer(source: str, options) -> LocalScorer:
         judge_prompt=options.judge_prompt,
         **({"system_prompt": options.system_prompt} if options.system_prompt else {}),
     )
+
+    # Only now the weights.
+    model_class = AutoModelForCausalLM if kind == "causal_logit" else AutoModelForSequenceClassification
+    engine = None
+    if zero3_config is not None:
+        from .zero3 import load_zero3_model
+
+        engine, model = load_zero3_model(model_class, source, zero3_config, device, dtype=dtype, **common)
+    else:
+        from .zero3 import deepspeed_config_scope
+
+        with deepspeed_config_scope() as hf_deepspeed:
+            hf_deepspeed.unset_hf_deepspeed_config()  # load whole even beside a ZeRO-3 trainer
+            model = from_pretrained_or_explain(model_class, source, "model", dtype=dtype, **common)
+        model.to(device)
+    model.eval().requires_grad_(False)
+    if getattr(model.config, "pad_token_id", None) is None:
+        # Sequence classifiers find each row's last token by pad_token_id; without it a batch fails.
+        model.config.pad_token_id = tokenizer.pad_token_id
     return LocalScorer(
         model,
         tokenizer,
@@ -335,9 +350,82 @@ def load_local_scorer(source: str, options) -> LocalScorer:
         truncation=options.truncation,
         max_tokens_per_batch=options.max_tokens_per_batch or DEFAULT_MAX_TOKENS_PER_BATCH,
         device=device,
-        lockstep=bool(options.zero3),
+        lockstep=zero3_config is not None,
         engine=engine,
     )
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"``: this rank's GPU if there is one, else CPU; a GPU asked for must exist."""
+    if device == "auto":
+        return default_device()
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device!r}, but this machine has no CUDA GPU (torch.cuda.is_available() is False); use device='cpu' or 'auto'")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={device!r}, but this machine has {torch.cuda.device_count()} GPU(s); use an index below that, or 'auto'")
+    return resolved
+
+
+def from_pretrained_or_explain(auto_class, source: str, what: str, **kwargs):
+    """``auto_class.from_pretrained``, with transformers' hub errors turned into what to do."""
+    try:
+        return auto_class.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as error:
+        if "trust_remote_code" in str(error):
+            raise ConfigError(
+                f"{source!r} needs its own modelling code to load its {what}; read that code, then pass "
+                "trust_remote_code=True to load_reward (rewardbridge never turns it on for you)"
+            ) from error
+        if isinstance(error, OSError):
+            raise ConfigError(
+                f"cannot load the {what} of {source!r}: it is not a local folder, and the hub did not provide it "
+                f"({' '.join(str(error).split())[:300]}). Pass a local model directory, or a hub id this machine can reach"
+            ) from error
+        raise
+
+
+def load_config(source: str, options):
+    """The model's config (no weights): it tells the kind and the number of outputs."""
+    from transformers import AutoConfig
+
+    kwargs = {"gguf_file": options.gguf_file} if options.gguf_file else {}
+    return from_pretrained_or_explain(AutoConfig, source, "config", trust_remote_code=options.trust_remote_code, **kwargs)
+
+
+def infer_kind_or_explain(source: str, config) -> str:
+    from ..presets import infer_kind
+
+    kind = infer_kind(config)
+    if kind is None:
+        architectures = getattr(config, "architectures", None)
+        raise ConfigError(
+            f"cannot tell what kind of reward model {source!r} is (architectures={architectures}); "
+            "pass kind='classifier', 'causal_logit' or 'attributes'"
+        )
+    return kind
+
+
+def check_output_count(config, kind: str, attributes) -> None:
+    """A classifier head's outputs must match ``attributes``; several unnamed outputs are an error.
+
+    Reading output 0 of a multi-output head without a word would score with one attribute
+    (or one class logit) and call it the reward.
+    """
+    if kind not in ("classifier", "attributes"):
+        return
+    outputs = getattr(config, "num_labels", 1)
+    if attributes and len(attributes) != outputs:
+        raise ConfigError(
+            f"the reward model has {outputs} outputs but attributes names {len(attributes)}: "
+            f"{list(attributes)}; pass one name per output, in output order"
+        )
+    if not attributes and outputs > 1:
+        raise ConfigError(
+            f"the reward model has {outputs} outputs (config.num_labels), and no attributes were given to say which is which; "
+            "pass attributes=[names in output order] and attribute_weights to combine them"
+        )
 
 
 def gguf_kwargs(gguf_file: str | None) -> dict:
@@ -357,16 +445,18 @@ def token_ids_for(token_id, tokenizer) -> tuple[int, ...]:
     """``0`` -> (0,); ``("Yes", "No")`` -> their single-token ids."""
     wanted = token_id if isinstance(token_id, (tuple, list)) else (token_id,)
     if len(wanted) not in (1, 2):
-        raise ValueError(f"token_id must be one token or a (yes, no) pair, got {token_id!r}")
+        raise ConfigError(f"token_id must be one token or a (yes, no) pair, got {token_id!r}")
     ids = []
     for token in wanted:
         if isinstance(token, str):
             pieces = tokenizer.encode(token, add_special_tokens=False)
             if len(pieces) != 1:
-                raise ValueError(f"token_id {token!r} is {len(pieces)} tokens for this tokenizer; pass one token (or its id)")
+                raise ConfigError(
+                    f"token_id {token!r} is {len(pieces)} tokens for this tokenizer ({pieces}); pass one token (or its id)"
+                )
             token = pieces[0]
         if not 0 <= int(token) < len(tokenizer):
-            raise ValueError(f"token_id {token} is outside the vocabulary (size {len(tokenizer)})")
+            raise ConfigError(f"token_id {token} is outside the vocabulary (size {len(tokenizer)}); pass an id below that")
         ids.append(int(token))
     return tuple(ids)
 

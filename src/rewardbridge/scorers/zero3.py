@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError
+
 # Same as configs/deepspeed/zero3_inference.json (a test keeps them equal).
 DEFAULT_CONFIG: dict[str, Any] = {
     "zero_optimization": {
@@ -45,17 +47,20 @@ def resolve_config(zero3: bool | dict | str, dtype: torch.dtype) -> dict:
         config = copy.deepcopy(zero3)
     elif isinstance(zero3, str):
         if not os.path.exists(zero3):
-            raise FileNotFoundError(f"zero3={zero3!r}: no such DeepSpeed config file; pass True, a dict, or a JSON path")
-        with open(zero3) as f:
-            config = json.load(f)
+            raise ConfigError(f"zero3={zero3!r}: no such DeepSpeed config file; pass True, a dict, or a JSON path")
+        try:
+            with open(zero3) as f:
+                config = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"zero3={zero3!r} is not valid JSON ({error}); see configs/deepspeed/ for examples") from None
     else:
-        raise ValueError(f"zero3 must be True, a DeepSpeed config dict or a JSON path, got {zero3!r}")
+        raise ConfigError(f"zero3 must be True, a DeepSpeed config dict or a JSON path, got {zero3!r}")
     stage = config.get("zero_optimization", {}).get("stage")
     if stage != 3:
-        raise ValueError(f"zero3 config has zero_optimization.stage={stage}; reward-model sharding needs stage 3")
+        raise ConfigError(f"zero3 config has zero_optimization.stage={stage}; reward-model sharding needs stage 3")
     if any("." in key for key in config):
         # TRL's prepare_deepspeed writes dotted keys, which DeepSpeed silently ignores (REFERENCE.md §1).
-        raise ValueError(f"zero3 config has dotted top-level keys {[k for k in config if '.' in k]}; nest them")
+        raise ConfigError(f"zero3 config has dotted top-level keys {[k for k in config if '.' in k]}; nest them")
     config.setdefault("train_micro_batch_size_per_gpu", 1)
     config["bf16"] = {"enabled": dtype == torch.bfloat16}
     config["fp16"] = {"enabled": dtype == torch.float16}
