@@ -87,6 +87,7 @@ LOAD_ERRORS = [
     ("attributes-on-causal", "causal", {"token_id": 0, "attributes": ["a"]}, ConfigError, ["causal_logit reward has one value"]),
     # Checked against the config or tokenizer, still before the weights.
     ("multi-output-unnamed", "attributes", {}, ConfigError, ["has 3 outputs", "attributes=["]),
+    ("multi-output-unweighted", "attributes", {"attributes": ["a", "b", "c"]}, ConfigError, ["has 3 outputs ['a', 'b', 'c']", "pass attribute_weights"]),
     ("multi-output-miscounted", "attributes", {"attributes": ["a", "b"]}, ConfigError, ["has 3 outputs but attributes names 2"]),
     ("token-string-too-long", "causal", {"token_id": "Paris is"}, ConfigError, ["'Paris is' is 3 tokens"]),
     ("token-outside-vocab", "causal", {"token_id": 10**6}, ConfigError, ["outside the vocabulary"]),

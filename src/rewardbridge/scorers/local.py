@@ -296,7 +296,7 @@ def load_local_scorer(source: str, options) -> LocalScorer:
     config = load_config(source, options)
     kind = options.kind or infer_kind_or_explain(source, config)
     options.check_applies_to_kind(kind)
-    check_output_count(config, kind, options.attributes)
+    check_output_count(config, kind, options.attributes, options.attribute_weights)
     trained = getattr(config, "max_position_embeddings", None)
     if options.max_length and trained and options.max_length > trained:
         warnings.warn(
@@ -407,7 +407,7 @@ def infer_kind_or_explain(source: str, config) -> str:
     return kind
 
 
-def check_output_count(config, kind: str, attributes) -> None:
+def check_output_count(config, kind: str, attributes, attribute_weights=None) -> None:
     """A classifier head's outputs must match ``attributes``; several unnamed outputs are an error.
 
     Reading output 0 of a multi-output head without a word would score with one attribute
@@ -425,6 +425,11 @@ def check_output_count(config, kind: str, attributes) -> None:
         raise ConfigError(
             f"the reward model has {outputs} outputs (config.num_labels), and no attributes were given to say which is which; "
             "pass attributes=[names in output order] and attribute_weights to combine them"
+        )
+    if outputs > 1 and attribute_weights is None:
+        raise ConfigError(
+            f"the reward model has {outputs} outputs {list(attributes)} and no single reward; "
+            "pass attribute_weights (a list, or a dict by name) to combine them into one"
         )
 
 
