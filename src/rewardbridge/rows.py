@@ -48,6 +48,8 @@ class Row:
 
 
 def file_format(path: str) -> str:
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file or folder")
     if os.path.isdir(path):
         return "disk"
     ext = os.path.splitext(path)[1].lower()
@@ -75,8 +77,6 @@ def count_rows(path: str) -> int | None:
 
 def read_rows(path: str) -> Iterator[Row]:
     """Every row of ``path``, in order."""
-    if not os.path.exists(path):
-        raise InputError(f"{path}: no such file or folder")
     reader = {"jsonl": _jsonl, "json": _json, "csv": _csv, "parquet": _parquet, "disk": _disk}[file_format(path)]
     yield from reader(path)
 
