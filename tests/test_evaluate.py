@@ -91,16 +91,28 @@ def test_eval_on_the_sample_for_every_kind(fixture, options, request, tmp_path):
     assert report["unknown_subsets"] == ["my-custom-subset"]
 
 
-def test_eval_reads_parquet_and_the_cli_writes_the_report(classifier_dir, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def sample_files(tmp_path_factory):
+    """The committed JSONL sample, and the same rows as JSON (lines), CSV, Parquet and a save_to_disk folder."""
     from datasets import Dataset
 
-    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
-    Dataset.from_list(rows).to_parquet(str(tmp_path / "sample.parquet"))
-    code = main(["eval", classifier_dir, str(tmp_path / "sample.parquet"), "--output", str(tmp_path / "r.json")])
+    folder = tmp_path_factory.mktemp("rewardbench")
+    dataset = Dataset.from_list([json.loads(line) for line in SAMPLE.read_text().splitlines()])
+    dataset.to_json(str(folder / "sample.json"))
+    dataset.to_csv(str(folder / "sample.csv"), index=False)
+    dataset.to_parquet(str(folder / "sample.parquet"))
+    dataset.save_to_disk(str(folder / "saved"))
+    return {"jsonl": SAMPLE, "json": folder / "sample.json", "csv": folder / "sample.csv",
+            "parquet": folder / "sample.parquet", "save_to_disk": folder / "saved"}
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "parquet", "save_to_disk"])
+def test_eval_reads_every_format_and_the_cli_writes_the_report(fmt, sample_files, classifier_dir, tmp_path, capsys):
+    expected = evaluate_file(classifier_dir, str(sample_files["jsonl"]), reward=load_reward(classifier_dir))
+    code = main(["eval", classifier_dir, str(sample_files[fmt]), "--output", str(tmp_path / "r.json")])
     assert code == 0
     report = json.loads((tmp_path / "r.json").read_text())
-    assert set(report) == REPORT_KEYS and report["subsets"]["math-prm"]["n"] == 2
-    assert all(0.0 <= s["accuracy"] <= 1.0 for s in report["subsets"].values())
+    assert report == expected and report["subsets"]["math-prm"]["n"] == 2  # same pairs, same report
     assert "Chat Hard" in capsys.readouterr().out  # the table on screen
 
 

@@ -181,6 +181,7 @@ def test_bad_row_stops_with_its_line_number(reward, classifier_dir, bad_input, t
     with pytest.raises(InputError, match=r"bad.jsonl line 3: not valid JSON .* --on-bad-row skip"):
         score_file(classifier_dir, str(bad_input), str(tmp_path / "o.jsonl"), reward=reward, batch_size=1)
     assert len(read_jsonl(tmp_path / "o.jsonl")) == 2  # rows before it were written as they went
+    assert not os.path.exists(tmp_path / "o.jsonl.rejects.jsonl")  # nothing rejected, no file
 
 
 def test_bad_rows_skipped_into_the_rejects_file(reward, classifier_dir, bad_input, tmp_path):

@@ -104,50 +104,52 @@ def score_file(
     seen_done: set[str] = set()
     batch: list[tuple[Row, Parsed]] = []
     progress = tqdm(total=total, unit="row", desc="scoring", file=sys.stderr, dynamic_ncols=True)
-    with open(scored_path, "a", encoding="utf-8") as out, open(rejects_path, "a", encoding="utf-8") as rejects:
-        for row in read_rows(input):
-            stats["rows"] += 1
-            progress.update(1)
-            identity = row.row_id
-            if row.index in done:
-                if done[row.index] != identity:
-                    raise InputError(
-                        f"{input} {row.where} differs from what {scored_path} holds for it ({done[row.index]}, now {identity}): "
-                        "the input changed since that run; remove the output or drop --resume"
-                    )
-                seen_done.add(identity)
-                stats["resumed"] += 1
-                continue
-            try:
-                if row.error:
-                    raise InputError(row.error)
-                parsed = parse_row(row.data, steerlm_labels)
-                if filtering and parsed.group_key is None:
-                    raise ConfigError(
-                        f"--best-of-n/--min-zscore rank one response per row; {input} {row.where} is a {parsed.format} row"
-                    )
-            except InputError as error:
-                if on_bad_row == "stop":
-                    raise InputError(f"{input} {row.where}: {error}; pass --on-bad-row skip to write such rows to {rejects_path}") from None
-                _write(rejects, {"row_id": identity, "where": row.where, "reason": str(error),
-                                 "row": row.data if row.data is not None else row.raw})
-                stats["rejected"] += 1
-                continue
-            batch.append((row, parsed))
-            if len(batch) >= batch_size:
+    try:
+        with open(scored_path, "a", encoding="utf-8") as out, open(rejects_path, "a", encoding="utf-8") as rejects:
+            for row in read_rows(input):
+                stats["rows"] += 1
+                progress.update(1)
+                identity = row.row_id
+                if row.index in done:
+                    if done[row.index] != identity:
+                        raise InputError(
+                            f"{input} {row.where} differs from what {scored_path} holds for it ({done[row.index]}, now {identity}): "
+                            "the input changed since that run; remove the output or drop --resume"
+                        )
+                    seen_done.add(identity)
+                    stats["resumed"] += 1
+                    continue
+                try:
+                    if row.error:
+                        raise InputError(row.error)
+                    parsed = parse_row(row.data, steerlm_labels)
+                    if filtering and parsed.group_key is None:
+                        raise ConfigError(
+                            f"--best-of-n/--min-zscore rank one response per row; {input} {row.where} is a {parsed.format} row"
+                        )
+                except InputError as error:
+                    if on_bad_row == "stop":
+                        raise InputError(f"{input} {row.where}: {error}; pass --on-bad-row skip to write such rows to {rejects_path}") from None
+                    _write(rejects, {"row_id": identity, "where": row.where, "reason": str(error),
+                                     "row": row.data if row.data is not None else row.raw})
+                    stats["rejected"] += 1
+                    continue
+                batch.append((row, parsed))
+                if len(batch) >= batch_size:
+                    stats["scored"] += _score_batch(reward, batch, out)
+                    batch = []
+            if batch:
                 stats["scored"] += _score_batch(reward, batch, out)
-                batch = []
-        if batch:
-            stats["scored"] += _score_batch(reward, batch, out)
-    progress.close()
+    finally:
+        progress.close()
+        if os.path.exists(rejects_path) and os.path.getsize(rejects_path) == 0:
+            os.remove(rejects_path)  # no rejects, no file
     missing = sorted(set(done.values()) - seen_done)
     if missing:
         raise InputError(
             f"{scored_path} holds {len(missing)} row(s) that {input} no longer has (first: {missing[0]}); "
             "the input changed since that run: remove the output or drop --resume"
         )
-    if os.path.getsize(rejects_path) == 0:
-        os.remove(rejects_path)
     stats["written"] = _filter(scored_path, output, best_of_n, min_zscore, steerlm_labels) if filtering else _count_lines(output)
     stats["output"] = output
     print(
