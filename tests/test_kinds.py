@@ -47,9 +47,11 @@ def test_pair_regression_equals_the_model_card_batch_and_single(pair_rm_dir):
     assert reward.options.kind == "pair_regression" and reward.options.alpha == 10.0
     batch = reward(prompts=QUESTIONS, completions=ANSWERS)
     singles = [reward(prompts=[q], completions=[a])[0] for q, a in zip(QUESTIONS, ANSWERS)]
+    split = load_reward(pair_rm_dir, trust_remote_code=True, max_tokens_per_batch=40)(prompts=QUESTIONS, completions=ANSWERS)
     expected = [card_pair_score(pair_rm_dir, q, a) for q, a in zip(QUESTIONS, ANSWERS)]
     assert batch == pytest.approx(expected, abs=1e-5)
     assert singles == pytest.approx(expected, abs=1e-5)
+    assert split == pytest.approx(expected, abs=1e-5)  # several micro-batches under a 40-token budget
     assert all(abs(v) <= 10 for v in batch)  # tanh in [-1, 1] times alpha 10
     assert len(set(round(v, 4) for v in batch)) == 3  # the model tells the answers apart
 
@@ -118,3 +120,14 @@ def test_custom_objective_names_must_match_the_output(armorm_dir):
     reward = load_reward(armorm_dir, trust_remote_code=True, attributes=["a", "b"])
     with pytest.raises(ValueError, match="has 19 objectives in output.rewards but attributes names 2"):
         reward(prompts=["hi"], completions=["yo"])
+
+
+def test_a_pair_model_without_its_preset_needs_its_kind(pair_rm_dir, tmp_path):
+    import shutil
+
+    source = shutil.copytree(pair_rm_dir, tmp_path / "some-pair-model")  # no preset: kind inferred as custom code
+    reward = load_reward(str(source), trust_remote_code=True)
+    with pytest.raises(ValueError, match="kind='custom' reads output.score, but RewardModel .* use kind='pair_regression'"):
+        reward(prompts=["hi"], completions=["yo"])
+    got = load_reward(str(source), trust_remote_code=True, kind="pair_regression", alpha=10)(prompts=QUESTIONS, completions=ANSWERS)
+    assert got == pytest.approx([card_pair_score(pair_rm_dir, q, a) for q, a in zip(QUESTIONS, ANSWERS)], abs=1e-5)

@@ -257,7 +257,8 @@ class CustomReadout:
         if getattr(out, "score", None) is None:
             raise ValueError(
                 f"kind='custom' reads output.score, but {type(model).__name__} returned {type(out).__name__} "
-                "without it; use kind='classifier' for a model that returns logits"
+                "without it; use kind='pair_regression' for a (question, answer) model whose forward returns the reward, "
+                "or kind='classifier' for one that returns logits"
             )
         b = len(input_ids)
         named = {}
