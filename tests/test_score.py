@@ -265,3 +265,20 @@ def test_resume_checks_row_identity_not_line_counts(reward, classifier_dir, tmp_
     summary = score_file(classifier_dir, str(source), str(out), reward=reward, resume=True)
     assert (summary["resumed"], summary["scored"]) == (3, 1)
     assert sorted(int(g["row_id"].split(":")[0]) for g in read_jsonl(out)) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"batch_size": 0}, "--batch-size must be at least 1"),
+        ({"best_of_n": 0}, "--best-of-n must be at least 1"),
+        ({"on_bad_row": "ignore"}, "--on-bad-row 'ignore' is not one of"),
+        ({"options": {"normalize": "zscore"}}, "score writes raw rewards; normalize='zscore'"),
+        ({"steerlm_labels": True}, "--steerlm-labels writes labels into NeMo-Aligner conversation rows"),
+    ],
+)
+def test_bad_flags_get_a_clear_error_before_any_output(kwargs, message, reward, classifier_dir, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        score_file(classifier_dir, str(DATA / "conversational.jsonl"), str(tmp_path / "o.jsonl"), reward=reward, **kwargs)
+    if "steerlm_labels" not in kwargs:  # found while reading rows, after the output started
+        assert not (tmp_path / "o.jsonl").exists()

@@ -96,10 +96,10 @@ def score_file(
     scored_path = output + ".scored.jsonl" if filtering else output
     rejects_path = output + ".rejects.jsonl"
 
-    done = _prepare_outputs([scored_path, rejects_path], resume)
-    total = count_rows(input)
+    total = count_rows(input)  # a missing or unknown input fails here, before any file is written
     if reward is None:
         reward = load_reward(source, **options)
+    done = _prepare_outputs([scored_path, rejects_path], resume)
     stats = {"rows": 0, "scored": 0, "resumed": 0, "rejected": 0}
     seen_done: set[str] = set()
     batch: list[tuple[Row, Parsed]] = []
