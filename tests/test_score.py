@@ -158,7 +158,7 @@ def test_best_of_n_and_min_zscore_filter_the_output(reward, classifier_dir, tmp_
     means = [sum(rewards[3 * (i // 3): 3 * (i // 3) + 3]) / 3 for i in range(9)]
     assert [r["completion"] for r in read_jsonl(above)] == [rows[i]["completion"] for i in range(9) if rewards[i] >= means[i]]
     assert all(r["zscore"] >= 0 for r in read_jsonl(above))
-    with pytest.raises(ConfigError, match="rank one response per row"):
+    with pytest.raises(ConfigError, match="compare one response per row"):
         score_file(classifier_dir, str(DATA / "preference.jsonl"), str(tmp_path / "p.jsonl"), reward=reward, best_of_n=2)
 
 
@@ -273,7 +273,6 @@ def test_resume_checks_row_identity_not_line_counts(reward, classifier_dir, tmp_
         ({"batch_size": 0}, "--batch-size must be at least 1"),
         ({"best_of_n": 0}, "--best-of-n must be at least 1"),
         ({"on_bad_row": "ignore"}, "--on-bad-row 'ignore' is not one of"),
-        ({"options": {"normalize": "zscore"}}, "score writes raw rewards; normalize='zscore'"),
         ({"steerlm_labels": True}, "--steerlm-labels writes labels into NeMo-Aligner conversation rows"),
     ],
 )
@@ -282,3 +281,21 @@ def test_bad_flags_get_a_clear_error_before_any_output(kwargs, message, reward, 
         score_file(classifier_dir, str(DATA / "conversational.jsonl"), str(tmp_path / "o.jsonl"), reward=reward, **kwargs)
     if "steerlm_labels" not in kwargs:  # found while reading rows, after the output started
         assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_normalize_is_per_prompt_over_the_whole_file(classifier_dir, tmp_path):
+    centered = load_reward(classifier_dir, normalize="center", clip=(-0.05, 0.05))
+    out = tmp_path / "o.jsonl"
+    summary = score_file(classifier_dir, str(DATA / "prompt_completion.jsonl"), str(out), reward=centered, batch_size=2)
+    got = read_jsonl(out)
+    assert summary["written"] == 9  # normalize alone keeps every row
+    for p in range(3):  # three prompts x three responses, split across batches of 2 rows
+        group = got[3 * p: 3 * p + 3]
+        mean = sum(r["reward"] for r in group) / 3
+        for r in group:  # center: reward - its prompt's mean, then clip to [-0.05, 0.05]
+            assert r["normalized_reward"] == pytest.approx(min(0.05, max(-0.05, r["reward"] - mean)), abs=1e-6)
+    with pytest.raises(ConfigError, match="normalize='reference' .* is for training"):
+        score_file(classifier_dir, str(DATA / "prompt_completion.jsonl"), str(tmp_path / "r.jsonl"),
+                   reward=load_reward(classifier_dir, normalize="reference", reference_column="ref"))
+    with pytest.raises(ConfigError, match="compare one response per row"):
+        score_file(classifier_dir, str(DATA / "preference.jsonl"), str(tmp_path / "p.jsonl"), reward=centered)

@@ -86,19 +86,19 @@ def score_file(
         raise ConfigError(f"--best-of-n must be at least 1, got {best_of_n}")
     if on_bad_row not in ("stop", "skip"):
         raise ConfigError(f"--on-bad-row {on_bad_row!r} is not one of ('stop', 'skip')")
-    options = dict(options or {})
-    if options.get("normalize", "none") != "none":
-        raise ConfigError(
-            f"score writes raw rewards; normalize={options['normalize']!r} has no batch to normalize over here. "
-            "Use --min-zscore for per-prompt z-scores, or drop the normalize option"
-        )
-    filtering = best_of_n is not None or min_zscore is not None
-    scored_path = output + ".scored.jsonl" if filtering else output
-    rejects_path = output + ".rejects.jsonl"
-
     total = count_rows(input)  # a missing or unknown input fails here, before any file is written
     if reward is None:
-        reward = load_reward(source, **options)
+        reward = load_reward(source, **dict(options or {}))
+    normalize = reward.options.normalize
+    if normalize == "reference" or reward.options.normalize_target != "reward":
+        raise ConfigError(
+            f"score normalizes the reward per prompt over the whole file (center, zscore, rank); "
+            f"normalize={normalize!r} with normalize_target={reward.options.normalize_target!r} is for training"
+        )
+    # Per-prompt statistics and filters need every response of a prompt: score first, write OUT at the end.
+    filtering = best_of_n is not None or min_zscore is not None or normalize != "none"
+    scored_path = output + ".scored.jsonl" if filtering else output
+    rejects_path = output + ".rejects.jsonl"
     done = _prepare_outputs([scored_path, rejects_path], resume)
     stats = {"rows": 0, "scored": 0, "resumed": 0, "rejected": 0}
     seen_done: set[str] = set()
@@ -125,7 +125,8 @@ def score_file(
                     parsed = parse_row(row.data, steerlm_labels)
                     if filtering and parsed.group_key is None:
                         raise ConfigError(
-                            f"--best-of-n/--min-zscore rank one response per row; {input} {row.where} is a {parsed.format} row"
+                            f"--best-of-n, --min-zscore and normalize compare one response per row among its prompt's; "
+                            f"{input} {row.where} is a {parsed.format} row"
                         )
                 except InputError as error:
                     if on_bad_row == "stop":
@@ -150,7 +151,10 @@ def score_file(
             f"{scored_path} holds {len(missing)} row(s) that {input} no longer has (first: {missing[0]}); "
             "the input changed since that run: remove the output or drop --resume"
         )
-    stats["written"] = _filter(scored_path, output, best_of_n, min_zscore, steerlm_labels) if filtering else _count_lines(output)
+    if filtering:
+        stats["written"] = _post_process(scored_path, output, reward.options, best_of_n, min_zscore, steerlm_labels)
+    else:
+        stats["written"] = _count_lines(output)
     stats["output"] = output
     print(
         f"rewardbridge score: {stats['rows']} rows: {stats['scored']} scored, {stats['resumed']} already in the output "
@@ -372,12 +376,27 @@ def _count_lines(path: str) -> int:
         return sum(1 for _ in f)
 
 
-def _filter(scored_path: str, output: str, best_of_n: int | None, min_zscore: float | None, steerlm: bool) -> int:
-    """Write the rows of ``scored_path`` that pass the filters to ``output``; returns how many."""
+def _post_process(scored_path: str, output: str, options, best_of_n: int | None, min_zscore: float | None, steerlm: bool) -> int:
+    """Write the rows of ``scored_path`` that pass the filters to ``output``; returns how many.
+
+    With ``options.normalize`` each row also gets ``normalized_reward``: its reward normalized
+    among all its prompt's responses in the file (then ``options.clip``), as training would.
+    """
+    from .normalize import clip_rewards, group_index, normalize_per_prompt
+
     with open(scored_path, encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     keys = [parse_row({k: v for k, v in row.items() if k != "row_id"}, steerlm).group_key for row in rows]
-    keep, zscores = select_rows(keys, [row["reward"] for row in rows], best_of_n, min_zscore)
+    rewards = [row["reward"] for row in rows]
+    if options.normalize != "none" and rows:
+        values = torch.tensor([math.nan if r is None else r for r in rewards], dtype=torch.float32)
+        normalized = normalize_per_prompt(values, group_index(keys), options.normalize, options.std_floor).values.reshape(-1)
+        for row, value in zip(rows, clip_rewards(normalized, options.clip).tolist()):
+            row["normalized_reward"] = None if math.isnan(value) else value
+    if best_of_n is None and min_zscore is None:
+        keep = list(range(len(rows)))  # normalize alone keeps every row, failed ones too
+    else:
+        keep, zscores = select_rows(keys, rewards, best_of_n, min_zscore)
     if min_zscore is not None:
         for i in keep:
             rows[i]["zscore"] = zscores[i]
