@@ -299,3 +299,13 @@ def test_normalize_is_per_prompt_over_the_whole_file(classifier_dir, tmp_path):
                    reward=load_reward(classifier_dir, normalize="reference", reference_column="ref"))
     with pytest.raises(ConfigError, match="compare one response per row"):
         score_file(classifier_dir, str(DATA / "preference.jsonl"), str(tmp_path / "p.jsonl"), reward=centered)
+
+
+def test_labelling_needs_no_attribute_weights(attributes_dir, tmp_path):
+    labeller = load_reward(attributes_dir, attributes=["helpfulness", "correctness", "coherence"])  # no weights
+    out = tmp_path / "o.jsonl"
+    score_file(attributes_dir, str(DATA / "nemo_aligner.jsonl"), str(out), reward=labeller, steerlm_labels=True)
+    got = read_jsonl(out)
+    assert [r["reward"] for r in got] == [None, None]  # no single reward without weights
+    labels = [t["label"] for r in got for t in r["conversations"] if t["from"] == "Assistant"]
+    assert len(labels) == 3 and all(label.startswith("helpfulness:") and label.count(",") == 2 for label in labels)

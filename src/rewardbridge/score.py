@@ -11,10 +11,12 @@ Row formats (told apart by their columns):
   gets a ``label`` ``name:value,...`` (``steerlm_labels``: rounded and clamped to 0-4 for
   SteerLM training; floats otherwise) -> ``reward`` of the last Assistant turn
 
-A multi-attribute model also writes ``attributes`` {name: value}. Scored rows are appended
+A multi-attribute model also writes ``attributes`` {name: value} (without attribute_weights
+the ``reward`` is null: labelling needs no single reward). Scored rows are appended
 to OUT as each batch finishes, with a ``row_id`` (index + content hash); ``resume`` skips the
-rows OUT already holds, found by that identity. ``best_of_n`` / ``min_zscore`` need every
-response of a prompt, so they score into ``OUT.scored.jsonl`` and write OUT from it at the end.
+rows OUT already holds, found by that identity. ``best_of_n``, ``min_zscore`` and the
+``normalize`` option (``normalized_reward``) need every response of a prompt, so they score
+into ``OUT.scored.jsonl`` and write OUT from it at the end.
 """
 
 from __future__ import annotations
@@ -311,7 +313,10 @@ def score_conversations(reward, conversations: list[Conversation]) -> tuple[list
         if not index:
             continue
         scores = reward.scorer.score([conversations[i] for i in index])
-        combined = reward.combine(scores)
+        if scores.values is None and reward.options.attribute_weights is None:
+            combined = torch.full((len(index),), math.nan)  # attributes only (labelling): no single reward
+        else:
+            combined = reward.combine(scores)
         for j, i in enumerate(index):
             values[i] = _float_or_none(combined[j])
             named[i] = {name: _float_or_none(column[j]) for name, column in scores.attributes.items()}
