@@ -85,3 +85,80 @@ def torchrun(script: str, *args: str, timeout: int = 300) -> str:
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result.stdout
+
+
+# Custom-code reward models (issue 9): the modelling code in tests/custom_models/ is copied into
+# the saved folder and named in config.json's auto_map, so only trust_remote_code=True loads it.
+# The folders are named like the hub models, so presets match them by name.
+CUSTOM_MODELS = Path(__file__).parent / "custom_models"
+
+
+def save_custom_code_model(folder: Path, model, tokenizer, module: str, auto_map: dict) -> str:
+    import json
+    import shutil
+
+    folder.mkdir(parents=True)
+    save_model(folder, model, tokenizer)
+    shutil.copy(CUSTOM_MODELS / f"{module}.py", folder / f"{module}.py")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {auto: f"{module}.{name}" for auto, name in auto_map.items()}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return str(folder)
+
+
+def load_module(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_rb_test_{name}", CUSTOM_MODELS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_bert_tokenizer():
+    """A WordPiece BERT tokenizer over the test corpus' words: [CLS] q [SEP] a [SEP] pairs."""
+    from transformers import BertTokenizer
+
+    from rewardbridge.testing import CORPUS
+
+    words = sorted({w.strip(".,?!").lower() for line in CORPUS for w in line.split()} | set("abcdefghijklmnopqrstuvwxyz0123456789+=?.,!"))
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
+    tokenizer = BertTokenizer(vocab=vocab)
+    tokenizer.model_max_length = 512
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def pair_rm_dir(tmp_path_factory):
+    """nicholasKluge/RewardModel-shaped: BERT pair encoder, forward(..., alpha) -> tanh(head) * alpha."""
+    module = load_module("modeling_pair_reward")
+    tok = build_bert_tokenizer()
+    config = module.PairRewardConfig(
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=512, pad_token_id=tok.pad_token_id, architectures=["RewardModel"],
+    )
+    torch.manual_seed(4)
+    model = module.RewardModel(config).eval()
+    folder = tmp_path_factory.mktemp("hub") / "nicholasKluge" / "RewardModel"
+    return save_custom_code_model(
+        folder, model, tok, "modeling_pair_reward", {"AutoConfig": "PairRewardConfig", "AutoModel": "RewardModel"}
+    )
+
+
+@pytest.fixture(scope="session")
+def armorm_dir(tmp_path_factory, tokenizer):
+    """ArmoRM-shaped: Llama backbone, 19 objectives in output.rewards, gated into output.score."""
+    module = load_module("modeling_tiny_armorm")
+    config = module.TinyArmoConfig(
+        num_objectives=19, gating_token_id=tokenizer.convert_tokens_to_ids("<|assistant|>"),
+        architectures=["TinyArmoRewardModel"], vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(5)
+    model = module.TinyArmoRewardModel(config).eval()
+    folder = tmp_path_factory.mktemp("hub") / "RLHFlow" / "ArmoRM-Llama3-8B-v0.1"
+    return save_custom_code_model(
+        folder, model, tokenizer, "modeling_tiny_armorm",
+        {"AutoConfig": "TinyArmoConfig", "AutoModelForSequenceClassification": "TinyArmoRewardModel"},
+    )

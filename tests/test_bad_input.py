@@ -87,7 +87,6 @@ LOAD_ERRORS = [
     ("attributes-on-causal", "causal", {"token_id": 0, "attributes": ["a"]}, ConfigError, ["causal_logit reward has one value"]),
     # Checked against the config or tokenizer, still before the weights.
     ("multi-output-unnamed", "attributes", {}, ConfigError, ["has 3 outputs", "attributes=["]),
-    ("multi-output-unweighted", "attributes", {"attributes": ["a", "b", "c"]}, ConfigError, ["has 3 outputs ['a', 'b', 'c']", "pass attribute_weights"]),
     ("multi-output-miscounted", "attributes", {"attributes": ["a", "b"]}, ConfigError, ["has 3 outputs but attributes names 2"]),
     ("token-string-too-long", "causal", {"token_id": "Paris is"}, ConfigError, ["'Paris is' is 3 tokens"]),
     ("token-outside-vocab", "causal", {"token_id": 10**6}, ConfigError, ["outside the vocabulary"]),
@@ -145,6 +144,12 @@ def test_bad_samples_name_the_sample_and_the_field(classifier_dir, prompts, comp
         reward(prompts=prompts, completions=completions, **columns)
     for word in words:
         assert word in str(caught.value), f"{word!r} not in: {caught.value}"
+
+
+def test_named_outputs_without_weights_label_data_but_give_no_single_reward(attributes_dir):
+    reward = load_reward(attributes_dir, attributes=["a", "b", "c"])  # fine for `rewardbridge score` labels
+    with pytest.raises(ConfigError, match=r"returns attributes \['a', 'b', 'c'\] and no single reward; pass attribute_weights"):
+        reward(prompts=["Q?"], completions=["A."])
 
 
 def test_a_short_reference_column_is_refused_not_zipped_short(classifier_dir):

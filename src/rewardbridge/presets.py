@@ -7,10 +7,13 @@ A preset fills only the options the user left at their defaults, so anything pas
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from .options import RewardOptions
+
+logger = logging.getLogger("rewardbridge")
 
 # Nemotron-4-340B-Reward: 9 outputs, the first four untrained; reward = weighted sum (REFERENCE.md §2).
 NEMOTRON_340B_ATTRIBUTES = (
@@ -18,6 +21,17 @@ NEMOTRON_340B_ATTRIBUTES = (
     "helpfulness", "correctness", "coherence", "complexity", "verbosity",
 )
 NEMOTRON_340B_WEIGHTS = (0.0, 0.0, 0.0, 0.0, 0.3, 0.74, 0.46, 0.47, -0.33)
+
+# ArmoRM-Llama3-8B-v0.1: output.rewards holds 19 objectives, the first five HelpSteer's
+# (REFERENCE.md §2); the names and their order follow the ArmoRM model card's example code.
+ARMORM_ATTRIBUTES = (
+    "helpsteer-helpfulness", "helpsteer-correctness", "helpsteer-coherence",
+    "helpsteer-complexity", "helpsteer-verbosity", "ultrafeedback-overall_score",
+    "ultrafeedback-instruction_following", "ultrafeedback-truthfulness", "ultrafeedback-honesty",
+    "ultrafeedback-helpfulness", "beavertails-is_safe", "prometheus-score", "argilla-overall_quality",
+    "argilla-judge_lm", "code-complexity", "code-style", "code-explanation",
+    "code-instruction-following", "code-readability",
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,17 @@ PRESETS = (
         "9 SteerLM attributes combined by the card's weights; SteerLM template",
     ),
     Preset("skywork-reward", {"kind": "classifier"}, "sequence classifier, logits[0][0] over the chat template"),
+    # Custom code in both: trust_remote_code stays the user's decision, never a preset's.
+    Preset(
+        "nicholaskluge/rewardmodel",
+        {"kind": "pair_regression", "alpha": 10.0},
+        "BERT reading (question, answer) as a tokenizer pair; model(**tokens, alpha=10) (model card)",
+    ),
+    Preset(
+        "armorm",
+        {"kind": "custom", "attributes": ARMORM_ATTRIBUTES},
+        "custom code: output.score is the reward, output.rewards its 19 objectives (model card)",
+    ),
 )
 
 
@@ -64,10 +89,35 @@ def apply_preset(source: str, options: RewardOptions) -> RewardOptions:
 
 
 def infer_kind(config: Any) -> str | None:
-    """Guess the readout from a transformers config's architecture name."""
-    for arch in getattr(config, "architectures", None) or []:
+    """Guess the readout from a transformers config (object or dict)."""
+    return explain_kind(config.to_dict() if hasattr(config, "to_dict") else dict(config))[0]
+
+
+def explain_kind(config: dict) -> tuple[str | None, str]:
+    """The readout kind a config.json dict implies, and why: its architecture, else its custom code.
+
+    >>> explain_kind({"architectures": ["LlamaForSequenceClassification"]})
+    ('classifier', 'architecture LlamaForSequenceClassification')
+    """
+    architectures = config.get("architectures") or []
+    for arch in architectures:
         if arch.endswith("ForSequenceClassification"):
-            return "classifier"
+            return "classifier", f"architecture {arch}"
         if arch.endswith("ForCausalLM"):
-            return "causal_logit"
-    return None
+            return "causal_logit", f"architecture {arch}"
+    auto_map = config.get("auto_map") or {}
+    for name in ("AutoModelForSequenceClassification", "AutoModel"):
+        if name in auto_map:
+            return "custom", f"config.json maps {name} to the model's own code {auto_map[name]}"
+    return None, f"architectures {architectures} name neither a sequence classifier nor a causal LM"
+
+
+_explained: set[str] = set()
+
+
+def log_unknown_model(source: str, kind: str, kind_why: str, input_why: str) -> None:
+    """Say once per source, for a model no preset knows, which kind and input were chosen and why."""
+    if find_preset(source) is not None or source in _explained:
+        return
+    _explained.add(source)
+    logger.info("%s: no preset matches; kind=%r (%s); input: %s", source, kind, kind_why, input_why)

@@ -41,7 +41,12 @@ def load_reward(source: str, **options: Any) -> RewardFunction:
         source: a local directory or hub id of a Hugging Face reward model.
         kind: ``"classifier"`` (sequence classifier, ``logits[:, 0]``), ``"causal_logit"``
             (a next-token logit), ``"attributes"`` (a multi-output head combined by
-            ``attribute_weights``); None infers it from presets and the model config.
+            ``attribute_weights``), ``"pair_regression"`` (a (question, answer) pair model called
+            with ``alpha``, nicholasKluge/RewardModel), ``"custom"`` (custom code whose output has
+            ``.score`` and ``.rewards``, ArmoRM); None infers it from presets and the model config.
+        alpha: pair_regression: the multiplier the model's forward takes (the card uses 10).
+        trust_remote_code: run modelling code shipped with the model (pair_regression, custom);
+            never switched on by a preset.
         token_id: causal_logit: the token whose next-token logit is the reward (an id or a
             one-token string), or a (yes, no) pair read as logit(yes) - logit(no).
         attributes / attribute_weights: names of a multi-output head in output order, and

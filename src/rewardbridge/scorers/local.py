@@ -15,7 +15,7 @@ import inspect
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 
@@ -80,6 +80,50 @@ def encode(
             )
         keep_bos = bos is not None and seq[0] == bos
         ids[i] = ([bos] if keep_bos else []) + seq[len(seq) - max_length + int(keep_bos):]
+        num_truncated += 1
+    return ids, num_truncated
+
+
+def encode_pairs(
+    questions: Sequence[str],
+    answers: Sequence[str],
+    tokenizer: Any,
+    *,
+    max_length: int,
+    truncation: str = "left",
+) -> tuple[list[list[int]], int]:
+    """Tokenize (question, answer) pairs as the BERT RewardModel card does, fitting ``max_length``.
+
+    ``tokenizer(question, answer, return_token_type_ids=False)``: the tokenizer adds its own
+    special tokens (``[CLS] q [SEP] a [SEP]``). An over-long pair loses the question's oldest
+    tokens first, then the answer's first tokens, never the answer's end nor a special token.
+
+    Returns:
+        (token id lists, number truncated)
+    """
+    if truncation not in TRUNCATION_MODES:
+        raise ConfigError(f"truncation={truncation!r} is not one of {TRUNCATION_MODES}")
+    encoded = tokenizer(list(questions), list(answers), return_token_type_ids=False)
+    ids = encoded["input_ids"]
+    num_truncated = 0
+    for i, seq in enumerate(ids):
+        if len(seq) <= max_length:
+            continue
+        if truncation == "error":
+            raise ConfigError(
+                f"(question, answer) pair {i} has {len(seq)} tokens > max_length {max_length}; "
+                "set truncation='left' or raise max_length"
+            )
+        owner = encoded.sequence_ids(i)  # per token: 0 question, 1 answer, None special
+        excess, drop = len(seq) - max_length, set()
+        for part in (0, 1):  # question first (oldest tokens first), then the answer's start
+            for position, who in enumerate(owner):
+                if excess and who == part:
+                    drop.add(position)
+                    excess -= 1
+        if excess:
+            raise ConfigError(f"max_length {max_length} is smaller than the tokenizer's special tokens; raise max_length")
+        ids[i] = [token for position, token in enumerate(seq) if position not in drop]
         num_truncated += 1
     return ids, num_truncated
 
@@ -178,6 +222,64 @@ class CausalLogitReadout:
         return value, {}
 
 
+@dataclass
+class PairRegressionReadout:
+    """nicholasKluge/RewardModel: the model reads a (question, answer) pair and returns the reward.
+
+    Card: ``model(**tokenizer(question, answer, return_token_type_ids=False), alpha=10).item()``;
+    ``alpha`` multiplies a score trained to lie in [-1, 1]. The output is read as a tensor
+    (b,) or (b, 1), or as ``.logits[:, 0]`` for a plain cross-encoder classifier.
+    """
+
+    alpha: float = 1.0
+    reads_pairs: ClassVar[bool] = True  # LocalScorer encodes (question, answer), not rendered text
+
+    def __call__(self, model, input_ids, attention_mask) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        kwargs = {"alpha": self.alpha} if _accepts(type(model), "alpha") else {}
+        out = model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        value = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
+        if value is None:
+            value = out[0]  # a tuple-like ModelOutput
+        return value.float().reshape(len(input_ids), -1)[:, 0], {}
+
+
+@dataclass
+class CustomReadout:
+    """Custom-code reward models, ArmoRM style: ``output.score`` is the reward, shape (b,) or (b, 1);
+    ``output.rewards`` (b, K), when present, are named objectives returned as attributes.
+
+    ``attributes`` names the K objectives in order (default ``objective_0 ... objective_{K-1}``).
+    """
+
+    attributes: tuple[str, ...] | None = None
+
+    def __call__(self, model, input_ids, attention_mask) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = model(input_ids=input_ids, attention_mask=attention_mask)
+        if getattr(out, "score", None) is None:
+            raise ConfigError(
+                f"kind='custom' reads output.score, but {type(model).__name__} returned {type(out).__name__} "
+                "without it; use kind='pair_regression' for a (question, answer) model whose forward returns the reward, "
+                "or kind='classifier' for one that returns logits"
+            )
+        b = len(input_ids)
+        named = {}
+        rewards = getattr(out, "rewards", None)
+        if rewards is not None:
+            rewards = rewards.float().reshape(b, -1)  # (b, K)
+            names = self.attributes or tuple(f"objective_{k}" for k in range(rewards.shape[-1]))
+            if len(names) != rewards.shape[-1]:
+                raise ConfigError(
+                    f"the reward model has {rewards.shape[-1]} objectives in output.rewards but attributes names "
+                    f"{len(names)}: {list(names)}; pass one name per objective, in output order"
+                )
+            named = {name: rewards[:, k] for k, name in enumerate(names)}
+        return out.score.float().reshape(b, -1)[:, 0], named
+
+
+def _accepts(model_class: type, argument: str) -> bool:
+    return argument in inspect.signature(model_class.forward).parameters
+
+
 @functools.lru_cache(maxsize=None)
 def _accepts_logits_to_keep(model_class: type) -> bool:
     """Asked once per model class, not on every micro-batch."""
@@ -191,7 +293,7 @@ class LocalScorer:
         model: the reward model, in eval mode, on ``device``.
         tokenizer: the reward model's tokenizer.
         renderer: turns a conversation into the text the model reads.
-        readout: ``ClassifierReadout`` or ``CausalLogitReadout``.
+        readout: ``ClassifierReadout``, ``CausalLogitReadout``, ``PairRegressionReadout`` or ``CustomReadout``.
         max_length: tokens per conversation; longer ones follow ``truncation``.
         max_tokens_per_batch: padded tokens per forward (rows x longest).
         lockstep: every rank runs the same number of forwards (ZeRO-3: a forward is a
@@ -228,6 +330,12 @@ class LocalScorer:
     def tokenize(self, conversations: Sequence[Conversation]) -> tuple[list[list[int]], int]:
         if not conversations:
             return [], 0
+        if getattr(self.readout, "reads_pairs", False):
+            # The question is the prompt's last user turn (a multi-turn prompt's earlier turns are not read).
+            return encode_pairs(
+                [c.prompt_text() for c in conversations], [c.completion_text() for c in conversations],
+                self.tokenizer, max_length=self.max_length, truncation=self.truncation,
+            )
         texts = [self.renderer.render(c) for c in conversations]
         add_special = self.renderer.add_special_tokens(conversations[0])
         return encode(
@@ -273,11 +381,11 @@ class LocalScorer:
 def load_local_scorer(source: str, options) -> LocalScorer:
     """Build a :class:`LocalScorer` from a model directory or hub id and ``RewardOptions``.
 
-    Everything that can be checked without the weights (device, kind, output count, token
-    strings, the chat template, the ZeRO-3 config) is checked first: loading a 70B model
-    takes minutes, and a typo should not cost them.
+    Everything that can be checked without the weights (device, kind, custom code, output
+    count, token strings, the chat template, the ZeRO-3 config) is checked first: loading a
+    70B model takes minutes, and a typo should not cost them.
     """
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
@@ -293,11 +401,14 @@ def load_local_scorer(source: str, options) -> LocalScorer:
 
         zero3_config = resolve_config(options.zero3, dtype)
     common = {"trust_remote_code": options.trust_remote_code, **gguf_kwargs(options.gguf_file)}
-    config = load_config(source, options)
-    kind = options.kind or infer_kind_or_explain(source, config)
+    config = config_dict(source, options)
+    kind, kind_why = resolve_kind(source, options, config)
     options.check_applies_to_kind(kind)
-    check_output_count(config, kind, options.attributes, options.attribute_weights)
-    trained = getattr(config, "max_position_embeddings", None)
+    model_class = model_class_for(kind, source, options, config)  # refuses custom code before anything loads
+    # Several named outputs without attribute_weights still load: `rewardbridge score` labels data with
+    # them; as a TRL reward they need weights, which RewardFunction.combine says on the first call.
+    check_output_count(config, kind, options.attributes)
+    trained = config.get("max_position_embeddings")
     if options.max_length and trained and options.max_length > trained:
         warnings.warn(
             f"max_length={options.max_length} is beyond the model's max_position_embeddings={trained}: "
@@ -312,9 +423,7 @@ def load_local_scorer(source: str, options) -> LocalScorer:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if kind == "causal_logit":
-        readout = CausalLogitReadout(token_ids_for(options.token_id, tokenizer))
-    else:
-        readout = ClassifierReadout(options.attributes)
+        token_ids_for(options.token_id, tokenizer)  # a token string that is not one token fails here, not after the load
     renderer = Renderer(
         tokenizer=tokenizer,
         mode=options.render,
@@ -324,7 +433,6 @@ def load_local_scorer(source: str, options) -> LocalScorer:
     )
 
     # Only now the weights.
-    model_class = AutoModelForCausalLM if kind == "causal_logit" else AutoModelForSequenceClassification
     engine = None
     if zero3_config is not None:
         from .zero3 import load_zero3_model
@@ -341,6 +449,9 @@ def load_local_scorer(source: str, options) -> LocalScorer:
     if getattr(model.config, "pad_token_id", None) is None:
         # Sequence classifiers find each row's last token by pad_token_id; without it a batch fails.
         model.config.pad_token_id = tokenizer.pad_token_id
+
+    readout = readout_for(kind, options, tokenizer, model)
+    explain_choice(source, kind, kind_why, describe_input(readout, renderer))
     return LocalScorer(
         model,
         tokenizer,
@@ -372,42 +483,14 @@ def from_pretrained_or_explain(auto_class, source: str, what: str, **kwargs):
     """``auto_class.from_pretrained``, with transformers' hub errors turned into what to do."""
     try:
         return auto_class.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as error:
-        if "trust_remote_code" in str(error):
-            raise ConfigError(
-                f"{source!r} needs its own modelling code to load its {what}; read that code, then pass "
-                "trust_remote_code=True to load_reward (rewardbridge never turns it on for you)"
-            ) from error
-        if isinstance(error, OSError):
-            raise ConfigError(
-                f"cannot load the {what} of {source!r}: it is not a local folder, and the hub did not provide it "
-                f"({' '.join(str(error).split())[:300]}). Pass a local model directory, or a hub id this machine can reach"
-            ) from error
-        raise
-
-
-def load_config(source: str, options):
-    """The model's config (no weights): it tells the kind and the number of outputs."""
-    from transformers import AutoConfig
-
-    kwargs = {"gguf_file": options.gguf_file} if options.gguf_file else {}
-    return from_pretrained_or_explain(AutoConfig, source, "config", trust_remote_code=options.trust_remote_code, **kwargs)
-
-
-def infer_kind_or_explain(source: str, config) -> str:
-    from ..presets import infer_kind
-
-    kind = infer_kind(config)
-    if kind is None:
-        architectures = getattr(config, "architectures", None)
+    except OSError as error:
         raise ConfigError(
-            f"cannot tell what kind of reward model {source!r} is (architectures={architectures}); "
-            "pass kind='classifier', 'causal_logit' or 'attributes'"
-        )
-    return kind
+            f"cannot load the {what} of {source!r}: it is not a local folder, and the hub did not provide it "
+            f"({' '.join(str(error).split())[:300]}). Pass a local model directory, or a hub id this machine can reach"
+        ) from error
 
 
-def check_output_count(config, kind: str, attributes, attribute_weights=None) -> None:
+def check_output_count(config: dict, kind: str, attributes) -> None:
     """A classifier head's outputs must match ``attributes``; several unnamed outputs are an error.
 
     Reading output 0 of a multi-output head without a word would score with one attribute
@@ -415,7 +498,8 @@ def check_output_count(config, kind: str, attributes, attribute_weights=None) ->
     """
     if kind not in ("classifier", "attributes"):
         return
-    outputs = getattr(config, "num_labels", 1)
+    # transformers saves id2label for every classifier; num_labels is derived from it.
+    outputs = len(config["id2label"]) if config.get("id2label") else config.get("num_labels", 1)
     if attributes and len(attributes) != outputs:
         raise ConfigError(
             f"the reward model has {outputs} outputs but attributes names {len(attributes)}: "
@@ -426,11 +510,98 @@ def check_output_count(config, kind: str, attributes, attribute_weights=None) ->
             f"the reward model has {outputs} outputs (config.num_labels), and no attributes were given to say which is which; "
             "pass attributes=[names in output order] and attribute_weights to combine them"
         )
-    if outputs > 1 and attribute_weights is None:
+
+
+# Config classes in these auto_map entries are the model's own code (ArmoRM, the BERT RewardModel).
+MODEL_AUTO_CLASSES = ("AutoModelForSequenceClassification", "AutoModel")
+
+
+def config_dict(source: str, options) -> dict:
+    """config.json as a plain dict: read without running any of the model's own code."""
+    from transformers import AutoConfig, PretrainedConfig
+
+    if options.gguf_file:  # a GGUF file carries a standard architecture, never custom code
+        return from_pretrained_or_explain(AutoConfig, source, "config", gguf_file=options.gguf_file).to_dict()
+    try:
+        return PretrainedConfig.get_config_dict(source)[0]
+    except OSError as error:
         raise ConfigError(
-            f"the reward model has {outputs} outputs {list(attributes)} and no single reward; "
-            "pass attribute_weights (a list, or a dict by name) to combine them into one"
+            f"cannot load the config of {source!r}: it is not a local folder with a config.json, and the hub did not "
+            f"provide it ({' '.join(str(error).split())[:300]}). Pass a local model directory, or a hub id this machine can reach"
+        ) from error
+
+
+def resolve_kind(source: str, options, config: dict) -> tuple[str, str]:
+    """The readout kind and why it was chosen: the option (or a preset), else the model config."""
+    if options.kind is not None:
+        return options.kind, f"kind={options.kind!r} was given (or set by a preset)"
+    from ..presets import explain_kind
+
+    kind, why = explain_kind(config)
+    if kind is None:
+        raise ConfigError(
+            f"cannot tell what kind of reward model {source!r} is ({why}); pass kind= one of "
+            "'classifier', 'causal_logit', 'attributes', 'pair_regression', 'custom'"
         )
+    return kind, why
+
+
+def model_class_for(kind: str, source: str, options, config: dict):
+    """The transformers Auto class that loads ``kind``; custom code only with ``trust_remote_code``."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    if kind == "causal_logit":
+        return AutoModelForCausalLM
+    if kind not in ("pair_regression", "custom"):
+        return AutoModelForSequenceClassification
+    auto_map = config.get("auto_map") or {}
+    mapped = [name for name in MODEL_AUTO_CLASSES if name in auto_map]
+    if mapped and not options.trust_remote_code:
+        raise ConfigError(
+            f"{source} needs its own modelling code (config.json auto_map: {auto_map[mapped[0]]}), which runs only "
+            "with trust_remote_code=True; read that code, then pass trust_remote_code=True "
+            "(--option trust_remote_code=true on the command line)"
+        )
+    if kind == "custom" and not mapped:
+        raise ConfigError(
+            f"kind='custom' loads a model's own code, but {source}/config.json maps none of {list(MODEL_AUTO_CLASSES)} "
+            "in auto_map; use kind='classifier' for a standard sequence classifier"
+        )
+    return AutoModelForSequenceClassification if "AutoModelForSequenceClassification" in mapped or not mapped else AutoModel
+
+
+def readout_for(kind: str, options, tokenizer, model):
+    """The readout of ``kind``: what is read from the model's output, per the model card."""
+    if kind == "causal_logit":
+        return CausalLogitReadout(token_ids_for(options.token_id, tokenizer))
+    if kind == "pair_regression":
+        if options.alpha != 1.0 and not _accepts(type(model), "alpha"):
+            raise ConfigError(
+                f"alpha={options.alpha} but {type(model).__name__}.forward takes no alpha; pass alpha=1 (its output is read as is)"
+            )
+        return PairRegressionReadout(alpha=float(options.alpha))
+    if kind == "custom":
+        return CustomReadout(options.attributes)
+    return ClassifierReadout(options.attributes)
+
+
+def describe_input(readout, renderer: Renderer) -> str:
+    """What the model reads, in words, for the one-time log line about an unknown model."""
+    if getattr(readout, "reads_pairs", False):
+        return "(question, answer) pair: the prompt's last user turn and the completion"
+    if renderer.mode != "auto":
+        return f"render={renderer.mode!r} as given"
+    if renderer.judge_prompt:
+        return "judge: judge_prompt as one user turn"
+    if renderer.has_chat_template:
+        return "chat: the reward tokenizer's chat template"
+    return "text: prompt + completion with the tokenizer's special tokens (the tokenizer has no chat template)"
+
+
+def explain_choice(source: str, kind: str, kind_why: str, input_why: str) -> None:
+    from ..presets import log_unknown_model
+
+    log_unknown_model(source, kind, kind_why, input_why)
 
 
 def gguf_kwargs(gguf_file: str | None) -> dict:

@@ -1,0 +1,170 @@
+"""Dataset rows from a file, for ``rewardbridge score | eval``: JSONL, JSON, CSV, Parquet, or a
+``datasets`` folder written by ``save_to_disk``.
+
+Rows stream one at a time with where they came from (``line 7`` for line-based files, ``row 3``
+otherwise), so a malformed row is reported by its place, and with an identity (its index and
+a hash of its content) that lets an interrupted job resume without scoring a row twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from .errors import ConfigError, InputError
+
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+# CSV cells are strings; these columns may hold chat messages written as JSON text.
+STRUCTURED_COLUMNS = ("prompt", "completion", "chosen", "rejected", "response", "conversations")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One input row.
+
+    Attributes:
+        index: 0-based position among the file's rows (blank JSONL lines are not rows).
+        where: its place for messages: ``"line 7"`` (JSONL, CSV) or ``"row 3"`` (1-based).
+        data: the row as a dict, or None when it could not be read.
+        error: why it could not be read (malformed JSON, not an object).
+        raw: the unreadable text, kept for the rejects file.
+    """
+
+    index: int
+    where: str
+    data: dict | None
+    error: str | None = None
+    raw: str | None = None
+
+    @property
+    def row_id(self) -> str:
+        """``"<index>:<hash of content>"``: the same row at the same place has the same id."""
+        content = json.dumps(self.data, sort_keys=True, default=str) if self.data is not None else self.raw or ""
+        return f"{self.index}:{hashlib.sha1(content.encode('utf-8')).hexdigest()[:16]}"
+
+
+def file_format(path: str) -> str:
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file or folder")
+    if os.path.isdir(path):
+        return "disk"
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in FORMATS:
+        raise ConfigError(
+            f"{path}: unknown file type {ext!r}; use .jsonl, .json, .csv, .parquet or a datasets save_to_disk folder"
+        )
+    return FORMATS[ext]
+
+
+def count_rows(path: str) -> int | None:
+    """The number of rows, for a progress bar (None when it would cost a full parse)."""
+    fmt = file_format(path)
+    if fmt == "jsonl":
+        with open(path, encoding="utf-8") as f:
+            return sum(1 for line in f if line.strip())
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    if fmt == "disk":
+        return len(_load_from_disk(path))
+    return None
+
+
+def read_rows(path: str) -> Iterator[Row]:
+    """Every row of ``path``, in order."""
+    reader = {"jsonl": _jsonl, "json": _json, "csv": _csv, "parquet": _parquet, "disk": _disk}[file_format(path)]
+    yield from reader(path)
+
+
+def _from_json_text(index: int, where: str, text: str) -> Row:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        return Row(index, where, None, f"not valid JSON ({error.msg} at column {error.colno})", text)
+    if not isinstance(data, dict):
+        return Row(index, where, None, f"a row must be a JSON object, got {type(data).__name__}", text)
+    return Row(index, where, data)
+
+
+def _jsonl(path: str) -> Iterator[Row]:
+    index = 0
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            yield _from_json_text(index, f"line {number}", line.rstrip("\n"))
+            index += 1
+
+
+def _json(path: str) -> Iterator[Row]:
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        data = json.loads(text) if text.strip() else []
+    except json.JSONDecodeError as error:
+        if error.msg == "Extra data":  # JSON lines in a .json file (datasets' to_json writes these)
+            yield from _jsonl(path)
+            return
+        raise InputError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}); expected a list of row objects") from None
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a list of row objects, got {type(data).__name__}")
+    for index, item in enumerate(data):
+        where = f"row {index + 1}"
+        if isinstance(item, dict):
+            yield Row(index, where, item)
+        else:
+            yield Row(index, where, None, f"a row must be a JSON object, got {type(item).__name__}", json.dumps(item))
+
+
+def _csv(path: str) -> Iterator[Row]:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        start = 2  # the first data row follows the header line
+        for index, record in enumerate(reader):
+            where = f"line {start}"
+            start = reader.line_num + 1
+            if None in record or any(v is None for v in record.values()):
+                yield Row(index, where, None, f"has a different number of cells than the header {reader.fieldnames}",
+                          json.dumps(record, default=str))
+                continue
+            yield Row(index, where, {k: _maybe_json(k, v) for k, v in record.items()})
+
+
+def _maybe_json(column: str, value: str) -> Any:
+    if column in STRUCTURED_COLUMNS and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _parquet(path: str) -> Iterator[Row]:
+    import pyarrow.parquet as pq
+
+    index = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        for record in batch.to_pylist():
+            yield Row(index, f"row {index + 1}", record)
+            index += 1
+
+
+def _load_from_disk(path: str):
+    from datasets import Dataset, load_from_disk
+
+    dataset = load_from_disk(path)
+    if not isinstance(dataset, Dataset):
+        raise ConfigError(f"{path} holds several splits {sorted(dataset)}; pass one split's folder, e.g. {path}/{sorted(dataset)[0]}")
+    return dataset
+
+
+def _disk(path: str) -> Iterator[Row]:
+    for index, record in enumerate(_load_from_disk(path)):
+        yield Row(index, f"row {index + 1}", dict(record))

@@ -1,0 +1,133 @@
+"""pair_regression and custom kinds: rewardbridge's scores equal each model card's own usage code.
+
+The tiny models' modelling code lives in the saved folder (config.json auto_map), as on the
+hub, so these load only with trust_remote_code=True; the folders are named like the hub
+models, so the presets (matched by name, no hub) fill in kind, alpha and attributes.
+"""
+
+import functools
+
+import pytest
+import torch
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+from rewardbridge import load_reward
+from rewardbridge.errors import ConfigError
+from rewardbridge.scorers.local import encode_pairs
+
+QUESTIONS = ["What is the capital of France?", "How many legs does a spider have?", "Tell me a joke."]
+ANSWERS = ["The capital of France is Paris.", "A spider has eight legs, " * 6, "Why did the reward model cross the road?"]
+
+
+@functools.lru_cache(maxsize=None)
+def card_load(model_dir, auto_class):
+    """The card's loading code, once per folder: AutoTokenizer + the Auto class with trust_remote_code=True."""
+    return AutoTokenizer.from_pretrained(model_dir), auto_class.from_pretrained(model_dir, trust_remote_code=True).eval()
+
+
+def card_pair_score(model_dir, question, answer):
+    """nicholasKluge/RewardModel card: tokenizer(q, a, return_token_type_ids=False); model(**tokens, alpha=10).item()."""
+    tokenizer, model = card_load(model_dir, AutoModel)
+    tokens = tokenizer(question, answer, truncation=True, return_token_type_ids=False, return_tensors="pt", return_attention_mask=True)
+    with torch.no_grad():
+        return model(**tokens, alpha=10).item()
+
+
+def card_armorm_output(model_dir, messages):
+    """ArmoRM card: apply_chat_template(messages, return_tensors="pt"); output = model(input_ids); .score, .rewards."""
+    tokenizer, model = card_load(model_dir, AutoModelForSequenceClassification)
+    input_ids = tokenizer.apply_chat_template(messages, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        output = model(input_ids)
+    return output.score.float().item(), output.rewards.float()[0]
+
+
+def test_pair_regression_equals_the_model_card_batch_and_single(pair_rm_dir):
+    reward = load_reward(pair_rm_dir, trust_remote_code=True)  # preset by name: pair_regression, alpha 10
+    assert reward.options.kind == "pair_regression" and reward.options.alpha == 10.0
+    batch = reward(prompts=QUESTIONS, completions=ANSWERS)
+    singles = [reward(prompts=[q], completions=[a])[0] for q, a in zip(QUESTIONS, ANSWERS)]
+    split = load_reward(pair_rm_dir, trust_remote_code=True, max_tokens_per_batch=40)(prompts=QUESTIONS, completions=ANSWERS)
+    expected = [card_pair_score(pair_rm_dir, q, a) for q, a in zip(QUESTIONS, ANSWERS)]
+    assert batch == pytest.approx(expected, abs=1e-5)
+    assert singles == pytest.approx(expected, abs=1e-5)
+    assert split == pytest.approx(expected, abs=1e-5)  # several micro-batches under a 40-token budget
+    assert all(abs(v) <= 10 for v in batch)  # tanh in [-1, 1] times alpha 10
+    assert len(set(round(v, 4) for v in batch)) == 3  # the model tells the answers apart
+
+
+def test_pair_regression_reads_the_last_user_turn_of_a_multi_turn_prompt(pair_rm_dir):
+    reward = load_reward(pair_rm_dir, trust_remote_code=True)
+    prompt = [
+        {"role": "user", "content": "Tell me a joke."},
+        {"role": "assistant", "content": "No."},
+        {"role": "user", "content": QUESTIONS[0]},
+    ]
+    got = reward(prompts=[prompt], completions=[[{"role": "assistant", "content": ANSWERS[0]}]])[0]
+    assert got == pytest.approx(card_pair_score(pair_rm_dir, QUESTIONS[0], ANSWERS[0]), abs=1e-5)
+
+
+def test_over_long_pairs_lose_the_question_first_never_the_answers_end(pair_rm_dir):
+    tokenizer = AutoTokenizer.from_pretrained(pair_rm_dir)
+    question, answer = "what is the capital of france " * 4, "the capital of france is paris"
+    q_ids = tokenizer(question, add_special_tokens=False)["input_ids"]
+    a_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    budget = len(a_ids) + 3 + 2  # [CLS] q[-2:] [SEP] a [SEP]
+    (ids,), truncated = encode_pairs([question], [answer], tokenizer, max_length=budget)
+    assert truncated == 1 and ids == [cls, *q_ids[-2:], sep, *a_ids, sep]  # the question's oldest tokens went
+    (ids,), _ = encode_pairs([question], [answer], tokenizer, max_length=5)
+    assert ids == [cls, sep, *a_ids[-2:], sep]  # question gone, then the answer's start; its end stays
+    with pytest.raises(ValueError, match=r"pair 0 has \d+ tokens > max_length 5; set truncation='left'"):
+        encode_pairs([question], [answer], tokenizer, max_length=5, truncation="error")
+    # Through load_reward: a truncated pair scores as the card scores the kept tokens.
+    reward = load_reward(pair_rm_dir, trust_remote_code=True, max_length=budget)
+    _, model = card_load(pair_rm_dir, AutoModel)
+    with torch.no_grad():
+        expected = model(input_ids=torch.tensor([[cls, *q_ids[-2:], sep, *a_ids, sep]]), alpha=10).item()
+    assert reward(prompts=[question], completions=[answer])[0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_custom_armorm_equals_the_model_card_batch_and_single(armorm_dir, chat_batch):
+    prompts, completions = chat_batch
+    reward = load_reward(armorm_dir, trust_remote_code=True, name="armo")  # preset by name: custom, 19 objectives
+    assert reward.options.kind == "custom" and len(reward.options.attributes) == 19
+    extra, metrics = {}, {}
+    batch = reward(prompts=prompts, completions=completions, log_extra=extra.__setitem__, log_metric=metrics.__setitem__)
+    singles = [reward(prompts=[p], completions=[c])[0] for p, c in zip(prompts, completions)]
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        score, objectives = card_armorm_output(armorm_dir, p + c)
+        assert batch[i] == pytest.approx(score, abs=1e-5)  # output.score
+        assert singles[i] == pytest.approx(score, abs=1e-5)
+        assert extra["armo/helpsteer-correctness"][i] == pytest.approx(objectives[1].item(), abs=1e-5)  # output.rewards[:, 1]
+        assert extra["armo/code-readability"][i] == pytest.approx(objectives[18].item(), abs=1e-5)
+    assert "armo/helpsteer-helpfulness_mean" in metrics
+
+
+@pytest.mark.parametrize("fixture", ["pair_rm_dir", "armorm_dir"])
+def test_custom_code_loads_only_with_trust_remote_code(fixture, request):
+    source = request.getfixturevalue(fixture)
+    with pytest.raises(ConfigError, match=r"needs its own modelling code .* runs only with trust_remote_code=True"):
+        load_reward(source)
+
+
+def test_custom_kind_without_custom_code_is_refused(classifier_dir):
+    with pytest.raises(ConfigError, match=r"kind='custom' loads a model's own code, but .* use kind='classifier'"):
+        load_reward(classifier_dir, kind="custom", trust_remote_code=True)
+
+
+def test_custom_objective_names_must_match_the_output(armorm_dir):
+    reward = load_reward(armorm_dir, trust_remote_code=True, attributes=["a", "b"])
+    with pytest.raises(ValueError, match="has 19 objectives in output.rewards but attributes names 2"):
+        reward(prompts=["hi"], completions=["yo"])
+
+
+def test_a_pair_model_without_its_preset_needs_its_kind(pair_rm_dir, tmp_path):
+    import shutil
+
+    source = shutil.copytree(pair_rm_dir, tmp_path / "some-pair-model")  # no preset: kind inferred as custom code
+    reward = load_reward(str(source), trust_remote_code=True)
+    with pytest.raises(ValueError, match="kind='custom' reads output.score, but RewardModel .* use kind='pair_regression'"):
+        reward(prompts=["hi"], completions=["yo"])
+    got = load_reward(str(source), trust_remote_code=True, kind="pair_regression", alpha=10)(prompts=QUESTIONS, completions=ANSWERS)
+    assert got == pytest.approx([card_pair_score(pair_rm_dir, q, a) for q, a in zip(QUESTIONS, ANSWERS)], abs=1e-5)

@@ -1,0 +1,60 @@
+"""Reading rows for score/eval: places for error messages, JSON lines in .json, CSV cells, folders."""
+
+import json
+
+import pytest
+
+from rewardbridge.errors import ConfigError, InputError
+from rewardbridge.rows import count_rows, read_rows
+
+
+def test_jsonl_places_are_line_numbers_and_blank_lines_are_not_rows(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"a": 1}\n\n[1, 2]\n{"a": \n')
+    rows = list(read_rows(str(path)))
+    assert [(r.index, r.where) for r in rows] == [(0, "line 1"), (1, "line 3"), (2, "line 4")]
+    assert rows[0].data == {"a": 1} and "must be a JSON object, got list" in rows[1].error
+    assert "not valid JSON" in rows[2].error and rows[2].raw == '{"a": '
+    assert count_rows(str(path)) == 3
+
+
+def test_row_identity_is_place_and_content(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text('{"x": 1}\n{"x": 2}\n')
+    b.write_text('{"x": 1}\n{"x": 3}\n')
+    ids_a, ids_b = [r.row_id for r in read_rows(str(a))], [r.row_id for r in read_rows(str(b))]
+    assert ids_a[0] == ids_b[0] and ids_a[1] != ids_b[1]  # same content at the same place, same id
+    assert ids_a[0].startswith("0:") and ids_a[1].startswith("1:")
+
+
+def test_json_accepts_a_list_or_json_lines(tmp_path):
+    listed, lines = tmp_path / "l.json", tmp_path / "j.json"
+    listed.write_text(json.dumps([{"a": 1}, {"a": 2}]))
+    lines.write_text('{"a": 1}\n{"a": 2}\n')  # what datasets' to_json writes
+    assert [r.data for r in read_rows(str(listed))] == [r.data for r in read_rows(str(lines))] == [{"a": 1}, {"a": 2}]
+    assert [r.where for r in read_rows(str(listed))] == ["row 1", "row 2"]
+
+
+def test_csv_lines_and_json_cells(tmp_path):
+    path = tmp_path / "r.csv"
+    messages = [{"role": "user", "content": "hi"}]
+    path.write_text('prompt,completion\n"multi\nline",x\n' + '"' + json.dumps(messages).replace('"', '""') + '",y\n' + "short\n")
+    rows = list(read_rows(str(path)))
+    assert [r.where for r in rows] == ["line 2", "line 4", "line 5"]  # a quoted newline spans lines 2-3
+    assert rows[0].data == {"prompt": "multi\nline", "completion": "x"}
+    assert rows[1].data["prompt"] == messages  # chat messages written as JSON text
+    assert "different number of cells" in rows[2].error
+
+
+def test_folders_and_files_that_cannot_be_read(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    DatasetDict({"train": Dataset.from_list([{"a": 1}])}).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(ConfigError, match=r"several splits \['train'\]; pass one split's folder"):
+        list(read_rows(str(tmp_path / "dd")))
+    assert [r.data for r in read_rows(str(tmp_path / "dd" / "train"))] == [{"a": 1}]
+    (tmp_path / "x.txt").write_text("a")
+    with pytest.raises(ConfigError, match="unknown file type '.txt'"):
+        list(read_rows(str(tmp_path / "x.txt")))
+    with pytest.raises(InputError, match="no such file"):
+        list(read_rows(str(tmp_path / "missing.jsonl")))
