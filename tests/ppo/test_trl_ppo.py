@@ -99,6 +99,25 @@ def test_plain_text_policy_with_response_start(classifier_dir):
     torch.testing.assert_close(score, torch.tensor(expected), rtol=1e-5, atol=1e-6)
 
 
+def test_pad_equal_to_eos_keeps_the_prompts_eos(classifier_dir):
+    """With pad == EOS, get_reward masks the EOS that ends each prompt turn; the adapter restores it."""
+    tok = build_tokenizer()  # the reward's own template: every turn ends in </s>
+    tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    reward = load_reward(classifier_dir)
+    model = reward.as_ppo_reward_model(tok)
+    answers = ["Paris.", "Why did the model cross the road?"]
+    queries = [query_ids(tok, p) for p in PROMPTS[:2]]
+    responses = [tok(a, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for a in answers]
+    query_responses, context_length = ppo_batch(tok, queries, responses, max(map(len, responses)))
+
+    _, score, _ = trl_utils.get_reward(model, query_responses, tok.pad_token_id, context_length)
+
+    # The prompt comes back as messages (system turn included), not as templated text.
+    expected = reward(prompts=PROMPTS[:2], completions=[[{"role": "assistant", "content": a}] for a in answers])
+    torch.testing.assert_close(score, torch.tensor(expected), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "chat_template, response_start, error, message",
     [

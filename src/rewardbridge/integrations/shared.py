@@ -25,8 +25,8 @@ _lock = threading.Lock()  # OpenRLHF's first calls arrive together, from several
 def shared_reward(source: str | None = None, options: Mapping | None = None, *, caller: str):
     """The process's :class:`~rewardbridge.RewardFunction` for ``source`` + ``options`` (else the env).
 
-    >>> shared_reward(None, None, caller="verl")  # doctest: +SKIP
-    ConfigError: verl: no reward model named: set REWARDBRIDGE_SOURCE=...
+    ``caller`` names the engine in errors. Example: ``shared_reward("/models/rm", {"max_length": 4096},
+    caller="verl")``; a second call with equal arguments returns the same object.
     """
     from ..reward_fn import load_reward
 

@@ -78,8 +78,14 @@ class PolicyIdsScorer(nn.Module):
         mask = attention_mask.bool()
         context_length = self.context_length(input_ids, mask)
         prompts, completions, read_at = [], [], []
+        pad_id = self.policy_tokenizer.pad_token_id
         for row, row_mask in zip(input_ids, mask):
-            query = row[:context_length][row_mask[:context_length]]
+            # get_reward masks every pad id, so with pad == EOS the prompt's own EOS tokens arrive
+            # masked (and zeroed): after the left padding, a masked query token is that pad id.
+            real = row_mask[:context_length].nonzero()
+            start = int(real[0]) if len(real) else context_length
+            query = row[start:context_length].clone()
+            query[~row_mask[start:context_length]] = pad_id
             # get_reward: the response ends before its first pad (first_true_indices(... == pad) - 1).
             pads = (~row_mask[context_length:]).nonzero()
             end = context_length + (int(pads[0]) if len(pads) else row_mask.numel() - context_length)
