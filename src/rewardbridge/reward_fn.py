@@ -150,6 +150,12 @@ class RewardFunction:
     def __repr__(self) -> str:
         return f"RewardFunction({self.source!r}, name={self.__name__!r})"
 
+    def as_ppo_reward_model(self, policy_tokenizer: Any, response_start: str | None = None):
+        """This reward as TRL 1.12 ``PPOTrainer(reward_model=...)``: see ``integrations/trl_ppo.py``."""
+        from .integrations.trl_ppo import PPORewardModel
+
+        return PPORewardModel(self, policy_tokenizer, response_start)
+
     def __call__(
         self,
         prompts: Sequence,
