@@ -53,6 +53,8 @@ class RewardOptions:
     max_concurrency: int = 32
     request_batch_size: int = 64
     api_key_env: str | None = None
+    retry_wait: float = 0.5  # first backoff in seconds; doubles per retry, capped at 30 s
+    model_name: str = "reward_model"  # the "model" field (NIM, vLLM, native) / Triton's model name
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> RewardOptions:
@@ -75,6 +77,7 @@ class RewardOptions:
         _one_of("normalize", self.normalize, NORMALIZE_MODES)
         _one_of("normalize_target", self.normalize_target, NORMALIZE_TARGETS)
         _one_of("on_error", self.on_error, ON_ERROR)
+        _one_of("protocol", self.protocol, PROTOCOLS, allow_none=True)
         if self.normalize == "reference" and not self.reference_column:
             raise ValueError("normalize='reference' needs reference_column, the dataset column with a reference response")
         if self.clip is not None and (len(self.clip) != 2 or self.clip[0] >= self.clip[1]):
