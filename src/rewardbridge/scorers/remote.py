@@ -157,6 +157,7 @@ class RemoteScorer:
         self.max_concurrency = int(options.max_concurrency)
         self.retry_wait = float(options.retry_wait)
         self.on_error = options.on_error
+        self.attributes = tuple(options.attributes or ())
         self.api_key_env = options.api_key_env or DEFAULT_KEY_ENV.get(self.protocol)
         self._key_env_explicit = options.api_key_env is not None
         self._next_endpoint = itertools.count()
@@ -322,6 +323,10 @@ class RemoteScorer:
                 any_values = True
             for name, column in result.attributes.items():
                 attributes.setdefault(name, torch.full((n,), math.nan))[index] = torch.tensor(column, dtype=torch.float32)
+        if self.attributes and (attributes or not any_values):
+            # Failed rows stay NaN in every named attribute, so weights still combine (to NaN).
+            for name in self.attributes:
+                attributes.setdefault(name, torch.full((n,), math.nan))
         if not any_values and attributes:
             return Scores(values=None, attributes=attributes)
         return Scores(values=values, attributes=attributes)
