@@ -1,0 +1,294 @@
+"""``rewardbridge serve`` as a real subprocess on 127.0.0.1, spoken to by the official clients.
+
+Every route's scores must equal in-process scoring of the same conversation (1e-5): the
+openai client (NIM route), tritonclient[http] (KServe v2), and each rewardbridge client.
+"""
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from rewardbridge import Conversation, load_reward
+from rewardbridge.conversation import render_steerlm
+from servers.faulty import free_port
+
+KEY = "rb-test-key-5f3a"
+PROMPTS = ["What is the capital of France?", "Tell me a joke.", "How many legs does a spider have?"]
+COMPLETIONS = ["Paris.", "Why did the reward model cross the road? To score the other side.", "Eight."]
+ATTRIBUTES = ["helpfulness", "correctness", "verbosity"]
+
+
+def start_server(source, *args, port=None, env=None, log=None):
+    """Start `rewardbridge serve` and wait for /ready; its output goes to ``log`` (a temp file by default)."""
+    import tempfile
+
+    port = port or free_port()
+    log = log or tempfile.NamedTemporaryFile("w+", prefix="rewardbridge-serve-", suffix=".log", delete=False)
+    command = [sys.executable, "-m", "rewardbridge.cli", "serve", source, "--port", str(port), *args]
+    inherited = {k: v for k, v in os.environ.items() if k != "REWARDBRIDGE_API_KEY"}  # a key only when asked
+    full_env = {**inherited, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    key = (env or {}).get("REWARDBRIDGE_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    deadline = time.monotonic() + 180  # generous: CI machines are shared
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"server exited with {process.returncode}: {open(log.name).read()[-3000:]}"
+        try:
+            if httpx.get(url + "/ready", headers=headers, timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise TimeoutError(f"server not ready in 180 s: {open(log.name).read()[-3000:]}")
+
+
+def stop(process):
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def classifier_server(classifier_dir):
+    process, url = start_server(
+        classifier_dir, "--max-wait-ms", "50", "--max-conversations", "16", "--max-chars", "3000",
+        "--max-body-bytes", "100000", env={"REWARDBRIDGE_API_KEY": KEY},
+    )
+    yield url
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def attributes_server(attributes_dir):
+    process, url = start_server(attributes_dir, "--option", f"attributes={json.dumps(ATTRIBUTES)}", "--model-name", "rm3")
+    yield url
+    stop(process)
+
+
+@pytest.fixture
+def keyed(monkeypatch):
+    monkeypatch.setenv("REWARDBRIDGE_API_KEY", KEY)
+    monkeypatch.setenv("NVIDIA_API_KEY", KEY)
+    monkeypatch.setenv("VLLM_API_KEY", KEY)
+    return {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="session")
+def local(classifier_dir):
+    return load_reward(classifier_dir)
+
+
+def chat_text(tokenizer_dir, prompt, completion):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}], tokenize=False
+    )
+
+
+@pytest.mark.parametrize("protocol", ["rewardbridge", "nim", "vllm", "openrlhf", "triton"])
+def test_each_rewardbridge_client_scores_as_in_process(classifier_server, classifier_dir, local, keyed, protocol):
+    # vLLM/OpenRLHF carry rendered text: render it with the reward model's own template (tokenizer=);
+    # Triton carries SteerLM text, so it equals in-process scoring with render='steerlm'.
+    options = {"tokenizer": classifier_dir} if protocol in ("vllm", "openrlhf") else {}
+    options["api_key_env"] = {"nim": "NVIDIA_API_KEY", "vllm": "VLLM_API_KEY"}.get(protocol, "REWARDBRIDGE_API_KEY")
+    remote = load_reward(classifier_server, protocol=protocol, request_batch_size=2, **options)
+    reference = load_reward(classifier_dir, render="steerlm") if protocol == "triton" else local
+    expected = reference(prompts=PROMPTS, completions=COMPLETIONS)
+    assert remote(prompts=PROMPTS, completions=COMPLETIONS) == pytest.approx(expected, abs=1e-5)
+
+
+def test_openai_client_as_in_nims_docs(classifier_server, local, attributes_server, attributes_dir):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{classifier_server}/v1", api_key=KEY)
+    answer = client.chat.completions.create(
+        model="reward_model",
+        messages=[{"role": "user", "content": PROMPTS[0]}, {"role": "assistant", "content": COMPLETIONS[0]}],
+    )
+    name, value = answer.choices[0].message.content.split(":")
+    assert name == "reward" and float(value) == pytest.approx(local(prompts=PROMPTS[:1], completions=COMPLETIONS[:1])[0], abs=1e-5)
+    assert answer.choices[0].logprobs.content[0].token == "reward"
+
+    # An attribute model answers 'name:value,...' like Nemotron-4-340B-Reward.
+    client = openai.OpenAI(base_url=f"{attributes_server}/v1", api_key="unused")
+    content = client.chat.completions.create(
+        model="rm3", messages=[{"role": "user", "content": PROMPTS[1]}, {"role": "assistant", "content": COMPLETIONS[1]}]
+    ).choices[0].message.content
+    got = {k: float(v) for k, v in (pair.split(":") for pair in content.split(","))}
+    scores = load_reward(attributes_dir, attributes=ATTRIBUTES).scorer.score([Conversation(PROMPTS[1], COMPLETIONS[1])])
+    assert list(got) == ATTRIBUTES
+    assert [got[a] for a in ATTRIBUTES] == pytest.approx([float(scores.attributes[a][0]) for a in ATTRIBUTES], abs=1e-5)
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_tritonclient_talks_kserve_v2(classifier_server, attributes_server, classifier_dir, attributes_dir, binary):
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    def infer(url, model, auth):
+        client = httpclient.InferenceServerClient(url.split("://")[1])
+        assert client.is_server_live(headers=auth) and client.is_model_ready(model, headers=auth)
+        metadata = client.get_model_metadata(model, headers=auth)
+        assert metadata["inputs"][0]["name"] == "sentences" and metadata["outputs"][0]["name"] == "rewards"
+        texts = [render_steerlm(Conversation(p, c)) for p, c in zip(PROMPTS, COMPLETIONS)]
+        sentences = np.char.encode(np.array(texts)[..., None], "utf-8")  # (B, 1) as NeMo-Aligner sends
+        tensor = httpclient.InferInput("sentences", list(sentences.shape), "BYTES")
+        tensor.set_data_from_numpy(sentences, binary_data=binary)
+        output = httpclient.InferRequestedOutput("rewards", binary_data=binary)
+        return client.infer(model, [tensor], outputs=[output], headers=auth).as_numpy("rewards")
+
+    rewards = infer(classifier_server, "reward_model", {"Authorization": f"Bearer {KEY}"})
+    expected = load_reward(classifier_dir, render="steerlm")(prompts=PROMPTS, completions=COMPLETIONS)
+    assert rewards.shape == (3, 1) and rewards[:, 0].tolist() == pytest.approx(expected, abs=1e-5)
+    # An unmerged attribute model answers [B, K], as NeMo-Aligner's regression server does.
+    rewards = infer(attributes_server, "rm3", {})
+    scores = load_reward(attributes_dir, attributes=ATTRIBUTES, render="steerlm").scorer.score(
+        [Conversation(p, c) for p, c in zip(PROMPTS, COMPLETIONS)])
+    assert rewards.shape == (3, 3)
+    expected = [float(scores.attributes[a][i]) for i in range(3) for a in ATTRIBUTES]  # row-major [B, K]
+    assert rewards.reshape(-1).tolist() == pytest.approx(expected, abs=1e-5)
+
+
+def test_text_routes_score_rendered_text_as_given(classifier_server, classifier_dir, local, keyed):
+    texts = [chat_text(classifier_dir, p, c) for p, c in zip(PROMPTS, COMPLETIONS)]
+    expected = local(prompts=PROMPTS, completions=COMPLETIONS)  # the same text, rendered in-process
+    with httpx.Client(base_url=classifier_server, headers=keyed) as client:
+        openrlhf = client.post("/get_reward", json={"query": texts, "prompts": PROMPTS}).json()
+        assert openrlhf["rewards"] == pytest.approx(expected, abs=1e-5) and openrlhf["scores"] == openrlhf["rewards"]
+        classify = client.post("/classify", json={"model": "reward_model", "input": texts}).json()
+        assert [d["probs"][-1] for d in classify["data"]] == pytest.approx(expected, abs=1e-5)  # verl reads probs[-1]
+        pooling = client.post("/pooling", json={"model": "reward_model", "input": texts, "task": "classify"}).json()
+        assert [d["data"][0] for d in pooling["data"]] == pytest.approx(expected, abs=1e-5)
+        chat = client.post("/classify", json={"messages": [{"role": "user", "content": PROMPTS[2]},
+                                                          {"role": "assistant", "content": COMPLETIONS[2]}]}).json()
+        assert chat["data"][0]["probs"] == pytest.approx([expected[2]], abs=1e-5)
+
+
+def test_dynamic_batching_gives_each_request_its_own_rows(classifier_server, local, keyed):
+    # 12 concurrent one-conversation NIM requests, different lengths, within --max-wait-ms 50.
+    prompts = [f"Question {i}: " + "why? " * i for i in range(12)]
+    completions = [("Because. " * (12 - i)).strip() for i in range(12)]
+    expected = local(prompts=prompts, completions=completions)
+
+    def batch_counters(client):
+        text = client.get("/metrics").text
+        return [float(re.search(rf"^rewardbridge_batch_size_{k} (\S+)$", text, re.M).group(1)) for k in ("count", "sum")]
+
+    async def fire():
+        async with httpx.AsyncClient(base_url=classifier_server, headers=keyed) as client:
+            bodies = [{"model": "reward_model", "messages": [{"role": "user", "content": p}, {"role": "assistant", "content": c}]}
+                      for p, c in zip(prompts, completions)]
+            answers = await asyncio.gather(*[client.post("/v1/chat/completions", json=b) for b in bodies])
+        return [float(a.json()["choices"][0]["message"]["content"].split(":")[1]) for a in answers]
+
+    with httpx.Client(base_url=classifier_server, headers=keyed) as client:
+        calls_before, rows_before = batch_counters(client)
+        got = asyncio.run(fire())
+        calls_after, rows_after = batch_counters(client)
+    assert got == pytest.approx(expected, abs=1e-5)  # row i went back to request i
+    assert rows_after - rows_before == 12
+    assert calls_after - calls_before < 12  # coalesced: fewer scorer calls than requests
+
+
+def test_batcher_splits_rows_back_exactly():
+    import torch
+
+    from rewardbridge.scorers.base import Scores
+    from rewardbridge.server import Batcher
+
+    calls = []
+
+    def score(kind, items):  # row value = the item itself
+        calls.append(len(items))
+        return Scores(values=torch.tensor(items, dtype=torch.float32))
+
+    async def run():
+        batcher = Batcher(score, max_batch_size=8, max_wait_s=0.05)
+        sizes = [3, 4, 2, 20, 1]
+        requests, start = [], 0
+        for n in sizes:
+            requests.append(list(range(start, start + n)))
+            start += n
+        results = await asyncio.gather(*[batcher.submit("chat", r) for r in requests])
+        batcher.executor.shutdown()
+        return requests, results
+
+    requests, results = asyncio.run(run())
+    for request, result in zip(requests, results):
+        assert result.values.tolist() == request
+    # 3+4 fit in 8; 2 would overflow -> next batch 2; 20 > 8 rides alone; then 1.
+    assert calls == [7, 2, 20, 1]
+
+
+@pytest.mark.parametrize(
+    "path, body, headers, status, message",
+    [
+        ("/v1/score", b'{"conversations": [', {}, 422, "not valid JSON"),
+        ("/v1/chat/completions", b'{"model": "x"}', {}, 422, "'messages'"),
+        ("/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode(), {}, 422, "messages[-1].role"),
+        ("/v1/score", json.dumps({"conversations": [{"prompt": "a"}]}).encode(), {}, 422, "conversations[0].completion"),
+        ("/get_reward", b'{"query": "not a list"}', {}, 422, "'query'"),
+        ("/classify", b'{"input": 5}', {}, 422, "'input'"),
+        ("/v2/models/reward_model/infer", b'{"inputs": [{"name": "tokens"}]}', {}, 422, "'sentences'"),
+        ("/v1/score", json.dumps({"conversations": [{"prompt": "a", "completion": "b"}] * 17}).encode(), {}, 413, "--max-conversations"),
+        ("/v1/score", json.dumps({"conversations": [{"prompt": "a" * 3001, "completion": "b"}]}).encode(), {}, 422, "--max-chars"),
+        ("/v1/score", b"x" * 100_001, {}, 413, "--max-body-bytes"),
+        ("/v1/score", b"{}", {"Authorization": "Bearer wrong"}, 401, "--api-key-env"),
+        ("/v1/score", b"{}", {"Authorization": ""}, 401, "Bearer"),
+    ],
+    ids=["json", "field", "role", "completion", "query", "input", "tokens", "count", "chars", "body", "wrong-key", "no-key"],
+)
+def test_bad_requests_get_clear_errors(classifier_server, keyed, path, body, headers, status, message):
+    response = httpx.post(classifier_server + path, content=body, headers={**keyed, "Content-Type": "application/json", **headers})
+    assert response.status_code == status
+    assert message in response.json()["error"]["message"]
+
+
+def test_health_is_open_and_metrics_count_requests(classifier_server, keyed):
+    assert httpx.get(classifier_server + "/health").status_code == 200  # no key needed
+    assert httpx.get(classifier_server + "/ready").status_code == 401
+    assert httpx.get(classifier_server + "/ready", headers=keyed).json()["ready"] is True
+    text = httpx.get(classifier_server + "/metrics", headers=keyed).text
+    for name in ("rewardbridge_requests_total", "rewardbridge_request_latency_seconds_bucket", "rewardbridge_batch_size_bucket",
+                 "rewardbridge_errors_total", "rewardbridge_conversations_total"):
+        assert name in text
+
+
+def test_policy_tokenizer_rerenders_and_sigterm_finishes_in_flight(causal_dir, classifier_dir, tmp_path):
+    # OpenRLHF's query = the POLICY's template over prompt+response, special tokens kept.
+    from transformers import AutoTokenizer
+
+    policy = AutoTokenizer.from_pretrained(causal_dir)
+    prompt = policy.apply_chat_template([{"role": "user", "content": PROMPTS[0]}], tokenize=False, add_generation_prompt=True)
+    query = prompt + COMPLETIONS[0] + policy.eos_token
+    log = open(tmp_path / "server.log", "w")
+    process, url = start_server(classifier_dir, "--policy-tokenizer", causal_dir, "--max-wait-ms", "1500", log=log)
+    answers = []
+    thread = threading.Thread(target=lambda: answers.append(httpx.post(url + "/get_reward", json={"query": [query], "prompts": [prompt]}, timeout=30)))
+    thread.start()
+    time.sleep(0.5)  # the request waits in the batcher (--max-wait-ms 1500)
+    process.send_signal(signal.SIGTERM)
+    thread.join()
+    # uvicorn shuts down gracefully, then re-raises the signal it caught (uvicorn >= 0.29).
+    assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert answers[0].status_code == 200  # finished although SIGTERM came while it was in flight
+    assert "Finished server process" in open(log.name).read()
+    # Scored as the (prompt, response) pair rendered by the REWARD model's template.
+    expected = load_reward(classifier_dir)(prompts=PROMPTS[:1], completions=COMPLETIONS[:1])
+    assert answers[0].json()["rewards"] == pytest.approx(expected, abs=1e-5)
