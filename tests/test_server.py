@@ -292,3 +292,59 @@ def test_policy_tokenizer_rerenders_and_sigterm_finishes_in_flight(causal_dir, c
     # Scored as the (prompt, response) pair rendered by the REWARD model's template.
     expected = load_reward(classifier_dir)(prompts=PROMPTS[:1], completions=COMPLETIONS[:1])
     assert answers[0].json()["rewards"] == pytest.approx(expected, abs=1e-5)
+
+
+class Recorder:
+    """Wraps a reward function and keeps what it returned, per call (TRL calls it once per step here)."""
+
+    def __init__(self, reward):
+        self.reward, self.__name__, self.calls = reward, reward.__name__, []
+
+    def __call__(self, prompts, completions, **kwargs):
+        out = self.reward(prompts=prompts, completions=completions, **kwargs)
+        self.calls.append((list(prompts), list(completions), out))
+        return out
+
+
+def test_grpo_survives_the_reward_server_dying_and_coming_back(classifier_dir, causal_dir, tmp_path):
+    from datasets import Dataset
+    from transformers import AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    port = free_port()
+    server = {"process": start_server(classifier_dir, port=port)[0]}
+    url = f"http://127.0.0.1:{port}"
+    recorder = Recorder(load_reward(url, protocol="rewardbridge", on_error="skip", timeout=10, max_retries=1, retry_wait=0.05, name="rm"))
+
+    class KillAndRestart(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:  # steps 3 and 4 find no server
+                server["process"].kill()
+                server["process"].wait()
+            if state.global_step == 4:
+                server["process"] = start_server(classifier_dir, port=port)[0]
+
+    args = GRPOConfig(
+        output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=4, num_generations=2,
+        max_completion_length=8, max_steps=6, learning_rate=1e-4, logging_steps=1, report_to="none", save_strategy="no",
+    )
+    trainer = GRPOTrainer(
+        model=causal_dir, reward_funcs=[recorder], args=args, callbacks=[KillAndRestart()],
+        train_dataset=Dataset.from_dict({"prompt": PROMPTS + ["Explain gradient descent."]}),
+        processing_class=AutoTokenizer.from_pretrained(causal_dir),
+    )
+    try:
+        trainer.train()
+    finally:
+        stop(server["process"])
+    assert trainer.state.global_step == 6  # training went on through the outage
+    assert len(recorder.calls) == 6
+    local = load_reward(classifier_dir)
+    for step, (prompts, completions, out) in enumerate(recorder.calls, start=1):
+        if step in (3, 4):
+            assert out == [None] * len(out)  # an explicit failure for every sample, nothing made up
+        else:
+            # Every other sample has its real score: the same as scoring it in-process.
+            assert out == pytest.approx(local(prompts=prompts, completions=completions), abs=1e-5)
+    failed = [entry["rm/failed_frac"] for entry in trainer.state.log_history if "rm/failed_frac" in entry]
+    assert failed == [0.0, 0.0, 1.0, 1.0, 0.0, 0.0]
