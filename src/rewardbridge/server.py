@@ -107,6 +107,14 @@ class ServedModel:
         if hasattr(self.text_scorer, "renderer"):
             self.text_scorer.renderer = _PreRendered()
         self.broadcast = broadcast
+        model = getattr(self.chat_scorer, "model", None)
+        if model is not None:
+            from .scorers.zero3 import partitioned_param_bytes  # imports no deepspeed
+
+            # Under ZeRO-3: this rank's shard only (/ready reports it).
+            self.parameter_bytes = partitioned_param_bytes(model)
+        else:
+            self.parameter_bytes = None
 
     def score(self, kind: str, items: list) -> Scores:
         if self.broadcast:
@@ -433,7 +441,8 @@ def create_app(model_loader, settings: ServerSettings):
     @app.get("/ready")
     async def ready():
         if state["model"] is not None:
-            return {"ready": True, "model": settings.model_name}
+            return {"ready": True, "model": settings.model_name, "parameter_bytes": state["model"].parameter_bytes,
+                    "processes": int(os.environ.get("WORLD_SIZE", "1"))}
         return JSONResponse({"ready": False, "error": state["error"]}, status_code=503)
 
     @app.get("/metrics")
