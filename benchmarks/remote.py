@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,6 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 
 def build_reward(workdir: str, hidden: int, layers: int) -> str:
@@ -40,11 +40,11 @@ def build_reward(workdir: str, hidden: int, layers: int) -> str:
 
 
 def start(source: str, *flags: str):
-    from servers.faulty import free_port
-
     import httpx
 
-    port = free_port()
+    with socket.socket() as s:  # a free port on 127.0.0.1
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     process = subprocess.Popen(
         [sys.executable, "-m", "rewardbridge.cli", "serve", source, "--port", str(port), *flags],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={k: v for k, v in os.environ.items() if k != "REWARDBRIDGE_API_KEY"},

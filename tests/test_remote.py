@@ -12,7 +12,6 @@ import pickle
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from rewardbridge import load_reward
