@@ -143,8 +143,11 @@ def test_load_is_spread_over_endpoints_and_a_dead_one_fails_over(serve):
     assert reward(prompts=PROMPTS * 2, completions=COMPLETIONS * 2) == pytest.approx([len(c) / 10 for c in COMPLETIONS * 2], abs=1e-4)
     assert len(a.requests) == len(b.requests) == 4  # 8 one-conversation requests, round-robin
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused
-    reward = load_reward(f"{dead}, {a.url}", protocol="nim", **FAST)  # comma-separated string
+    # retry_wait=2: a backoff would take >= 1 s; failing over to a live endpoint waits for nothing.
+    reward = load_reward(f"{dead}, {a.url}", protocol="nim", timeout=2.0, max_retries=3, retry_wait=2.0)  # comma-separated
+    began = time.monotonic()
     assert reward(prompts=PROMPTS, completions=COMPLETIONS) == pytest.approx([len(c) / 10 for c in COMPLETIONS], abs=1e-4)
+    assert time.monotonic() - began < 1.0
 
 
 @pytest.mark.parametrize(

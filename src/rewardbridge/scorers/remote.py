@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_KEY_ENV = {"nim": "NVIDIA_API_KEY", "rewardbridge": "REWARDBRIDGE_API_KEY", "vllm": "VLLM_API_KEY"}
 MAX_BACKOFF_S = 30.0  # verl caps its backoff at 30 s (REFERENCE.md §3)
 MAX_RETRY_AFTER_S = 300.0
+DOWN_COOLDOWN_S = 5.0  # an endpoint that refused or timed out goes last in the rotation this long
 
 
 @dataclass
@@ -161,6 +162,7 @@ class RemoteScorer:
         self.api_key_env = options.api_key_env or DEFAULT_KEY_ENV.get(self.protocol)
         self._key_env_explicit = options.api_key_env is not None
         self._next_endpoint = itertools.count()
+        self._down_until: dict[str, float] = {}  # endpoint -> when to try it first again
         self._client = None  # httpx.AsyncClient, made on the loop thread
         self._semaphore: asyncio.Semaphore | None = None
         self._pid = None
@@ -220,7 +222,7 @@ class RemoteScorer:
         from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
         request = self.codec.request(batch)
-        start = next(self._next_endpoint)
+        start = self._pick_start()
         attempt_no = 0
         last_url = self.urls[start % len(self.urls)]
         try:
@@ -254,6 +256,7 @@ class RemoteScorer:
             try:
                 response = await self._client.post(url + request.path, json=request.json, content=request.content, headers=headers)
             except (httpx.TransportError, httpx.TimeoutException) as error:
+                self._down_until[url] = time.monotonic() + DOWN_COOLDOWN_S
                 raise _TransportError(f"{type(error).__name__}: {error}") from None
         status = response.status_code
         if status == 429 or status >= 500:
@@ -264,11 +267,26 @@ class RemoteScorer:
             self._latencies_ms.append((time.perf_counter() - began) * 1000)
         return response
 
+    def _pick_start(self) -> int:
+        """Round-robin over endpoints, passing over those that just failed to connect or answer in time."""
+        start = next(self._next_endpoint)
+        now = time.monotonic()
+        for offset in range(len(self.urls)):
+            if self._down_until.get(self.urls[(start + offset) % len(self.urls)], 0.0) <= now:
+                return start + offset
+        return start  # all look down: try anyway, in turn
+
     def _wait(self, retry_state) -> float:
-        """Exponential backoff with full jitter; a server's Retry-After wins when it says more."""
+        """Exponential backoff with jitter; a server's Retry-After wins when it says more.
+
+        A connection error or timeout fails over to the next endpoint at once while this
+        round of endpoints is not used up: another endpoint need not wait for this one.
+        """
         import random
 
         error = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(error, _TransportError) and retry_state.attempt_number % len(self.urls) != 0:
+            return 0.0
         backoff = min(MAX_BACKOFF_S, self.retry_wait * 2 ** (retry_state.attempt_number - 1))
         wait = backoff / 2 + random.uniform(0, backoff / 2)
         if isinstance(error, RetryableStatus) and error.retry_after is not None:
