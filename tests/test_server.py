@@ -380,3 +380,25 @@ def test_launcher_is_shellcheck_clean(script):
     path = Path(__file__).parent.parent / script
     result = subprocess.run([shellcheck, str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--option", "normalize=zscore"], "normalize in the trainer"),
+        (["--max-batch-size", "0"], "--max-batch-size"),
+        (["--max-wait-ms", "-1"], "--max-wait-ms"),
+    ],
+)
+def test_serve_refuses_what_it_cannot_honour_before_loading(classifier_dir, capsys, argv, message):
+    from rewardbridge.cli import main
+
+    assert main(["serve", classifier_dir, *argv]) == 2  # a usage mistake: exit 2, one line
+    assert message in capsys.readouterr().err
+
+
+def test_serve_refuses_a_url_source(capsys):
+    from rewardbridge.cli import main
+
+    assert main(["serve", "http://127.0.0.1:1"]) == 2
+    assert "already an endpoint" in capsys.readouterr().err

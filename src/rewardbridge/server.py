@@ -96,11 +96,7 @@ class ServedModel:
     def __init__(self, source: str, options: dict, broadcast: bool = False):
         from .reward_fn import load_reward
 
-        if options.get("normalize", "none") != "none":
-            raise ConfigError(
-                "--option normalize=... is per prompt over a trainer's batch; a server scores requests, so normalize in the "
-                "trainer: load_reward(url, protocol=..., normalize=...)"
-            )
+        check_serve_options(options)
         self.reward = load_reward(source, **options)
         self.chat_scorer = self.reward.scorer
         self.text_scorer = copy.copy(self.chat_scorer)
@@ -138,6 +134,18 @@ class ServedModel:
         if opts.attribute_weights is None and opts.attributes and len(opts.attributes) > 1:
             return len(opts.attributes)
         return 1
+
+
+def check_serve_options(options: dict) -> None:
+    """Options a server cannot honour, refused before the model loads."""
+    from .options import RewardOptions
+
+    opts = RewardOptions.from_kwargs(**options)  # unknown names and bad values fail here, early
+    if opts.normalize != "none":
+        raise ConfigError(
+            "--option normalize=... is per prompt over a trainer's batch; a server scores requests, so normalize in the "
+            "trainer: load_reward(url, protocol=..., normalize=...)"
+        )
 
 
 def _broadcast(message: Any) -> Any:
@@ -483,6 +491,7 @@ def serve(source: str, options: dict, settings: ServerSettings) -> None:
 
     if is_remote(source):
         raise ConfigError(f"rewardbridge serve serves a local model; {source!r} is already an endpoint")
+    check_serve_options(options)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     zero3 = bool(options.get("zero3"))
     rank = int(os.environ.get("RANK", "0"))
