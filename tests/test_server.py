@@ -402,3 +402,37 @@ def test_serve_refuses_a_url_source(capsys):
 
     assert main(["serve", "http://127.0.0.1:1"]) == 2
     assert "already an endpoint" in capsys.readouterr().err
+
+
+def test_scoring_routes_answer_503_while_loading_and_clients_wait(classifier_dir, local):
+    import uvicorn
+
+    from rewardbridge.server import ServedModel, ServerSettings, create_app
+
+    loaded = threading.Event()
+
+    def slow_loader():  # the model "loads" until the test says so
+        loaded.wait(30)
+        return ServedModel(classifier_dir, {})
+
+    port = free_port()
+    app = create_app(slow_loader, ServerSettings(port=port, api_key_env="UNSET_KEY_VAR_FOR_TEST"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        assert httpx.get(url + "/ready").status_code == 503 and httpx.get(url + "/health").status_code == 200
+        early = httpx.post(url + "/v1/score", json={"conversations": [{"prompt": "a", "completion": "b"}]})
+        assert early.status_code == 503 and early.headers["Retry-After"] == "1"
+        threading.Timer(0.3, loaded.set).start()
+        remote = load_reward(url, protocol="rewardbridge", retry_wait=0.05, max_retries=20)
+        logged = {}
+        out = remote(prompts=PROMPTS, completions=COMPLETIONS, log_metric=logged.__setitem__)
+        assert out == pytest.approx(local(prompts=PROMPTS, completions=COMPLETIONS), abs=1e-5)
+        assert logged[f"{remote.__name__}/retries"] >= 1  # it waited through at least one 503
+    finally:
+        server.should_exit = True
+        thread.join(10)
