@@ -89,7 +89,11 @@ class FinalStatus(Exception):
 
 
 def split_urls(source: str | Sequence[str]) -> list[str]:
-    """``"http://a, http://b"`` or ``["http://a", "http://b"]`` -> ``["http://a", "http://b"]``."""
+    """One URL, several comma-separated, or a list -> a list of base URLs.
+
+    >>> split_urls("http://a:8000/, http://b:8000")
+    ['http://a:8000', 'http://b:8000']
+    """
     items = source.split(",") if isinstance(source, str) else list(source)
     urls = [u.strip().rstrip("/") for u in items if u and u.strip()]
     if not urls:
@@ -102,7 +106,11 @@ def split_urls(source: str | Sequence[str]) -> list[str]:
 
 
 def display_url(url: str) -> str:
-    """The URL without any ``user:password@`` part, for messages."""
+    """The URL without any ``user:password@`` part, for messages.
+
+    >>> display_url("https://me:secret@host:8000/v1")
+    'https://host:8000/v1'
+    """
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
@@ -366,7 +374,11 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 def batched(n: int, size: int) -> list[list[int]]:
-    """``batched(5, 2)`` -> ``[[0, 1], [2, 3], [4]]``."""
+    """Indices 0..n-1 in runs of ``size``.
+
+    >>> batched(5, 2)
+    [[0, 1], [2, 3], [4]]
+    """
     return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
 
 
