@@ -262,9 +262,15 @@ class RemoteScorer:
         async with self._semaphore:
             began = time.perf_counter()
             try:
-                response = await self._client.post(url + request.path, json=request.json, content=request.content, headers=headers)
-            except (httpx.TransportError, httpx.TimeoutException) as error:
+                # httpx's timeout bounds each phase (connect, each read); wait_for bounds the whole request.
+                response = await asyncio.wait_for(
+                    self._client.post(url + request.path, json=request.json, content=request.content, headers=headers),
+                    self.timeout,
+                )
+            except (httpx.TransportError, httpx.TimeoutException, asyncio.TimeoutError) as error:
                 self._down_until[url] = time.monotonic() + DOWN_COOLDOWN_S
+                if isinstance(error, (httpx.TimeoutException, asyncio.TimeoutError)):
+                    raise _TransportError(f"no answer within timeout={self.timeout:g} s") from None
                 raise _TransportError(f"{type(error).__name__}: {error}") from None
         status = response.status_code
         if status == 429 or status >= 500:
