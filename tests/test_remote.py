@@ -195,21 +195,22 @@ def test_connection_refused_until_the_server_comes_back(serve):
         (Fault(body=b"{not json"), {}, "cannot read", 1),  # malformed: never retried
         (Fault(status=400, body=b'{"error": "bad"}'), {}, "HTTP 400", 1),  # other 4xx: never retried
         (None, dict(attributes=["helpfulness", "safety"]), "attributes= expects", 1),  # wrong attribute names
+        (Fault(sleep=1.0), dict(timeout=0.3), "timeout=0.3", 4),  # always slower than the timeout
     ],
-    ids=["5xx-persistent", "malformed-json", "4xx", "wrong-attributes"],
+    ids=["5xx-persistent", "malformed-json", "4xx", "wrong-attributes", "timeout"],
 )
 def test_failures_raise_by_default_and_skip_as_none(serve, fault, options, message, attempts):
     options = {"attributes": NIM_ATTRIBUTES, **options, "attribute_weights": {"helpfulness": 1.0}}
     server = serve(nim_answer())
     if fault is not None:
         server.script += [fault] * 100
-    reward = load_reward(server.url, protocol="nim", **options, **FAST)
+    reward = load_reward(server.url, protocol="nim", **{**FAST, **options})
     with pytest.raises(RemoteError) as caught:
         reward(prompts=PROMPTS[:1], completions=COMPLETIONS[:1])
     text = str(caught.value)
     assert message in text and server.url in text and "sample 0" in text  # endpoint, status, which sample
     assert len(server.requests) == attempts
-    skip = load_reward(server.url, protocol="nim", on_error="skip", **options, **FAST)
+    skip = load_reward(server.url, protocol="nim", on_error="skip", **{**FAST, **options})
     logged = {}
     assert skip(prompts=PROMPTS[:2], completions=COMPLETIONS[:2], log_metric=logged.__setitem__) == [None, None]
     assert logged[f"{skip.__name__}/failed_frac"] == 1.0  # 2 of 2 failed, none made up
