@@ -493,6 +493,9 @@ def serve(source: str, options: dict, settings: ServerSettings) -> None:
         raise ConfigError(f"rewardbridge serve serves a local model; {source!r} is already an endpoint")
     check_serve_options(options)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(settings.api_key_env or ""):
+        logger.warning("serving on %s with no API key: anyone who can reach this port can use the model; "
+                       "set the environment variable %s", settings.host, settings.api_key_env)
     zero3 = bool(options.get("zero3"))
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
