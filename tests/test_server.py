@@ -32,11 +32,13 @@ def start_server(source, *args, port=None, env=None, log=None, launcher=("-m",))
     import tempfile
 
     port = port or free_port()
+    own_log = log is None
     log = log or tempfile.NamedTemporaryFile("w+", prefix="rewardbridge-serve-", suffix=".log", delete=False)
     command = [sys.executable, *launcher, "rewardbridge.cli", "serve", source, "--port", str(port), *args]
     inherited = {k: v for k, v in os.environ.items() if k != "REWARDBRIDGE_API_KEY"}  # a key only when asked
     full_env = {**inherited, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    process.own_log = log.name if own_log else None  # removed by stop()
     url = f"http://127.0.0.1:{port}"
     key = (env or {}).get("REWARDBRIDGE_API_KEY")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -60,6 +62,8 @@ def stop(process):
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+    if getattr(process, "own_log", None) and os.path.exists(process.own_log):
+        os.unlink(process.own_log)
 
 
 @pytest.fixture(scope="session")
@@ -319,8 +323,9 @@ def test_grpo_survives_the_reward_server_dying_and_coming_back(classifier_dir, c
     class KillAndRestart(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == 2:  # steps 3 and 4 find no server
-                server["process"].kill()
+                server["process"].kill()  # a crash, not a shutdown
                 server["process"].wait()
+                stop(server["process"])  # (only removes its log)
             if state.global_step == 4:
                 server["process"] = start_server(classifier_dir, port=port)[0]
 
