@@ -48,6 +48,7 @@ test-ppo: $(PPO_VENV)/.installed
 bench: setup
 	$(PY) benchmarks/scoring.py
 	$(PY) benchmarks/zero3_memory.py
+	$(PY) benchmarks/remote.py
 
 clean:
 	rm -rf $(VENV) $(PPO_VENV) outputs .pytest_cache

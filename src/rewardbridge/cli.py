@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", type=int, default=16 * 2**20, help="largest request body (default 16 MiB)")
     serve.add_argument("--max-conversations", type=int, default=1024, help="conversations per request")
     serve.add_argument("--max-chars", type=int, default=200_000, help="characters per conversation")
+    serve.add_argument("--model-name", default="reward_model",
+                       help="the model name clients send (NIM/vLLM 'model', Triton's model; default reward_model)")
     return parser
 
 
@@ -111,7 +113,7 @@ def run_command(args: argparse.Namespace) -> int:
         settings = ServerSettings(
             host=args.host, port=args.port, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
             api_key_env=args.api_key_env, policy_tokenizer=args.policy_tokenizer, max_body_bytes=args.max_body_bytes,
-            max_conversations=args.max_conversations, max_chars=args.max_chars,
+            max_conversations=args.max_conversations, max_chars=args.max_chars, model_name=args.model_name,
         )
         serve(args.source, options, settings)
         return 0

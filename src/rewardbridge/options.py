@@ -38,7 +38,9 @@ LOCAL_ONLY = (
     "kind", "token_id", "alpha", "max_length", "truncation", "max_tokens_per_batch", "zero3",
     "trust_remote_code", "device", "dtype", "gguf_file", "judge_prompt",
 )
-REMOTE_ONLY = ("protocol", "timeout", "max_retries", "max_concurrency", "request_batch_size", "api_key_env")
+REMOTE_ONLY = (
+    "protocol", "timeout", "max_retries", "retry_wait", "max_concurrency", "request_batch_size", "api_key_env", "model_name",
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class RewardOptions:
     max_concurrency: int = 32
     request_batch_size: int = 64
     api_key_env: str | None = None
+    retry_wait: float = 0.5  # first backoff in seconds; doubles per retry, capped at 30 s
+    model_name: str = "reward_model"  # the "model" field (NIM, vLLM, native) / Triton's model name
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> RewardOptions:
@@ -124,6 +128,10 @@ class RewardOptions:
             raise ConfigError(f"timeout must be positive (seconds per request), got {self.timeout}")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be 0 or more, got {self.max_retries}")
+        if self.retry_wait < 0:
+            raise ConfigError(f"retry_wait must be 0 or more seconds, got {self.retry_wait}")
+        if not self.model_name.strip():
+            raise ConfigError("model_name is empty; name the endpoint's model (NIM/vLLM 'model' field, Triton model name)")
         if self.api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
             # Someone passing the key itself here would leak it into logs and pickles.
             raise ConfigError("api_key_env takes the NAME of an environment variable holding the key (e.g. 'NVIDIA_API_KEY'), not the key")
@@ -288,4 +296,6 @@ OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_concurrency": (_int, "a whole number"),
     "request_batch_size": (_int, "a whole number"),
     "api_key_env": (_optional(_str), "the name of an environment variable"),
+    "retry_wait": (_number, "a number of seconds"),
+    "model_name": (_str, "the endpoint's model name"),
 }

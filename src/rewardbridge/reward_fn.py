@@ -28,7 +28,7 @@ from .normalize import (
 )
 from .options import RewardOptions
 from .presets import apply_preset
-from .scorers import build_scorer, is_remote
+from .scorers import URL_PATTERN, build_scorer, is_remote
 from .scorers.base import Scorer, Scores
 
 REFERENCE_CACHE_SIZE = 100_000
@@ -38,7 +38,28 @@ def load_reward(source: str, **options: Any) -> RewardFunction:
     """Load a reward model as a TRL reward function.
 
     Args:
-        source: a local directory or hub id of a Hugging Face reward model.
+        source: a local directory or hub id of a Hugging Face reward model, or a reward
+            endpoint: an ``http(s)://`` URL, several as a list or comma-separated (load is
+            spread over them and a failed request moves to the next).
+        protocol: what a URL speaks: ``"nim"`` (/v1/chat/completions, one conversation per
+            request), ``"triton"`` (NeMo-Aligner's KServe v2 ``reward_model``, SteerLM text),
+            ``"vllm"`` (/classify), ``"openrlhf"`` (/get_reward) or ``"rewardbridge"``
+            (``rewardbridge serve``'s /v1/score).
+        timeout, max_retries, retry_wait: seconds per request (default 60); retries on
+            connection errors, timeouts, 5xx and 429 (default 4), with exponential backoff
+            from ``retry_wait`` seconds (default 0.5, jittered, capped at 30 s, a server's
+            Retry-After wins); other 4xx are never retried.
+        max_concurrency, request_batch_size: requests in flight (default 32); conversations
+            per request where the protocol batches (default 64).
+        api_key_env: the NAME of the environment variable holding the endpoint's key (sent as
+            ``Authorization: Bearer``; default ``NVIDIA_API_KEY`` for nim,
+            ``REWARDBRIDGE_API_KEY`` for rewardbridge, ``VLLM_API_KEY`` for vllm). The key is
+            read when a request is sent and never stored, logged or pickled.
+        model_name: the endpoint's model (``"model"`` field; Triton's model name), default
+            ``"reward_model"``.
+        on_error: a request that still fails after its retries raises ``RemoteError``
+            (``"raise"``, default) or scores None for its samples (``"skip"``; TRL leaves
+            them out, ``<name>/failed_frac`` counts them).
         kind: ``"classifier"`` (sequence classifier, ``logits[:, 0]``), ``"causal_logit"``
             (a next-token logit), ``"attributes"`` (a multi-output head combined by
             ``attribute_weights``), ``"pair_regression"`` (a (question, answer) pair model called
@@ -74,6 +95,8 @@ def load_reward(source: str, **options: Any) -> RewardFunction:
         trainer = GRPOTrainer(model=..., reward_funcs=[reward], ...)
         reward(prompts=["2+2="], completions=[" 4"])  # -> [float]
     """
+    if isinstance(source, (list, tuple)) and is_remote(source):  # several endpoints: one comma-separated string
+        source = ",".join(source)
     user_options = RewardOptions.from_kwargs(**options)
     remote = is_remote(source)
     user_options.check_applies_to_source(remote)
@@ -276,6 +299,10 @@ class RewardFunction:
         }
         for attribute, column in scores.attributes.items():
             metrics[f"{name}/{attribute}_mean"] = _nanmean(column)
+        # A remote scorer's transport metrics: retries, latency_ms_p50, latency_ms_p95.
+        pop_metrics = getattr(self.scorer, "pop_metrics", None)
+        if pop_metrics is not None:
+            metrics.update({f"{name}/{key}": value for key, value in pop_metrics().items()})
         if self.options.normalize != "none":
             metrics[f"{name}/normalized_mean"] = _nanmean(rewards)
             metrics[f"{name}/normalized_std"] = _nanstd(rewards)
@@ -298,6 +325,9 @@ class RewardBridgeWarning(UserWarning):
 
 
 def default_name(source: str, options: RewardOptions) -> str:
+    if URL_PATTERN.match(source):  # http://host:8000/x -> host_8000_x (the first endpoint)
+        base = source.split(",")[0].strip().split("://", 1)[1].rpartition("@")[2].strip("/")
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", base) or "remote"
     base = os.path.basename(os.path.normpath(source)) or "reward"
     if options.gguf_file:
         base = os.path.splitext(os.path.basename(options.gguf_file))[0]

@@ -1,0 +1,58 @@
+"""Small helpers the protocol codecs share: reading JSON bodies and fields with errors that name the field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..errors import InputError
+
+
+def load_json(body: bytes | str, what: str = "request body") -> Any:
+    """Parse JSON, or raise InputError naming ``what`` (the server answers 422)."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InputError(f"the {what} is not valid JSON ({error})") from None
+
+
+def field(body: Any, name: str, kind: type | tuple[type, ...], *, where: str = "", required: bool = True) -> Any:
+    """``body[name]`` checked to be ``kind``; InputError names the field otherwise."""
+    label = f"{where}{name}"
+    if not isinstance(body, dict):
+        raise InputError(f"expected a JSON object{' at ' + where.rstrip('.') if where else ''}, got {type(body).__name__}")
+    if name not in body or body[name] is None:
+        if required:
+            raise InputError(f"field {label!r} is missing")
+        return None
+    value = body[name]
+    if not isinstance(value, kind) or isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        names = "/".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise InputError(f"field {label!r} must be {names}, got {type(value).__name__}")
+    return value
+
+
+def messages_field(value: Any, label: str) -> list[dict]:
+    """A list of {"role", "content"} messages, checked."""
+    if not isinstance(value, list) or not value:
+        raise InputError(f"field {label!r} must be a non-empty list of {{'role', 'content'}} messages")
+    for i, message in enumerate(value):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise InputError(f"field '{label}[{i}].role' is missing or not a string")
+        content = message.get("content")
+        if isinstance(content, list):  # OpenAI content parts: keep the text parts
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            message = {**message, "content": content}
+            value[i] = message
+        if not isinstance(message.get("content"), str):
+            raise InputError(f"field '{label}[{i}].content' is missing or not a string")
+    return value
+
+
+def text_list(value: Any, label: str) -> list[str]:
+    """A string or a list of strings -> list of strings."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InputError(f"field {label!r} must be a string or a list of strings")
+    return value

@@ -1,0 +1,86 @@
+"""rewardbridge's own protocol: conversations in (prompt/completion as text or messages), rewards and attributes out.
+
+Request: POST /v1/score ``{"model", "conversations": [{"prompt": str | [messages],
+"completion": str | [messages]}, ...]}``. Answer: ``{"rewards": [float | null, ...],
+"attributes": {name: [float, ...]}}`` (``rewards`` null for a multi-attribute model without
+weights). The server renders with the reward model's own template, so a conversation scores
+exactly as it would in-process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..conversation import Conversation
+from ..errors import InputError
+from ._wire import field, load_json, messages_field
+from .base import Scores
+from .remote import ProtocolError, Request, Rows, batched, check_attribute_names
+
+PATH = "/v1/score"
+
+
+class NativeClient:
+    """Client side: conversations in requests of ``request_batch_size``."""
+
+    protocol = "rewardbridge"
+
+    def __init__(self, options: Any):
+        self.options = options
+
+    def chunks(self, conversations: list[Conversation]) -> list[list[int]]:
+        return batched(len(conversations), self.options.request_batch_size)
+
+    def request(self, batch: list[Conversation]) -> Request:
+        items = [{"prompt": _plain(c.prompt), "completion": _plain(c.completion)} for c in batch]
+        return Request(PATH, json={"model": self.options.model_name, "conversations": items})
+
+    def parse(self, response: Any, n: int) -> Rows:
+        try:
+            body = response.json()
+            rewards, attributes = body.get("rewards"), body.get("attributes") or {}
+        except (ValueError, AttributeError):
+            raise ProtocolError(f"not a JSON object with 'rewards': {response.text[:200]!r}") from None
+        columns = {"rewards": rewards} if rewards is not None else {}
+        columns.update(attributes)
+        for name, column in columns.items():
+            if not isinstance(column, list) or len(column) != n or not all(isinstance(v, (int, float)) or v is None for v in column):
+                raise ProtocolError(f"'{name}' is not a list of {n} numbers")
+        if attributes:
+            check_attribute_names(list(attributes), self.options, "the answer")
+        if rewards is None and not attributes:
+            raise ProtocolError("the answer has neither 'rewards' nor 'attributes'")
+        nan = float("nan")
+        return Rows(
+            values=[nan if v is None else float(v) for v in rewards] if rewards is not None else None,
+            attributes={k: [float(v) for v in col] for k, col in attributes.items()},
+        )
+
+
+def _plain(part: Any) -> Any:
+    return part if isinstance(part, str) else [dict(m) for m in part]
+
+
+def parse_request(body: bytes) -> list[Conversation]:
+    data = load_json(body)
+    items = field(data, "conversations", list)
+    conversations = []
+    for i, item in enumerate(items):
+        where = f"conversations[{i}]."
+        prompt = field(item, "prompt", (str, list), where=where)
+        completion = field(item, "completion", (str, list), where=where)
+        if isinstance(prompt, list):
+            messages_field(prompt, f"{where}prompt")
+        if isinstance(completion, list):
+            messages_field(completion, f"{where}completion")
+        if isinstance(prompt, str) != isinstance(completion, str):
+            raise InputError(f"fields '{where}prompt' and '{where}completion' must both be text or both be messages")
+        conversations.append(Conversation.from_trl(prompt, completion))
+    return conversations
+
+
+def format_response(scores: Scores) -> dict:
+    return {
+        "rewards": scores.values.tolist() if scores.values is not None else None,
+        "attributes": {name: column.tolist() for name, column in scores.attributes.items()},
+    }

@@ -1,0 +1,315 @@
+"""Remote reward clients (scorers/remote.py and one module per protocol) against real HTTP servers.
+
+The peers that cannot run here (NIM, vLLM, Triton, OpenRLHF's server) are faked by
+``servers/faulty.py`` answering in their upstream wire formats (REFERENCE.md §2-§3), built
+here by hand, not with rewardbridge's own codecs; the same server injects the faults.
+"""
+
+import asyncio
+import json
+import logging
+import pickle
+import threading
+import time
+
+import pytest
+
+from rewardbridge import load_reward
+from rewardbridge.errors import ConfigError, RemoteError
+from servers.faulty import Fault, FaultyServer, free_port
+
+NIM_ATTRIBUTES = ["helpfulness", "correctness", "coherence", "complexity", "verbosity"]
+PROMPTS = ["What is 2+2?", "Name a colour.", "Say hi.", "Count to three."]
+COMPLETIONS = ["4", "Blue, like the sea", "Hi!", "1 2 3"]
+FAST = dict(timeout=2.0, max_retries=3, retry_wait=0.01)  # short waits: faults resolve in milliseconds
+
+
+def nim_values(prompt: str, response: str) -> list[float]:
+    # The fake 340B NIM's attributes: len(response)/10, len(prompt)/10, 1, 0.5, -1.
+    return [len(response) / 10, len(prompt) / 10, 1.0, 0.5, -1.0]
+
+
+def nim_answer(message_as_list=False, scalar=False):
+    """A NIM chat-completions answer (REFERENCE.md §2): content 'name:value,...' and the same pairs in logprobs."""
+
+    def answer(path, body, headers):
+        assert path == "/v1/chat/completions"
+        messages = json.loads(body)["messages"]
+        prompt, response = messages[-2]["content"], messages[-1]["content"]
+        pairs = [("reward", len(response) / 10)] if scalar else list(zip(NIM_ATTRIBUTES, nim_values(prompt, response)))
+        message = {"role": "assistant", "content": ",".join(f"{k}:{v:.4f}" for k, v in pairs)}
+        choice = {"index": 0, "message": [message] if message_as_list else message, "finish_reason": "length",
+                  "logprobs": {"content": [{"token": k, "logprob": v} for k, v in pairs]}}
+        out = {"id": "x", "object": "chat.completion", "model": "nvidia/nemotron-4-340b-reward", "choices": [choice]}
+        return 200, {"Content-Type": "application/json"}, json.dumps(out).encode()
+
+    return answer
+
+
+def vllm_answer(path, body, headers):
+    assert path == "/classify"
+    texts = json.loads(body)["input"]
+    data = [{"index": i, "label": "0", "probs": [len(t) / 100], "num_classes": 1} for i, t in enumerate(texts)]
+    return 200, {"Content-Type": "application/json"}, json.dumps({"object": "list", "data": data}).encode()
+
+
+def openrlhf_answer(path, body, headers):
+    assert path == "/get_reward"
+    queries = json.loads(body)["query"]
+    rewards = [len(q) / 100 for q in queries]
+    return 200, {"Content-Type": "application/json"}, json.dumps({"rewards": rewards, "scores": rewards, "extra_logs": {}}).encode()
+
+
+def triton_answer(columns):
+    """KServe v2 JSON answer; the request's binary BYTES input decoded with tritonclient's own helper."""
+    from tritonclient.utils import deserialize_bytes_tensor
+
+    def answer(path, body, headers):
+        assert path == "/v2/models/reward_model/infer"
+        size = int(headers["inference-header-content-length"])
+        request = json.loads(body[:size])
+        sentences = deserialize_bytes_tensor(body[size:])
+        assert request["inputs"][0]["name"] == "sentences" and request["inputs"][0]["shape"] == [len(sentences), 1]
+        # Column k of row i: len(sentence_i) / 100 + k.
+        rewards = [[len(s) / 100 + k for k in range(columns)] for s in sentences]
+        out = {"model_name": "reward_model", "outputs": [
+            {"name": "rewards", "datatype": "FP32", "shape": [len(sentences), columns], "data": sum(rewards, [])}]}
+        return 200, {"Content-Type": "application/json"}, json.dumps(out).encode()
+
+    return answer
+
+
+@pytest.fixture
+def serve():
+    started = []
+
+    def start(answer, **kwargs):
+        server = FaultyServer(answer, **kwargs).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def steerlm(prompt, response):
+    from rewardbridge.conversation import Conversation, render_steerlm
+
+    return render_steerlm(Conversation(prompt, response))
+
+
+@pytest.mark.parametrize(
+    "protocol, answer, options, expected",
+    [
+        # 340B NIM: the card's weights over the five trained attributes.
+        ("nim", nim_answer(), dict(attributes=NIM_ATTRIBUTES, attribute_weights=[0.3, 0.74, 0.46, 0.47, -0.33]),
+         lambda p, c: sum(w * v for w, v in zip([0.3, 0.74, 0.46, 0.47, -0.33], nim_values(p, c)))),
+        ("nim", nim_answer(message_as_list=True), dict(attributes=NIM_ATTRIBUTES, attribute_weights={"helpfulness": 1.0}),
+         lambda p, c: len(c) / 10),  # `message` as a list, as one hosted endpoint sends it
+        ("nim", nim_answer(scalar=True), {}, lambda p, c: len(c) / 10),  # 70B: 'reward:<float>'
+        ("vllm", vllm_answer, {}, lambda p, c: len(p + c) / 100),  # standard text: prompt + completion
+        ("openrlhf", openrlhf_answer, {}, lambda p, c: len(p + c) / 100),
+        ("triton", triton_answer(1), {}, lambda p, c: len(steerlm(p, c)) / 100),  # SteerLM-rendered sentences
+        # [B, 9] without names: Nemotron-4-340B's attributes; helpfulness is column 4 -> +4.
+        ("triton", triton_answer(9), dict(attribute_weights={"helpfulness": 1.0}, attributes=[
+            "quality", "toxicity", "humor", "creativity", "helpfulness", "correctness", "coherence", "complexity", "verbosity"]),
+         lambda p, c: len(steerlm(p, c)) / 100 + 4),
+    ],
+    ids=["nim-340b", "nim-message-list", "nim-70b", "vllm", "openrlhf", "triton", "triton-9"],
+)
+def test_each_protocol_reads_its_peers_answers(serve, protocol, answer, options, expected):
+    server = serve(answer)
+    reward = load_reward(server.url, protocol=protocol, request_batch_size=3, **options, **FAST)
+    out = reward(prompts=PROMPTS, completions=COMPLETIONS)
+    # NIM prints 4 decimals; float32 on the Triton wire.
+    assert out == pytest.approx([expected(p, c) for p, c in zip(PROMPTS, COMPLETIONS)], abs=1e-3)
+    per_request = 1 if protocol == "nim" else 3  # NIM has no batch; others split 4 into 3 + 1
+    assert len(server.requests) == -(-len(PROMPTS) // per_request)
+
+
+def test_triton_nine_columns_without_names_give_nemotron_attributes(serve):
+    server = serve(triton_answer(9))
+    scores = load_reward(server.url, protocol="triton", **FAST).scorer.score(
+        [__import__("rewardbridge").Conversation("Hi", "Yo")]
+    )
+    assert list(scores.attributes)[4] == "helpfulness" and scores.values is None
+    assert float(scores.attributes["verbosity"][0]) == pytest.approx(len(steerlm("Hi", "Yo")) / 100 + 8, abs=1e-4)
+
+
+def test_load_is_spread_over_endpoints_and_a_dead_one_fails_over(serve):
+    a, b = serve(nim_answer(scalar=True)), serve(nim_answer(scalar=True))
+    reward = load_reward([a.url, b.url], protocol="nim", **FAST)
+    assert reward(prompts=PROMPTS * 2, completions=COMPLETIONS * 2) == pytest.approx([len(c) / 10 for c in COMPLETIONS * 2], abs=1e-4)
+    assert len(a.requests) == len(b.requests) == 4  # 8 one-conversation requests, round-robin
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused
+    # retry_wait=2: a backoff would take >= 1 s; failing over to a live endpoint waits for nothing.
+    reward = load_reward(f"{dead}, {a.url}", protocol="nim", timeout=2.0, max_retries=3, retry_wait=2.0)  # comma-separated
+    began = time.monotonic()
+    assert reward(prompts=PROMPTS, completions=COMPLETIONS) == pytest.approx([len(c) / 10 for c in COMPLETIONS], abs=1e-4)
+    assert time.monotonic() - began < 1.0
+
+
+@pytest.mark.parametrize(
+    "faults, retries",
+    [
+        ([Fault(status=503)] * 3, 3),  # a 5xx burst within max_retries=3
+        ([Fault(status=502, body=b"<html>bad gateway</html>")], 1),
+        ([Fault(sleep=1.0)], 1),  # slower than timeout=0.3: the request is abandoned and retried
+    ],
+    ids=["5xx-burst", "502-html", "slow"],
+)
+def test_transient_faults_are_retried_and_counted(serve, faults, retries):
+    server = serve(nim_answer(scalar=True))
+    server.script += faults
+    reward = load_reward(server.url, protocol="nim", max_concurrency=1, **{**FAST, "timeout": 0.3})
+    logged = {}
+    out = reward(prompts=PROMPTS[:1], completions=COMPLETIONS[:1], log_metric=logged.__setitem__)
+    assert out == pytest.approx([len(COMPLETIONS[0]) / 10], abs=1e-4)
+    name = reward.__name__
+    assert logged[f"{name}/retries"] == retries and logged[f"{name}/failed_frac"] == 0
+    assert logged[f"{name}/latency_ms_p50"] <= logged[f"{name}/latency_ms_p95"] < 300  # successful requests only
+
+
+def test_429_waits_as_long_as_retry_after_says(serve):
+    server = serve(nim_answer(scalar=True))
+    server.script.append(Fault(status=429, headers={"Retry-After": "1"}))
+    reward = load_reward(server.url, protocol="nim", **FAST)
+    began = time.monotonic()
+    assert reward(prompts=["p"], completions=["abc"]) == pytest.approx([0.3], abs=1e-4)
+    assert time.monotonic() - began >= 1.0  # retry_wait is 0.01 s: only Retry-After explains a 1 s wait
+
+
+def test_connection_refused_until_the_server_comes_back(serve):
+    port = free_port()
+    threading.Timer(0.5, lambda: serve(nim_answer(scalar=True), port=port)).start()
+    reward = load_reward(f"http://127.0.0.1:{port}", protocol="nim", timeout=2.0, max_retries=6, retry_wait=0.2)
+    # Backoff 0.1-0.2, 0.2-0.4, 0.4-0.8 s...: within six retries the server is up.
+    assert reward(prompts=["p"], completions=["abcd"]) == pytest.approx([0.4], abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "fault, options, message, attempts",
+    [
+        (Fault(status=503), {}, "HTTP 503", 4),  # 1 try + max_retries=3, then give up
+        (Fault(body=b"{not json"), {}, "cannot read", 1),  # malformed: never retried
+        (Fault(status=400, body=b'{"error": "bad"}'), {}, "HTTP 400", 1),  # other 4xx: never retried
+        (None, dict(attributes=["helpfulness", "safety"]), "attributes= expects", 1),  # wrong attribute names
+        (Fault(sleep=1.0), dict(timeout=0.3), "timeout=0.3", 4),  # always slower than the timeout
+    ],
+    ids=["5xx-persistent", "malformed-json", "4xx", "wrong-attributes", "timeout"],
+)
+def test_failures_raise_by_default_and_skip_as_none(serve, fault, options, message, attempts):
+    options = {"attributes": NIM_ATTRIBUTES, **options, "attribute_weights": {"helpfulness": 1.0}}
+    server = serve(nim_answer())
+    if fault is not None:
+        server.script += [fault] * 100
+    reward = load_reward(server.url, protocol="nim", **{**FAST, **options})
+    with pytest.raises(RemoteError) as caught:
+        reward(prompts=PROMPTS[:1], completions=COMPLETIONS[:1])
+    text = str(caught.value)
+    assert message in text and server.url in text and "sample 0" in text  # endpoint, status, which sample
+    assert len(server.requests) == attempts
+    skip = load_reward(server.url, protocol="nim", on_error="skip", **{**FAST, **options})
+    logged = {}
+    assert skip(prompts=PROMPTS[:2], completions=COMPLETIONS[:2], log_metric=logged.__setitem__) == [None, None]
+    assert logged[f"{skip.__name__}/failed_frac"] == 1.0  # 2 of 2 failed, none made up
+
+
+def test_skip_keeps_the_samples_that_did_score(serve):
+    scalar = nim_answer(scalar=True)
+
+    def answer(path, body, headers):  # sample 2 ("Say hi.") always fails
+        return (500, {}, b"{}") if b"Say hi." in body else scalar(path, body, headers)
+
+    server = serve(answer)
+    reward = load_reward(server.url, protocol="nim", on_error="skip", timeout=2.0, max_retries=1, retry_wait=0.01)
+    logged = {}
+    out = reward(prompts=PROMPTS, completions=COMPLETIONS, log_metric=logged.__setitem__)
+    expected = [len(c) / 10 for c in COMPLETIONS]
+    assert out[2] is None and out[:2] + out[3:] == pytest.approx(expected[:2] + expected[3:], abs=1e-4)
+    assert logged[f"{reward.__name__}/failed_frac"] == 0.25  # 1 of 4
+
+
+@pytest.mark.parametrize("key_state", ["missing", "wrong"])
+def test_keys_are_sent_as_bearer_and_never_leak(serve, monkeypatch, caplog, key_state):
+    secret = "sk-secret-0123456789"
+    server = serve(nim_answer(scalar=True), api_key=secret)
+    monkeypatch.setenv("NVIDIA_API_KEY", secret)
+    reward = load_reward(server.url, protocol="nim", **FAST)  # nim reads NVIDIA_API_KEY by default
+    assert reward(prompts=["p"], completions=["ab"]) == pytest.approx([0.2], abs=1e-4)
+    assert server.requests[-1][1]["authorization"] == f"Bearer {secret}"
+    blob = pickle.dumps(reward)
+    assert secret.encode() not in blob and secret not in repr(reward) and secret not in repr(reward.scorer)
+    assert pickle.loads(blob)(prompts=["p"], completions=["ab"]) == pytest.approx([0.2], abs=1e-4)
+
+    if key_state == "missing":
+        monkeypatch.delenv("NVIDIA_API_KEY")
+    else:
+        monkeypatch.setenv("NVIDIA_API_KEY", "sk-wrong-key-987")
+    count = len(server.requests)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(RemoteError, match="HTTP 401.*NVIDIA_API_KEY") as caught:
+        reward(prompts=["p"], completions=["ab"])
+    assert len(server.requests) == count + 1  # 401 is not retried
+    skip = load_reward(server.url, protocol="nim", on_error="skip", **FAST)
+    assert skip(prompts=["p"], completions=["ab"]) == [None]
+    for text in (str(caught.value), caplog.text):
+        assert secret not in text and "sk-wrong-key-987" not in text
+
+
+def test_an_explicit_key_variable_that_is_unset_is_a_config_error(serve, monkeypatch):
+    server = serve(nim_answer(scalar=True))
+    monkeypatch.delenv("MY_RM_KEY", raising=False)
+    with pytest.raises(ConfigError, match="MY_RM_KEY"):
+        load_reward(server.url, protocol="nim", api_key_env="MY_RM_KEY", **FAST)(prompts=["p"], completions=["a"])
+
+
+def test_works_from_threads_and_inside_a_running_event_loop(serve):
+    server = serve(nim_answer(scalar=True))
+    reward = load_reward(server.url, protocol="nim", **FAST)
+    expected = [len(c) / 10 for c in COMPLETIONS]
+
+    async def inside_a_loop():  # e.g. a notebook, or an async trainer calling a sync reward
+        return reward(prompts=PROMPTS, completions=COMPLETIONS)
+
+    assert asyncio.run(inside_a_loop()) == pytest.approx(expected, abs=1e-4)
+    results = [None] * 4
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, reward(prompts=PROMPTS, completions=COMPLETIONS)))
+               for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(r == pytest.approx(expected, abs=1e-4) for r in results)
+
+
+@pytest.mark.parametrize(
+    "source, options, message",
+    [
+        ("http://127.0.0.1:1", {}, "protocol="),
+        ("http://127.0.0.1:1", dict(protocol="grpc"), "protocol"),
+        ("http://127.0.0.1:1", dict(protocol="nim", max_retries=-1), "max_retries"),
+        ("http://127.0.0.1:1", dict(protocol="nim", timeout=0), "timeout"),
+        ("http://127.0.0.1:1,ftp://x", dict(protocol="nim"), "http(s)"),
+        ("http://127.0.0.1:1", dict(protocol="nim", zero3=True), "zero3"),
+    ],
+)
+def test_bad_remote_options_are_config_errors(source, options, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_reward(source, **options)
+
+
+def test_chat_data_goes_to_vllm_as_messages_without_a_local_template(serve):
+    def answer(path, body, headers):
+        request = json.loads(body)
+        assert "messages" in request and request["messages"][-1]["role"] == "assistant"
+        data = [{"index": 0, "probs": [len(request["messages"][-1]["content"]) / 10], "num_classes": 1}]
+        return 200, {}, json.dumps({"data": data}).encode()
+
+    server = serve(answer)
+    reward = load_reward(server.url, protocol="vllm", **FAST)
+    prompts = [[{"role": "user", "content": p}] for p in PROMPTS]
+    completions = [[{"role": "assistant", "content": c}] for c in COMPLETIONS]
+    assert reward(prompts=prompts, completions=completions) == pytest.approx([len(c) / 10 for c in COMPLETIONS], abs=1e-4)
+    assert len(server.requests) == 4  # one chat per request: vLLM's /classify takes one `messages`
