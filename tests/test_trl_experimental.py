@@ -55,11 +55,27 @@ def assert_scores_are_the_rewards_own(reward, rows):
     torch.testing.assert_close(torch.tensor([r["score"] for r in rows]), torch.tensor(expected), rtol=1e-5, atol=1e-6)
 
 
-def test_online_dpo_trains_with_a_rewardbridge_reward(causal_dir, classifier_dir, tmp_path):
+@pytest.fixture(params=["local", "remote"])
+def reward_source(request, classifier_dir):
+    """The same reward model in this process, or behind a real `rewardbridge serve` on 127.0.0.1."""
+    if request.param == "local":
+        yield classifier_dir, {}
+        return
+    from servers.process import start_server, stop
+
+    process, url = start_server(classifier_dir)
+    try:
+        yield url, {"protocol": "rewardbridge"}
+    finally:
+        stop(process)
+
+
+def test_online_dpo_trains_with_a_rewardbridge_reward(causal_dir, classifier_dir, reward_source, tmp_path):
     from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
     log_path = str(tmp_path / "scored.jsonl")
-    reward = RecordingReward(load_reward(classifier_dir, name="rm"), log_path)
+    source, options = reward_source
+    reward = RecordingReward(load_reward(source, name="rm", **options), log_path)
     args = OnlineDPOConfig(
         output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=2, max_new_tokens=8, max_steps=2,
         logging_steps=1, report_to="none", save_strategy="no", learning_rate=1e-4,
