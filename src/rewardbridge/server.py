@@ -96,7 +96,7 @@ class ServedModel:
     def __init__(self, source: str, options: dict, broadcast: bool = False):
         from .reward_fn import load_reward
 
-        check_serve_options(options)
+        check_serve_options(source, options)
         self.reward = load_reward(source, **options)
         self.chat_scorer = self.reward.scorer
         self.text_scorer = copy.copy(self.chat_scorer)
@@ -136,11 +136,14 @@ class ServedModel:
         return 1
 
 
-def check_serve_options(options: dict) -> None:
-    """Options a server cannot honour, refused before the model loads."""
+def check_serve_options(source: str, options: dict) -> None:
+    """Options a server cannot honour, and a source that names nothing, refused before the model loads."""
     from .options import RewardOptions
+    from .reward_fn import resolve_local_source
 
     opts = RewardOptions.from_kwargs(**options)  # unknown names and bad values fail here, early
+    opts.check_applies_to_source(remote=False)  # protocol=, timeout=, ... would do nothing here
+    resolve_local_source(source)  # a missing folder: say so now, not after the server started
     if opts.normalize != "none":
         raise ConfigError(
             "--option normalize=... is per prompt over a trainer's batch; a server scores requests, so normalize in the "
@@ -491,7 +494,7 @@ def serve(source: str, options: dict, settings: ServerSettings) -> None:
 
     if is_remote(source):
         raise ConfigError(f"rewardbridge serve serves a local model; {source!r} is already an endpoint")
-    check_serve_options(options)
+    check_serve_options(source, options)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(settings.api_key_env or ""):
         logger.warning("serving on %s with no API key: anyone who can reach this port can use the model; "
