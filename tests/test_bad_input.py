@@ -57,6 +57,7 @@ LOAD_ERRORS = [
     ("render", "classifier", {"render": "html"}, ConfigError, ["render='html'", "steerlm"]),
     ("dtype", "classifier", {"dtype": "fp16"}, ConfigError, ["dtype='fp16'", "float16"]),
     ("device-name", "classifier", {"device": "gpu"}, ConfigError, ["device='gpu'", "cuda:N"]),
+    ("device-meta", "classifier", {"device": "meta"}, ConfigError, ["device='meta'", "not a device to score on"]),
     ("max_tokens", "classifier", {"max_tokens_per_batch": 0}, ConfigError, ["max_tokens_per_batch", "positive"]),
     ("std_floor", "classifier", {"std_floor": 0.0, "normalize": "zscore"}, ConfigError, ["std_floor", "positive"]),
     ("clip-order", "classifier", {"clip": [1.0, -1.0]}, ConfigError, ["clip", "low < high"]),
@@ -157,6 +158,45 @@ def test_a_short_reference_column_is_refused_not_zipped_short(classifier_dir):
     # zip() would have paired 2 references with 3 completions and scored row 3 against nothing.
     with pytest.raises(InputError, match="reference_column 'ref' has 2 values for 3 completions"):
         reward(prompts=["a", "a", "b"], completions=["x", "y", "z"], ref=["r1", "r2"])
+
+
+def test_a_bad_reference_value_is_named_as_such(classifier_dir):
+    reward = load_reward(classifier_dir, normalize="reference", reference_column="ref")
+    with pytest.raises(InputError, match="reference_column 'ref' value 1 is a NoneType"):
+        reward(prompts=["a", "b"], completions=["x", "y"], ref=["fine", None])
+
+
+def test_a_failed_reference_score_is_not_cached(classifier_dir):
+    reward = load_reward(classifier_dir, normalize="reference", reference_column="ref")
+    score, calls = reward.scorer.score, []
+
+    def flaky(conversations):  # the first reference call fails (NaN), as a skipped remote failure would
+        calls.append(len(conversations))
+        scores = score(conversations)
+        if len(calls) == 2:
+            scores.values = torch.full_like(scores.values.clone(), float("nan"))
+        return scores
+
+    reward.scorer.score = flaky
+    assert reward(prompts=["a"], completions=["x"], ref=["r"]) == [None]  # no reference: no reward, not x - 0
+    second = reward(prompts=["a"], completions=["x"], ref=["r"])
+    assert calls == [1, 1, 1, 1] and second[0] is not None  # the reference was asked for again, then scored
+
+
+def test_a_pathlib_source_works(classifier_dir):
+    from pathlib import Path
+
+    assert load_reward(Path(classifier_dir))(prompts=["a"], completions=["b"]) == load_reward(classifier_dir)(prompts=["a"], completions=["b"])
+
+
+def test_cli_option_values_that_are_text_stay_text():
+    from rewardbridge.cli import parse_options
+
+    got = parse_options(["token_id=[Yes, No]", "name=on", "system_prompt=Be brief: one line.", "timeout=1e3",
+                         "chat_template={% for m in messages %}{{ m['content'] }}{% endfor %}"])
+    # YAML 1.1 would give (True, False), True, a dict, and the string '1e3'.
+    assert got == {"token_id": ["Yes", "No"], "name": "on", "system_prompt": "Be brief: one line.", "timeout": 1000.0,
+                   "chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}"}
 
 
 def test_text_parts_are_joined_and_scored_like_the_plain_string(classifier_dir):

@@ -75,3 +75,24 @@ def test_an_unknown_model_is_explained_once_in_the_log(tmp_path, classifier_dir,
     assert "chat: the reward tokenizer's chat template" in mine[0]
     plain = [line for line in lines if plain_tokenizer_classifier_dir in line]
     assert len(plain) == 1 and "text: prompt + completion" in plain[0] and "no chat template" in plain[0]
+
+
+def test_a_preset_fills_only_what_the_user_did_not_pass():
+    from rewardbridge.presets import NEMOTRON_340B_WEIGHTS, apply_preset
+
+    nemotron70b = "nvidia/Llama-3.1-Nemotron-70B-Reward-HF"
+    # Another kind chosen: the preset (token_id=0 for causal_logit) stays out entirely.
+    assert apply_preset(nemotron70b, RewardOptions(kind="classifier"), {"kind"}).token_id is None
+    # Own attributes: the preset's nine weights would not fit them.
+    mine = apply_preset("nvidia/Nemotron-4-340B-Reward", RewardOptions(attributes=("a", "b", "c")), {"attributes"})
+    assert mine.attributes == ("a", "b", "c") and mine.attribute_weights is None and mine.render == "steerlm"
+    # An explicit default value is still the user's choice.
+    assert apply_preset("nvidia/Nemotron-4-340B-Reward", RewardOptions(), {"render"}).render == "auto"
+    # A URL: matched by model_name and protocol, and only what that endpoint answers is filled.
+    nim = apply_preset("https://nim.example", RewardOptions(protocol="nim", model_name="nvidia/nemotron-4-340b-reward"),
+                       {"protocol", "model_name"}, remote=True)
+    assert nim.attributes == ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+    assert list(nim.attribute_weights) == list(NEMOTRON_340B_WEIGHTS[4:]) and nim.kind is None and nim.max_length is None
+    triton = apply_preset("http://rm:5555", RewardOptions(protocol="triton", model_name="nemotron-4-340b-reward"),
+                          {"protocol", "model_name"}, remote=True)
+    assert triton.attributes is None and triton.render == "auto"

@@ -108,6 +108,9 @@ def steerlm(prompt, response):
         ("nim", nim_answer(message_as_list=True), dict(attributes=NIM_ATTRIBUTES, attribute_weights={"helpfulness": 1.0}),
          lambda p, c: len(c) / 10),  # `message` as a list, as one hosted endpoint sends it
         ("nim", nim_answer(scalar=True), {}, lambda p, c: len(c) / 10),  # 70B: 'reward:<float>'
+        # The preset by model name alone: NIM's five attributes and the card's weights.
+        ("nim", nim_answer(), dict(model_name="nvidia/nemotron-4-340b-reward"),
+         lambda p, c: sum(w * v for w, v in zip([0.3, 0.74, 0.46, 0.47, -0.33], nim_values(p, c)))),
         ("vllm", vllm_answer, {}, lambda p, c: len(p + c) / 100),  # standard text: prompt + completion
         ("openrlhf", openrlhf_answer, {}, lambda p, c: len(p + c) / 100),
         ("triton", triton_answer(1), {}, lambda p, c: len(steerlm(p, c)) / 100),  # SteerLM-rendered sentences
@@ -116,7 +119,7 @@ def steerlm(prompt, response):
             "quality", "toxicity", "humor", "creativity", "helpfulness", "correctness", "coherence", "complexity", "verbosity"]),
          lambda p, c: len(steerlm(p, c)) / 100 + 4),
     ],
-    ids=["nim-340b", "nim-message-list", "nim-70b", "vllm", "openrlhf", "triton", "triton-9"],
+    ids=["nim-340b", "nim-message-list", "nim-70b", "nim-340b-preset", "vllm", "openrlhf", "triton", "triton-9"],
 )
 def test_each_protocol_reads_its_peers_answers(serve, protocol, answer, options, expected):
     server = serve(answer)
@@ -214,6 +217,20 @@ def test_failures_raise_by_default_and_skip_as_none(serve, fault, options, messa
     logged = {}
     assert skip(prompts=PROMPTS[:2], completions=COMPLETIONS[:2], log_metric=logged.__setitem__) == [None, None]
     assert logged[f"{skip.__name__}/failed_frac"] == 1.0  # 2 of 2 failed, none made up
+
+
+@pytest.mark.parametrize("protocol, body", [
+    ("rewardbridge", {"rewards": [1.0, None], "attributes": {}}),  # a null is no score: never read as one
+    ("rewardbridge", {"rewards": [1.0, True], "attributes": {}}),  # true is not 1.0
+    ("openrlhf", {"rewards": [1.0, None]}),
+    ("openrlhf", {"rewards": [False, 2.0]}),
+], ids=["native-null", "native-bool", "openrlhf-null", "openrlhf-bool"])
+def test_a_null_or_boolean_score_is_a_failure_not_a_number(serve, protocol, body):
+    server = serve(lambda path, request, headers: (200, {"Content-Type": "application/json"}, json.dumps(body).encode()))
+    reward = load_reward(server.url, protocol=protocol, **FAST)
+    with pytest.raises(RemoteError, match="not a list of 2 numbers"):
+        reward(prompts=PROMPTS[:2], completions=COMPLETIONS[:2])
+    assert load_reward(server.url, protocol=protocol, on_error="skip", **FAST)(prompts=PROMPTS[:2], completions=COMPLETIONS[:2]) == [None, None]
 
 
 def test_skip_keeps_the_samples_that_did_score(serve):

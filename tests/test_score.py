@@ -272,6 +272,7 @@ def test_resume_checks_row_identity_not_line_counts(reward, classifier_dir, tmp_
     [
         ({"batch_size": 0}, "--batch-size must be at least 1"),
         ({"best_of_n": 0}, "--best-of-n must be at least 1"),
+        ({"min_zscore": float("nan")}, "--min-zscore must be a finite number"),  # NaN would drop every row
         ({"on_bad_row": "ignore"}, "--on-bad-row 'ignore' is not one of"),
         ({"steerlm_labels": True}, "--steerlm-labels writes labels into NeMo-Aligner conversation rows"),
     ],

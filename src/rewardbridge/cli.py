@@ -69,19 +69,63 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:
-    """``["token_id=0", "normalize=zscore"]`` -> ``{"token_id": 0, "normalize": "zscore"}`` (values as YAML)."""
-    import yaml
+    """``--option KEY=VALUE`` items -> load_reward keywords.
+
+    Options that take text keep the value as typed (a judge prompt or a chat template is not
+    YAML); the others are parsed as YAML 1.2 scalars and lists, so ``token_id=[Yes,No]`` stays
+    two strings (YAML 1.1 would read yes/no/on/off as booleans, ``1:30`` as 90).
+
+    >>> parse_options(["token_id=[Yes,No]", "max_length=4096", "judge_prompt=Q: {prompt} A: {response}"])
+    {'token_id': ['Yes', 'No'], 'max_length': 4096, 'judge_prompt': 'Q: {prompt} A: {response}'}
+    """
+    from .options import TEXT_OPTIONS
 
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--option {item!r} is not KEY=VALUE (for example --option normalize=zscore)")
-        try:
-            options[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"--option {item!r}: the value is not valid YAML ({error.problem})") from None
+        options[key] = value if key in TEXT_OPTIONS else parse_value(value, f"--option {item!r}")
     return options
+
+
+def parse_value(text: str, where: str) -> Any:
+    """A command-line value as YAML 1.2: only true/false are booleans; ``1e-3`` is a float.
+
+    >>> [parse_value(t, "x") for t in ("no", "1:30", "1e-3", "true", "[1, on]")]
+    ['no', '1:30', 0.001, True, [1, 'on']]
+    """
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_yaml12_loader())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{where}: the value is not valid YAML ({getattr(error, 'problem', error)})") from None
+
+
+def _yaml12_loader():
+    import re
+
+    import yaml
+
+    class Yaml12Loader(yaml.SafeLoader):
+        pass
+
+    replaced = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+    Yaml12Loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in replaced]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    core_schema = [  # YAML 1.2 core schema
+        ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+        ("tag:yaml.org,2002:int", r"^[-+]?[0-9]+$", "-+0123456789"),
+        ("tag:yaml.org,2002:float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+         "-+.0123456789"),
+    ]
+    for tag, pattern, first in core_schema:
+        Yaml12Loader.add_implicit_resolver(tag, re.compile(pattern), list(first))
+    return Yaml12Loader
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -47,7 +47,7 @@ class Conversation:
     ) -> Conversation:
         """Check and normalize one sample; errors name the sample ``index`` and the field."""
         where = "sample" if index is None else f"sample {index}"
-        return cls(_text_or_messages(prompt, f"{where}: prompt"), _text_or_messages(completion, f"{where}: completion"))
+        return cls(text_or_messages(prompt, f"{where}: prompt"), text_or_messages(completion, f"{where}: completion"))
 
     @property
     def is_chat(self) -> bool:
@@ -116,7 +116,7 @@ def conversations_from_trl(prompts: Sequence, completions: Sequence) -> list[Con
     return [Conversation.from_trl(p, c, index=i) for i, (p, c) in enumerate(zip(prompts, completions))]
 
 
-def _text_or_messages(value: Any, where: str) -> str | tuple[Message, ...]:
+def text_or_messages(value: Any, where: str) -> str | tuple[Message, ...]:
     """A string as it is, or a list of messages checked and normalized (see :func:`message_text`)."""
     if isinstance(value, str):
         return value
@@ -218,8 +218,13 @@ class Renderer:
     def render(self, conversation: Conversation) -> str:
         mode = self.resolved_mode(conversation)
         if mode == "text":
+            if conversation.is_chat and self.mode == "text":
+                raise InputError(
+                    "render='text' reads standard (string) data only, and this sample is conversational (messages); "
+                    "use render='chat' (or 'auto') to render it with the reward tokenizer's chat template"
+                )
             if conversation.is_chat:
-                raise ValueError(
+                raise InputError(
                     "conversational data needs a chat template, but the reward tokenizer has none; "
                     "pass chat_template='<jinja>' (or tokenizer='<dir with one>') to load_reward, "
                     "or render='steerlm' for a SteerLM model"
@@ -228,7 +233,7 @@ class Renderer:
         if mode == "steerlm":
             return render_steerlm(conversation, self.system_prompt)
         if not self.has_chat_template:
-            raise ValueError(
+            raise ConfigError(
                 f"render={mode!r} needs a chat template, but the reward tokenizer has none; "
                 "pass chat_template='<jinja>' or tokenizer='<dir with one>' to load_reward"
             )

@@ -43,6 +43,14 @@ REMOTE_ONLY = (
 )
 
 
+# Options whose value is text: the command line passes them as typed, never through YAML.
+TEXT_OPTIONS = (
+    "kind", "protocol", "truncation", "normalize", "normalize_target", "reference_column", "on_error", "name",
+    "device", "dtype", "render", "chat_template", "judge_prompt", "system_prompt", "tokenizer", "gguf_file",
+    "api_key_env", "model_name",
+)
+
+
 @dataclass(frozen=True)
 class RewardOptions:
     """Options of :func:`rewardbridge.load_reward`; see its docstring for each one."""
@@ -229,9 +237,11 @@ def _check_device(device: str) -> None:
     import torch
 
     try:
-        torch.device(device if device != "auto" else "cpu")
+        kind = torch.device(device if device != "auto" else "cpu").type
     except RuntimeError:
-        raise ConfigError(f"device={device!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+        kind = None
+    if kind not in ("cpu", "cuda", "mps"):  # "meta" parses but holds no weights to score with
+        raise ConfigError(f"device={device!r} is not a device to score on; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
 
 
 # --- type checks: one line per option ---------------------------------------------------

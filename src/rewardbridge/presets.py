@@ -1,7 +1,9 @@
 """Known reward-model families: what their model cards say to do, as option defaults.
 
-A preset fills only the options the user left at their defaults, so anything passed to
-``load_reward`` wins.
+A preset fills only the options the user did not pass, so anything passed to
+``load_reward`` wins; a user who picks another ``kind`` gets no preset at all. A local model
+is matched by its source, a remote one by ``model_name`` and its protocol (what the endpoint
+answers differs: NIM's 340B sends five named attributes, the local model has nine outputs).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from .options import RewardOptions
 
@@ -34,11 +36,15 @@ ARMORM_ATTRIBUTES = (
 )
 
 
+HELPSTEER_ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+
+
 @dataclass(frozen=True)
 class Preset:
-    match: str  # case-insensitive substring of the source
+    match: str  # case-insensitive substring of the source (or, for a URL, of model_name)
     defaults: dict[str, Any]
     why: str
+    remote: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # protocol -> defaults
 
 
 PRESETS = (
@@ -57,6 +63,9 @@ PRESETS = (
             "max_length": 4096,
         },
         "9 SteerLM attributes combined by the card's weights; SteerLM template",
+        # NIM answers 'helpfulness:..,correctness:..,coherence:..,complexity:..,verbosity:..' (REFERENCE.md §2):
+        # the five trained attributes, weighted as the card weighs them.
+        remote={"nim": {"attributes": HELPSTEER_ATTRIBUTES, "attribute_weights": NEMOTRON_340B_WEIGHTS[4:]}},
     ),
     Preset("skywork-reward", {"kind": "classifier"}, "sequence classifier, logits[0][0] over the chat template"),
     # Custom code in both: trust_remote_code stays the user's decision, never a preset's.
@@ -78,13 +87,30 @@ def find_preset(source: str) -> Preset | None:
     return next((p for p in PRESETS if p.match in lowered), None)
 
 
-def apply_preset(source: str, options: RewardOptions) -> RewardOptions:
-    """Fill options left at their defaults from the preset matching ``source``, if any."""
-    preset = find_preset(source)
+def apply_preset(
+    source: str, options: RewardOptions, given: Iterable[str] | None = None, remote: bool = False
+) -> RewardOptions:
+    """Fill, from the preset matching the model, the options the user did not give.
+
+    ``given``: the option names the user passed (default: those that differ from the defaults,
+    so an explicit default value counts as not given). A preset is skipped whole when the user
+    chose another ``kind``, and its ``attribute_weights`` come only with its own ``attributes``.
+
+    >>> apply_preset("nvidia/Llama-3.1-Nemotron-70B-Reward-HF", RewardOptions(max_length=2048)).token_id
+    0
+    >>> apply_preset("nvidia/Llama-3.1-Nemotron-70B-Reward-HF", RewardOptions(kind="classifier"), {"kind"}).token_id is None
+    True
+    """
+    given = set(options.changed()) if given is None else set(given)
+    preset = find_preset(options.model_name if remote else source)
     if preset is None:
         return options
-    defaults = RewardOptions()
-    filled = {k: v for k, v in preset.defaults.items() if getattr(options, k) == getattr(defaults, k)}
+    defaults = preset.remote.get(options.protocol, {}) if remote else preset.defaults
+    if "kind" in given and defaults.get("kind", options.kind) != options.kind:
+        return options
+    filled = {k: v for k, v in defaults.items() if k not in given}
+    if "attributes" in given:
+        filled.pop("attribute_weights", None)
     return dataclasses.replace(options, **filled)
 
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from .conversation import Conversation, conversations_from_trl
+from .conversation import Conversation, text_or_messages, conversations_from_trl
 from .errors import ConfigError, InputError
 from .normalize import (
     clip_rewards,
@@ -95,6 +95,8 @@ def load_reward(source: str, **options: Any) -> RewardFunction:
         trainer = GRPOTrainer(model=..., reward_funcs=[reward], ...)
         reward(prompts=["2+2="], completions=[" 4"])  # -> [float]
     """
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
     if isinstance(source, (list, tuple)) and is_remote(source):  # several endpoints: one comma-separated string
         source = ",".join(source)
     user_options = RewardOptions.from_kwargs(**options)
@@ -115,7 +117,7 @@ def load_reward(source: str, **options: Any) -> RewardFunction:
                 RewardBridgeWarning,
                 stacklevel=2,
             )
-    return RewardFunction(source, apply_preset(source, user_options))
+    return RewardFunction(source, apply_preset(source, user_options, given=options, remote=remote))
 
 
 def resolve_local_source(source: str, what: str = "source") -> str:
@@ -280,14 +282,17 @@ class RewardFunction:
         missing = {}
         for i, (key, conv, ref) in enumerate(zip(keyed, conversations, references)):
             if key not in self._reference_cache and key not in missing:
-                missing[key] = Conversation.from_trl(conv.prompt, ref, index=i)
+                where = f"reference_column {self.options.reference_column!r} value {i}"
+                missing[key] = Conversation(conv.prompt, text_or_messages(ref, where))
         # Scored even when nothing is missing here: other ranks may be scoring (ZeRO-3 lockstep).
         fresh = self.combine(self.scorer.score(list(missing.values())))
         for key, value in zip(missing, fresh.tolist()):
-            self._reference_cache[key] = value
+            if not math.isnan(value):  # a failed reference (on_error='skip') is asked again next step
+                self._reference_cache[key] = value
         while len(self._reference_cache) > REFERENCE_CACHE_SIZE:
             self._reference_cache.popitem(last=False)
-        return torch.tensor([self._reference_cache[key] for key in keyed], dtype=torch.float32)
+        fresh_by_key = dict(zip(missing, fresh.tolist()))
+        return torch.tensor([self._reference_cache.get(key, fresh_by_key.get(key, math.nan)) for key in keyed], dtype=torch.float32)
 
     def _log(self, raw, rewards, scores: Scores, group_stats, log_metric, log_extra) -> None:
         name, n = self.__name__, max(len(raw), 1)

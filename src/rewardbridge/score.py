@@ -86,6 +86,8 @@ def score_file(
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     if best_of_n is not None and best_of_n < 1:
         raise ConfigError(f"--best-of-n must be at least 1, got {best_of_n}")
+    if min_zscore is not None and not math.isfinite(min_zscore):
+        raise ConfigError(f"--min-zscore must be a finite number of standard deviations, got {min_zscore}")
     if on_bad_row not in ("stop", "skip"):
         raise ConfigError(f"--on-bad-row {on_bad_row!r} is not one of ('stop', 'skip')")
     total = count_rows(input)  # a missing or unknown input fails here, before any file is written

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .conversation import Conversation
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, RewardBridgeError
 from .scorers.base import Scores
 
 logger = logging.getLogger("rewardbridge.server")
@@ -349,7 +349,7 @@ def create_app(model_loader, settings: ServerSettings):
         check_limits(items)
         try:
             scores = await batcher.submit(kind, items)
-        except InputError as error:  # e.g. a chat conversation for a model without a chat template
+        except RewardBridgeError as error:  # the request's data: chat data without a chat template, too long, ...
             raise HTTPError(422, str(error)) from None
         except Exception as error:  # noqa: BLE001: the client sees a 500 it may retry
             logger.exception("scoring failed")

@@ -16,6 +16,18 @@ def load_json(body: bytes | str, what: str = "request body") -> Any:
         raise InputError(f"the {what} is not valid JSON ({error})") from None
 
 
+def is_number_list(column: Any, n: int) -> bool:
+    """A list of ``n`` JSON numbers: no null (a failure must come back as an error, never a made-up
+    score) and no true/false (Python's bool is an int).
+
+    >>> is_number_list([1, 2.5], 2), is_number_list([1, None], 2), is_number_list([True], 1)
+    (True, False, False)
+    """
+    return isinstance(column, list) and len(column) == n and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in column
+    )
+
+
 def field(body: Any, name: str, kind: type | tuple[type, ...], *, where: str = "", required: bool = True) -> Any:
     """``body[name]`` checked to be ``kind``; InputError names the field otherwise."""
     label = f"{where}{name}"

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from ..conversation import Conversation, Renderer
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..options import TRUNCATION_MODES
 from .base import Scores
 
@@ -74,7 +74,7 @@ def encode(
         if len(seq) <= max_length:
             continue
         if truncation == "error":
-            raise ConfigError(
+            raise InputError(
                 f"conversation {i} has {len(seq)} tokens > max_length {max_length}; "
                 "set truncation='left' or raise max_length"
             )
@@ -110,7 +110,7 @@ def encode_pairs(
         if len(seq) <= max_length:
             continue
         if truncation == "error":
-            raise ConfigError(
+            raise InputError(
                 f"(question, answer) pair {i} has {len(seq)} tokens > max_length {max_length}; "
                 "set truncation='left' or raise max_length"
             )

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..conversation import Conversation
 from ..errors import InputError
-from ._wire import field, load_json, messages_field
+from ._wire import field, is_number_list, load_json, messages_field
 from .base import Scores
 from .remote import ProtocolError, Request, Rows, batched, check_attribute_names
 
@@ -44,15 +44,14 @@ class NativeClient:
         columns = {"rewards": rewards} if rewards is not None else {}
         columns.update(attributes)
         for name, column in columns.items():
-            if not isinstance(column, list) or len(column) != n or not all(isinstance(v, (int, float)) or v is None for v in column):
+            if not is_number_list(column, n):
                 raise ProtocolError(f"'{name}' is not a list of {n} numbers")
         if attributes:
             check_attribute_names(list(attributes), self.options, "the answer")
         if rewards is None and not attributes:
             raise ProtocolError("the answer has neither 'rewards' nor 'attributes'")
-        nan = float("nan")
         return Rows(
-            values=[nan if v is None else float(v) for v in rewards] if rewards is not None else None,
+            values=[float(v) for v in rewards] if rewards is not None else None,
             attributes={k: [float(v) for v in col] for k, col in attributes.items()},
         )
 

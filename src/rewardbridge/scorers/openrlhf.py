@@ -12,7 +12,7 @@ from typing import Any
 
 from ..conversation import Conversation
 from ..errors import InputError
-from ._wire import field, load_json
+from ._wire import field, is_number_list, load_json
 from .remote import ProtocolError, Request, Rows, batched, remote_renderer
 
 PATH = "/get_reward"
@@ -43,7 +43,7 @@ class OpenRLHFClient:
             rewards = body.get("rewards", body.get("scores"))
         except (ValueError, AttributeError):
             raise ProtocolError(f"not a JSON object with 'rewards': {response.text[:200]!r}") from None
-        if not isinstance(rewards, list) or len(rewards) != n or not all(isinstance(v, (int, float)) for v in rewards):
+        if not is_number_list(rewards, n):
             raise ProtocolError(f"'rewards' is not a list of {n} numbers")
         return Rows(values=[float(v) for v in rewards])
 

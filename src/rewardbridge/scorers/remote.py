@@ -415,15 +415,7 @@ def load_remote_scorer(source: str | Sequence[str], options: Any) -> RemoteScore
 
     if options.protocol is None:
         raise ConfigError(f"{source!r} is a URL; pass protocol= one of {PROTOCOLS} to say what the endpoint speaks")
-    for key in ("timeout", "retry_wait"):
-        if not getattr(options, key) > 0:
-            raise ConfigError(f"{key} must be a positive number of seconds, got {getattr(options, key)!r}")
-    for key, low in (("max_retries", 0), ("max_concurrency", 1), ("request_batch_size", 1)):
-        value = getattr(options, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
-    if options.zero3:
-        raise ConfigError("zero3 shards a local model; for a URL source shard the model on the server (rewardbridge serve --option zero3=true)")
+    # Types, ranges and local-only options (zero3, ...) were checked by RewardOptions and load_reward.
     return RemoteScorer(split_urls(source), codec_for(options.protocol, options), options)
 
 
