@@ -53,6 +53,8 @@ class RewardOptions:
     max_concurrency: int = 32
     request_batch_size: int = 64
     api_key_env: str | None = None
+    retry_wait: float = 0.5  # first backoff in seconds; doubles per retry, capped at 30 s
+    model_name: str = "reward_model"  # the "model" field (NIM, vLLM, native) / Triton's model name
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> RewardOptions:
