@@ -108,6 +108,7 @@ class Recipe:
     evaluation: EvaluationSpec | None = None
     plot: str | None = "reward.png"  # written under training.output_dir
     seed: int = 0
+    threads: int | None = None  # torch CPU threads per process (None: torch's default, one per core)
 
     @property
     def reports_to_wandb(self) -> bool:
@@ -184,7 +185,7 @@ def parse_recipe(data: dict[str, Any], base_dir: Path = Path("."), name: str = "
     """Validate a recipe's raw mapping into a :class:`Recipe` (see :func:`load_recipe`)."""
     data = dict(data)
     if "reward" in data:  # one reward: shorthand for a one-item rewards list
-        if "rewards" in data:
+        if data.get("rewards") is not None:
             raise ConfigError(f"{name}: give either 'reward' (one) or 'rewards' (a list), not both")
         data["rewards"] = [data.pop("reward")]
     known = [f.name for f in dataclasses.fields(Recipe)]
@@ -210,6 +211,7 @@ def parse_recipe(data: dict[str, Any], base_dir: Path = Path("."), name: str = "
         evaluation=sections.get("evaluation"),
         plot=data.get("plot", "reward.png"),
         seed=_check_value("seed", data.get("seed", 0), int),
+        threads=_check_value("threads", data.get("threads"), int | None),
     )
     if "reward_weights" in training:
         raise ConfigError("training.reward_weights: give each reward's 'weight' in the rewards list instead")

@@ -108,6 +108,8 @@ def build_trainer(recipe: Recipe):
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
     set_seed(recipe.seed)  # before LoRA's random init, which TRL does before the Trainer seeds
     rewards = build_rewards(recipe.rewards)
     model_path = resolve_model(recipe.model.path, recipe.model.gguf_file)
