@@ -178,8 +178,8 @@ def run(recipe: Recipe, resume: bool = False) -> list[dict]:
             (out / "heldout.json").write_text(json.dumps(heldout.rows(), indent=1))
             written.append(out / "heldout.json")
         if recipe.plot:
-            plot_run(history, out / recipe.plot, title=f"{recipe.trainer.upper()} on {Path(recipe.model.path).name}",
-                     heldout=heldout)
+            policy = Path(recipe.model.gguf_file or recipe.model.path.removeprefix("pkg:")).stem
+            plot_run(history, out / recipe.plot, title=f"{recipe.trainer.upper()} on {policy}: reward per step", heldout=heldout)
             written.append(out / recipe.plot)
         print_summary(history, train_seconds, time.monotonic() - started, heldout, written)
         if wandb_run is not None:
