@@ -268,10 +268,6 @@ def test_wandb_offline_run_logs_recipe_metrics_and_completions_table(tmp_path, m
 @pytest.mark.multiprocess
 def test_accelerate_launch_with_the_shipped_ddp_config_runs_a_recipe(tmp_path, causal_dir, classifier_dir):
     """`accelerate launch --config_file configs/accelerate/ddp.yaml -m rewardbridge.cli train` in 2 CPU processes."""
-    import os
-    import subprocess
-    import sys
-
     (tmp_path / "prompts.jsonl").write_text("\n".join(json.dumps({"prompt": q}) for q in ["Hi?", "2+2?", "Sky?", "Sea?"]))
     recipe = {
         "trainer": "grpo",

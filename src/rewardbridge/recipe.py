@@ -270,7 +270,7 @@ def check_training(trainer: str, training: Any) -> dict[str, Any]:
 
     config_class = {"rloo": RLOOConfig, "grpo": GRPOConfig}[trainer]
     fields = {f.name: f.type for f in dataclasses.fields(config_class)}
-    _reject_unknown(training, list(fields), f"training: unknown key", f"(not a field of TRL's {config_class.__name__})")
+    _reject_unknown(training, list(fields), "training: unknown key", f"(not a field of TRL's {config_class.__name__})")
     return {key: _check_value(f"training.{key}", value, fields[key]) for key, value in training.items()}
 
 

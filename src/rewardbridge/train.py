@@ -347,8 +347,6 @@ def plot_run(history: list[dict], path: Path, title: str, heldout: HeldOut | Non
     plt.close(fig)
 
 
-# Kept for the old import path.
-plot_rewards = plot_run
 
 
 class StepPrinter(TrainerCallback):
