@@ -160,9 +160,11 @@ def apply_override(data: dict, item: str) -> None:
         raise ConfigError(f"--set {item!r}: the value is not valid YAML ({error.problem})") from None
     node: Any = data
     *parents, leaf = key.strip().split(".")
-    for part in parents:
+    for depth, part in enumerate(parents):
         if isinstance(node, list):
             node = node[_list_index(node, part, item)]
+        elif not isinstance(node, dict):
+            raise ConfigError(f"--set {item!r}: {'.'.join(parents[:depth])} is a value, not a section")
         else:
             if node.get(part) is None:
                 node[part] = {}
