@@ -91,7 +91,7 @@ BAD_RECIPES = [
     (["rewards=[]"], ConfigError, ["rewards must be a non-empty list"]),
     (["training.max_steps"], ConfigError, ["is not KEY=VALUE", "training.max_steps=5"]),
     (["rewards.3.weight=1"], ConfigError, ["'3' is not an index of a list of 1"]),
-    (["seed.x=1"], ConfigError, ["'seed.x=1'", "seed is a value, not a section"]),
+    (["trainer.x=1"], ConfigError, ["'trainer.x=1'", "trainer is a value, not a section"]),
 ]
 
 
