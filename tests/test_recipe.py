@@ -1,0 +1,125 @@
+"""Recipes: every shipped recipe loads; every recipe mistake is a clear ConfigError raised
+before any weights load (a table of bad recipes)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rewardbridge.cli import main as cli_main
+from rewardbridge.errors import ConfigError
+from rewardbridge.recipe import Recipe, load_recipe, resolve_path
+from rewardbridge.train import run
+
+RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_every_recipe_loads_and_opens_with_its_header(path):
+    recipe = load_recipe(path)
+    assert isinstance(recipe, Recipe)
+    header = path.read_text().split("\ntrainer:")[0]
+    for line in ("Reproduces:", "Hardware:", "Tested on:", "Expected time:", "Launch:"):
+        assert f"# {line}" in header, f"{path.name} header lacks {line!r}"
+    launch = header.split("# Launch:")[1]
+    assert path.name in launch, "the launch command names this recipe"
+    if recipe.dataset.path.endswith(".jsonl"):
+        assert Path(recipe.dataset.path).exists(), "a local dataset path resolves against the recipe folder"
+
+
+def test_overrides_reach_sections_list_items_and_coerce_yaml_text_numbers(tmp_path):
+    recipe = load_recipe(RECIPES[-1], ["training.max_steps=3", "rewards.0.normalize=zscore", "rewards.0.weight=2",
+                                       "training.learning_rate=3e-5", "peft.r=4"])
+    assert recipe.training["max_steps"] == 3
+    assert recipe.rewards[0].options["normalize"] == "zscore" and recipe.rewards[0].weight == 2.0
+    # YAML 1.1 reads "3e-5" (no dot) as text; a float field takes it as the number it spells.
+    assert recipe.training["learning_rate"] == 3e-5 and isinstance(recipe.training["learning_rate"], float)
+    assert recipe.peft["r"] == 4 and recipe.peft["task_type"] == "CAUSAL_LM"
+
+
+def test_one_reward_shorthand_and_pkg_paths():
+    assert Path(resolve_path("pkg:rewardbridge"), "reward_fn.py").exists()
+    with pytest.raises(ConfigError, match="not installed"):
+        resolve_path("pkg:no_such_package_here")
+
+
+@pytest.fixture
+def good_recipe(tmp_path, causal_dir, classifier_dir):
+    (tmp_path / "prompts.jsonl").write_text(json.dumps({"prompt": "Hi?"}) + "\n")
+    (tmp_path / "heldout.jsonl").write_text(json.dumps({"prompt": "Bye?"}) + "\n")
+    recipe = {
+        "trainer": "rloo",
+        "model": {"path": causal_dir},
+        "rewards": [{"source": classifier_dir, "name": "rm", "normalize": "zscore"}],
+        "dataset": {"path": "prompts.jsonl"},
+        "evaluation": {"prompts": "heldout.jsonl"},
+        "peft": {"r": 4},
+        "wandb": {"project": "p"},
+        "training": {"output_dir": str(tmp_path / "out"), "use_cpu": True, "max_steps": 1, "report_to": "none"},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+# (overrides, error type, words the message must contain); "{dir}" is the recipe's folder.
+BAD_RECIPES = [
+    (["training.max_step=5"], ConfigError, ["training: unknown key 'max_step'", "RLOOConfig", "'max_steps'"]),
+    (["training.max_steps=abc"], ConfigError, ["training.max_steps='abc'", "should be int"]),
+    (["training.learning_rate=fast"], ConfigError, ["training.learning_rate='fast'", "float"]),
+    (["training.report_to=7"], ConfigError, ["training.report_to=7", "str"]),
+    (["training.reward_weights=[1.0]"], ConfigError, ["reward_weights", "'weight'"]),
+    (["trianing.max_steps=1"], ConfigError, ["unknown recipe key 'trianing'", "'training'"]),
+    (["trainer=ppo"], ConfigError, ["trainer='ppo'", "rloo", "grpo"]),
+    (["seed=abc"], ConfigError, ["seed='abc'", "int"]),
+    (["dataset.path=missing.jsonl"], ConfigError, ["dataset.path='missing.jsonl'", "no such file", "{dir}/missing.jsonl"]),
+    (["evaluation.prompts=gone.jsonl"], ConfigError, ["evaluation.prompts", "no such file", "{dir}/gone.jsonl"]),
+    (["model.path=./no_model_here"], ConfigError, ["model.path", "no such file", "{dir}/no_model_here"]),
+    (["model.pth=x"], ConfigError, ["model: unknown key 'pth'", "'path'"]),
+    (["dataset.prompt_colum=q"], ConfigError, ["dataset: unknown key 'prompt_colum'", "'prompt_column'"]),
+    (["dataset.format=sharegpt"], ConfigError, ["dataset.format='sharegpt'", "helpsteer2_preference"]),
+    (["peft.lora_alpah=8"], ConfigError, ["peft: unknown key 'lora_alpah'", "LoraConfig", "'lora_alpha'"]),
+    (["peft.r=many"], ConfigError, ["peft.r='many'", "should be int"]),
+    (["wandb.projct=x"], ConfigError, ["wandb: unknown key 'projct'", "'project'"]),
+    (["wandb.tags=oops"], ConfigError, ["wandb.tags='oops'", "list"]),
+    (["rewards.0.normalize=zscor"], ConfigError, ["rewards[0]", "normalize='zscor'", "zscore"]),
+    (["rewards.0.nromalize=zscore"], ConfigError, ["rewards[0]", "nromalize"]),
+    (["rewards.0.weight=heavy"], ConfigError, ["rewards[0].weight='heavy'", "float"]),
+    (['rewards.0={function: "rewardbridge.rules:Nope"}'], ConfigError, ["rewards[0].function", "has no 'Nope'"]),
+    (['rewards.0={function: "rewardbridge.rules:WordLimit", source: x}'], ConfigError, ["exactly one of 'source'", "'function'"]),
+    (["rewards=[]"], ConfigError, ["rewards must be a non-empty list"]),
+    (["training.max_steps"], ConfigError, ["is not KEY=VALUE", "training.max_steps=5"]),
+    (["rewards.3.weight=1"], ConfigError, ["'3' is not an index of a list of 1"]),
+    (["trainer.x=1"], ConfigError, ["'trainer.x=1'", "trainer is a value, not a section"]),
+]
+
+
+@pytest.fixture
+def no_weights(monkeypatch):
+    """Any model or tokenizer load fails the test: validation must come first."""
+    import transformers
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("weights were loaded before the recipe was validated")
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(refuse))
+    monkeypatch.setattr(_BaseAutoModelClass, "from_pretrained", classmethod(refuse))
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", classmethod(refuse))
+
+
+@pytest.mark.parametrize("overrides,error,words", BAD_RECIPES, ids=[row[0][0] for row in BAD_RECIPES])
+def test_bad_recipes_fail_early_with_a_clear_message(good_recipe, no_weights, overrides, error, words):
+    with pytest.raises(error) as caught:
+        run(load_recipe(good_recipe, overrides))
+    message = str(caught.value)
+    for word in words:
+        word = word.replace("{dir}", str(good_recipe.parent.resolve()))
+        assert word in message, f"{word!r} not in {message!r}"
+
+
+def test_the_cli_prints_one_line_and_exits_2(good_recipe, no_weights, capsys):
+    assert cli_main(["train", str(good_recipe), "--set", "training.max_steps=abc"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["rewardbridge: error: training.max_steps='abc' should be int, got str"]
