@@ -41,6 +41,24 @@ def judge_dir(tmp_path_factory):
     return save_model(tmp_path_factory.mktemp("judge"), LlamaForCausalLM(llama_config(tok)), tok)
 
 
+NIM_KEY = "nim-test-key-7c1d"
+
+
+@pytest.fixture(scope="module")
+def nim_stand_in(tmp_path_factory, tokenizer):
+    """A tiny 5-output model behind a real `rewardbridge serve`, whose NIM route answers as NIM does."""
+    from transformers import LlamaForSequenceClassification
+
+    from servers.process import start_server, stop
+
+    torch.manual_seed(6)
+    five = save_model(tmp_path_factory.mktemp("five"), LlamaForSequenceClassification(llama_config(tokenizer, num_labels=5)), tokenizer)
+    names = "[helpfulness, correctness, coherence, complexity, verbosity]"
+    process, url = start_server(five, "--option", f"attributes={names}", env={"REWARDBRIDGE_API_KEY": NIM_KEY})
+    yield url
+    stop(process)
+
+
 @pytest.fixture(scope="module")
 def nine_attributes_dir(tmp_path_factory, tokenizer):
     """A tiny 9-output head, standing in for Nemotron-4-340B-Reward's attributes."""
@@ -56,6 +74,9 @@ def tiny_recipe(path: Path, tmp_path: Path, models: dict) -> dict:
     data["model"] = {"path": models["causal"], "dtype": "float32"}
     for entry in data["rewards"]:
         if "source" not in entry:
+            continue
+        if entry["source"].startswith("http"):  # a remote reward: the same options, a local endpoint
+            entry.update(source=models["endpoint"], timeout=60)
             continue
         weight = entry.pop("weight", 1.0)
         options = {k: v for k, v in entry.items() if k != "source"}
@@ -91,8 +112,12 @@ def tiny_recipe(path: Path, tmp_path: Path, models: dict) -> dict:
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
-def test_every_recipe_builds_its_trainer_and_trains_a_step(path, tmp_path, causal_dir, classifier_dir, judge_dir, nine_attributes_dir):
+def test_every_recipe_builds_its_trainer_and_trains_a_step(path, tmp_path, causal_dir, classifier_dir, judge_dir, nine_attributes_dir,
+                                                          request, monkeypatch):
     models = {"causal": causal_dir, "classifier": classifier_dir, "judge": judge_dir, "nine": nine_attributes_dir}
+    if "source: http" in path.read_text():
+        models["endpoint"] = request.getfixturevalue("nim_stand_in")
+        monkeypatch.setenv("NVIDIA_API_KEY", NIM_KEY)  # the recipe's api_key_env; the server checks it
     recipe = parse_recipe(tiny_recipe(path, tmp_path, models), base_dir=path.parent, name=path.name)
     history = run(recipe)
     steps = [entry for entry in history if "reward" in entry]
@@ -100,6 +125,8 @@ def test_every_recipe_builds_its_trainer_and_trains_a_step(path, tmp_path, causa
     names = [spec.options.get("name") or f"word_limit_{spec.kwargs.get('max_words')}" for spec in recipe.rewards]
     for name in names:
         assert f"rewards/{name}/mean" in steps[0], f"{name} was not called"
+    if "endpoint" in models:  # every rollout was scored through the endpoint: none skipped as a failure
+        assert steps[0]["nemotron340b/failed_frac"] == 0 and steps[0]["nemotron340b/latency_ms_p50"] > 0
     assert (tmp_path / "out" / "log_history.json").exists()
 
 

@@ -79,6 +79,7 @@ def parse_options(items: list[str]) -> dict[str, Any]:
     {'token_id': ['Yes', 'No'], 'max_length': 4096, 'judge_prompt': 'Q: {prompt} A: {response}'}
     """
     from .options import TEXT_OPTIONS
+    from .yaml12 import parse_value
 
     options = {}
     for item in items:
@@ -88,44 +89,6 @@ def parse_options(items: list[str]) -> dict[str, Any]:
             raise ConfigError(f"--option {item!r} is not KEY=VALUE (for example --option normalize=zscore)")
         options[key] = value if key in TEXT_OPTIONS else parse_value(value, f"--option {item!r}")
     return options
-
-
-def parse_value(text: str, where: str) -> Any:
-    """A command-line value as YAML 1.2: only true/false are booleans; ``1e-3`` is a float.
-
-    >>> [parse_value(t, "x") for t in ("no", "1:30", "1e-3", "true", "[1, on]")]
-    ['no', '1:30', 0.001, True, [1, 'on']]
-    """
-    import yaml
-
-    try:
-        return yaml.load(text, Loader=_yaml12_loader())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{where}: the value is not valid YAML ({getattr(error, 'problem', error)})") from None
-
-
-def _yaml12_loader():
-    import re
-
-    import yaml
-
-    class Yaml12Loader(yaml.SafeLoader):
-        pass
-
-    replaced = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
-    Yaml12Loader.yaml_implicit_resolvers = {
-        first: [(tag, regexp) for tag, regexp in resolvers if tag not in replaced]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-    core_schema = [  # YAML 1.2 core schema
-        ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
-        ("tag:yaml.org,2002:int", r"^[-+]?[0-9]+$", "-+0123456789"),
-        ("tag:yaml.org,2002:float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
-         "-+.0123456789"),
-    ]
-    for tag, pattern, first in core_schema:
-        Yaml12Loader.add_implicit_resolver(tag, re.compile(pattern), list(first))
-    return Yaml12Loader
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -25,7 +25,9 @@ from typing import Any
 
 import yaml
 
+from . import yaml12
 from .errors import ConfigError, RewardBridgeError
+from .options import TEXT_OPTIONS
 
 TRAINERS = ("rloo", "grpo")
 # Files load_prompts reads itself; anything else is a hub dataset id.
@@ -139,7 +141,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not path.is_file():
         raise ConfigError(f"recipe {path}: no such file (resolved to {path.resolve()})")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml12.load(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(f"recipe {path} is not valid YAML: {error}") from None
     if not isinstance(data, dict):
@@ -154,10 +156,9 @@ def apply_override(data: dict, item: str) -> None:
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {item!r} is not KEY=VALUE (for example --set training.max_steps=5)")
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--set {item!r}: the value is not valid YAML ({error.problem})") from None
+    leaf_name = key.strip().rsplit(".", 1)[-1]
+    # A reward's text options (a judge prompt, a chat template) are taken as typed, not as YAML.
+    parsed = value if leaf_name in TEXT_OPTIONS else yaml12.parse_value(value, f"--set {item!r}")
     node: Any = data
     *parents, leaf = key.strip().split(".")
     for depth, part in enumerate(parents):
