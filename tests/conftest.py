@@ -74,6 +74,17 @@ def chat_batch():
     return prompts, completions
 
 
+class CountingScorer:
+    """A reward's real scorer, counting the conversations in each call (to prove batching)."""
+
+    def __init__(self, scorer):
+        self.scorer, self.batch_sizes = scorer, []
+
+    def score(self, conversations):
+        self.batch_sizes.append(len(conversations))
+        return self.scorer.score(conversations)
+
+
 def torchrun(script: str, *args: str, timeout: int = 300) -> str:
     """Run tests/multiprocess/<script> in 2 real processes (gloo on CPU); returns its output.
 

@@ -23,6 +23,7 @@ import torch
 import rewardbridge.integrations.openrlhf as rb_openrlhf
 from rewardbridge.integrations.shared import shared_reward
 from rewardbridge.testing import build_tokenizer
+from conftest import CountingScorer
 
 POLICY_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}### {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
@@ -64,15 +65,6 @@ class FakeVLLMEngine:
     async def generate(self, prompt_token_ids, sampling_params, multi_modal_data=None):
         output = SimpleNamespace(token_ids=self.responses[tuple(prompt_token_ids)], finish_reason="stop", logprobs=None)
         return SimpleNamespace(outputs=[output])
-
-
-class CountingScorer:
-    def __init__(self, scorer):
-        self.scorer, self.batch_sizes = scorer, []
-
-    def score(self, conversations):
-        self.batch_sizes.append(len(conversations))
-        return self.scorer.score(conversations)
 
 
 def test_openrlhf_executor_calls_reward_func(openrlhf_agent, classifier_dir, tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ import torch
 
 from rewardbridge.errors import ConfigError, InputError, OptionTypeError
 from rewardbridge.integrations.shared import shared_reward
+from conftest import CountingScorer
 
 PROMPTS = ["What is the capital of France?", "Tell me a joke.", "How many legs does a spider have?", "Explain gradient descent."]
 ANSWERS = ["Paris.", "Why did the model cross the road?", "Eight legs.", "It follows the gradient down.",
@@ -42,17 +43,6 @@ def verl_import_utils():
 async def _call_with_kwargs_async(raw_fn, extra_kwargs, *args, **kwargs):
     merged_kwargs = {**kwargs, **extra_kwargs}
     return await raw_fn(*args, **merged_kwargs)
-
-
-class CountingScorer:
-    """The reward's real scorer, counting the conversations in each call."""
-
-    def __init__(self, scorer):
-        self.scorer, self.batch_sizes = scorer, []
-
-    def score(self, conversations):
-        self.batch_sizes.append(len(conversations))
-        return self.scorer.score(conversations)
 
 
 def verl_reward_loop(compute_score, tokenizer, samples):

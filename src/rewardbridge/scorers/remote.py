@@ -332,7 +332,7 @@ class RemoteScorer:
         tried = f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts > 1 else ""
         message = f"{where} {what} for {samples}{tried}"
         if isinstance(error, (RetryableStatus, _TransportError)):
-            message += f"; raise timeout/max_retries, add endpoints, or pass on_error='skip'"
+            message += "; raise timeout/max_retries, add endpoints, or pass on_error='skip'"
         return RemoteError(self._scrub(message))
 
     def _scrub(self, text: str) -> str:
