@@ -8,7 +8,6 @@ turns its rows into chat prompts the way the Nemotron-70B recipe trained on them
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Iterable
 
@@ -46,33 +45,24 @@ def helpsteer2_preference_prompts(rows: Iterable[dict[str, Any]], split: str = "
 
 
 def read_rows(path: str) -> list[dict[str, Any]]:
-    """A local .jsonl / .json (a list of rows) file's rows; bad lines name the file and line."""
-    if path.endswith(".jsonl"):
-        rows = []
-        with open(path) as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise InputError(f"{path}:{number}: not a JSON object ({error.msg})") from None
-        return rows
-    with open(path) as f:
-        rows = json.load(f)
-    if not isinstance(rows, list):
-        raise InputError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
-    return rows
+    """A local file's rows, in any format ``rows.py`` reads; a malformed row names the file and place."""
+    from . import rows
+
+    out = []
+    for row in rows.read_rows(path):
+        if row.data is None:
+            place = row.where.split()[-1]  # "line 7" -> path:7
+            raise InputError(f"{path}:{place}: not a JSON object ({row.error})")
+        out.append(row.data)
+    return out
 
 
 def load_prompts(spec: DatasetSpec):
     """The prompts a recipe trains on, as a ``datasets.Dataset`` with a ``prompt`` column."""
     from datasets import Dataset, load_dataset
 
-    if spec.path.endswith((".jsonl", ".json")) and os.path.exists(spec.path):
+    if os.path.exists(spec.path):  # a local file: the same reader as `rewardbridge score`
         dataset = Dataset.from_list(read_rows(spec.path))
-    elif spec.path.endswith((".csv", ".parquet")) and os.path.exists(spec.path):
-        dataset = load_dataset(spec.path.rsplit(".", 1)[1], data_files=spec.path, split="train")
     else:
         dataset = load_dataset(spec.path, data_dir=spec.data_dir, split=spec.split)
     if spec.format == "helpsteer2_preference":
