@@ -303,25 +303,14 @@ def steerlm_label(attributes: dict[str, float], reward: float | None, steerlm: b
 
 
 def score_conversations(reward, conversations: list[Conversation]) -> tuple[list[float | None], list[dict[str, float]]]:
-    """The combined reward and the attributes of each conversation; None where scoring failed.
-
-    Standard and chat conversations go to the scorer in separate calls: one call renders
-    one way (a local scorer decides special tokens from its first conversation).
-    """
-    values: list[float | None] = [None] * len(conversations)
-    named: list[dict[str, float]] = [{} for _ in conversations]
-    for is_chat in (False, True):
-        index = [i for i, c in enumerate(conversations) if c.is_chat == is_chat]
-        if not index:
-            continue
-        scores = reward.scorer.score([conversations[i] for i in index])
-        if scores.values is None and reward.options.attribute_weights is None:
-            combined = torch.full((len(index),), math.nan)  # attributes only (labelling): no single reward
-        else:
-            combined = reward.combine(scores)
-        for j, i in enumerate(index):
-            values[i] = _float_or_none(combined[j])
-            named[i] = {name: _float_or_none(column[j]) for name, column in scores.attributes.items()}
+    """The combined reward and the attributes of each conversation; None where scoring failed."""
+    scores = reward.scorer.score(conversations)
+    if scores.values is None and reward.options.attribute_weights is None:
+        combined = torch.full((len(conversations),), math.nan)  # attributes only (labelling): no single reward
+    else:
+        combined = reward.combine(scores)
+    values = [_float_or_none(v) for v in combined]
+    named = [{name: _float_or_none(column[i]) for name, column in scores.attributes.items()} for i in range(len(conversations))]
     return values, named
 
 
