@@ -74,6 +74,18 @@ def chat_batch():
     return prompts, completions
 
 
+@pytest.fixture
+def no_weights(monkeypatch):
+    """Loading any model's weights fails: an error raised under this came before the weights."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("weights were loaded before the error was found")
+
+    import transformers
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(refuse))
+
+
 class CountingScorer:
     """A reward's real scorer, counting the conversations in each call (to prove batching)."""
 

@@ -14,24 +14,13 @@ import warnings
 
 import pytest
 import torch
-import transformers
 
 from rewardbridge import load_reward
 from rewardbridge.cli import main as cli_main
 from rewardbridge.errors import ConfigError, InputError, OptionTypeError
 from rewardbridge.options import OPTION_TYPES, RewardOptions
-from rewardbridge.reward_fn import RewardBridgeWarning
-from rewardbridge.scorers import is_remote
-
-
-@pytest.fixture
-def no_weights(monkeypatch):
-    """Loading any model's weights fails: an error raised under this came before the weights."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("weights were loaded before the error was found")
-
-    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(refuse))
+from rewardbridge.errors import RewardBridgeWarning
+from rewardbridge.resolve import is_remote
 
 
 def test_the_no_weights_fixture_really_stops_weight_loading(classifier_dir, no_weights):

@@ -8,7 +8,7 @@ import pytest
 from rewardbridge import load_reward
 from rewardbridge.cli import main
 from rewardbridge.errors import InputError
-from rewardbridge.evaluate import SECTIONS, evaluate_file, rewardbench_report
+from rewardbridge.jobs.evaluate import SECTIONS, evaluate_file, rewardbench_report
 
 SAMPLE = Path(__file__).parent.parent / "recipes" / "data" / "rewardbench_sample.jsonl"
 REPORT_KEYS = {"overall", "sections", "subsets", "unknown_subsets", "ties"}

@@ -13,7 +13,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 
 from rewardbridge import load_reward
 from rewardbridge.errors import ConfigError
-from rewardbridge.scorers.local import encode_pairs
+from rewardbridge.scorers.tokens import encode_pairs
 
 QUESTIONS = ["What is the capital of France?", "How many legs does a spider have?", "Tell me a joke."]
 ANSWERS = ["The capital of France is Paris.", "A spider has eight legs, " * 6, "Why did the reward model cross the road?"]

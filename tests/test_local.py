@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from rewardbridge import load_reward
 from rewardbridge.conversation import Conversation, conversations_from_trl
-from rewardbridge.scorers.local import encode, plan_micro_batches
+from rewardbridge.scorers.tokens import encode, plan_micro_batches
 
 
 def card_classifier_score(model_dir, messages):
@@ -125,7 +125,7 @@ def test_micro_batch_plan_is_optimal_against_brute_force():
     import itertools
     import random
 
-    from rewardbridge.scorers.local import plan_micro_batches
+    from rewardbridge.scorers.tokens import plan_micro_batches
 
     def cost(batches, lengths, overhead):
         return sum(len(b) * max(lengths[i] for i in b) + overhead for b in batches)

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from rewardbridge.errors import InputError
-from rewardbridge.prompts import helpsteer2_preference_prompts, load_prompts, read_rows
-from rewardbridge.recipe import DatasetSpec
+from rewardbridge.training.prompts import helpsteer2_preference_prompts, load_prompts, read_rows
+from rewardbridge.training.recipe import DatasetSpec
 
 SAMPLE = Path(__file__).parent / "data" / "helpsteer2_preference_sample.jsonl"
 

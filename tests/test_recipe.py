@@ -9,8 +9,8 @@ import yaml
 
 from rewardbridge.cli import main as cli_main
 from rewardbridge.errors import ConfigError
-from rewardbridge.recipe import Recipe, load_recipe, resolve_path
-from rewardbridge.train import run
+from rewardbridge.training.recipe import Recipe, load_recipe, resolve_path
+from rewardbridge.training.train import run
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from rewardbridge.errors import ConfigError, InputError
-from rewardbridge.rows import count_rows, read_rows
+from rewardbridge.jobs.rows import count_rows, read_rows
 
 
 def test_jsonl_places_are_line_numbers_and_blank_lines_are_not_rows(tmp_path):

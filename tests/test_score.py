@@ -15,8 +15,9 @@ from rewardbridge import Conversation, load_reward
 from rewardbridge.cli import main
 from rewardbridge.conversation import parse_flattened_turns
 from rewardbridge.errors import ConfigError, InputError
-from rewardbridge.rows import read_rows
-from rewardbridge.score import score_file, select_rows, steerlm_label
+from rewardbridge.jobs.rows import read_rows
+from rewardbridge.jobs.formats import steerlm_label
+from rewardbridge.jobs.score import score_file, select_rows
 
 DATA = Path(__file__).parent / "data"
 

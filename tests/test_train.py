@@ -17,9 +17,9 @@ import yaml
 from rewardbridge.cli import main as cli_main
 from rewardbridge.options import RewardOptions
 from rewardbridge.presets import apply_preset
-from rewardbridge.recipe import load_recipe, parse_recipe
+from rewardbridge.training.recipe import load_recipe, parse_recipe
 from rewardbridge.testing import build_tokenizer, llama_config, save_model
-from rewardbridge.train import build_trainer, run
+from rewardbridge.training.train import build_trainer, run
 
 REPO = Path(__file__).parent.parent
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))

@@ -1,4 +1,4 @@
-"""``rewardbridge train | score | eval | serve``: the command line.
+"""``rewardbridge train | score | eval | inspect | serve``: the command line.
 
 Each command parses its flags here and calls one library function; errors come out as one
 line, ``rewardbridge: error: ...`` (exit 2 for a usage or option mistake, 1 for a failure),
@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE", help=OPTION_HELP)
     evaluate.add_argument("--batch-size", type=int, default=64, help="pairs scored per reward call (default 64)")
 
+    inspect = commands.add_parser("inspect", help="say what rewardbridge will do with a reward source, without loading its weights")
+    inspect.add_argument("source", help="reward model: directory, hub id, or http(s):// URL")
+    inspect.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE", help=OPTION_HELP)
+
     serve = commands.add_parser("serve", help="serve a local reward model over HTTP (NIM, OpenRLHF, vLLM, Triton, native)")
     serve.add_argument("source", help="reward model directory or hub id")
     serve.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE", help=OPTION_HELP)
@@ -93,13 +97,13 @@ def parse_options(items: list[str]) -> dict[str, Any]:
 
 def run_command(args: argparse.Namespace) -> int:
     if args.command == "train":
-        from .train import load_recipe, run
+        from .training.train import load_recipe, run
 
         run(load_recipe(args.recipe, args.overrides), resume=args.resume)
         return 0
     if args.command == "score":
         options = parse_options(args.options)
-        from .score import score_file
+        from .jobs.score import score_file
 
         score_file(
             args.source, args.input, args.output, options=options, batch_size=args.batch_size,
@@ -109,9 +113,14 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
     if args.command == "eval":
         options = parse_options(args.options)
-        from .evaluate import evaluate_file
+        from .jobs.evaluate import evaluate_file
 
         evaluate_file(args.source, args.data, output=args.output, options=options, batch_size=args.batch_size)
+        return 0
+    if args.command == "inspect":
+        from .resolve import resolve
+
+        print(resolve(args.source, **parse_options(args.options)).format())
         return 0
     if args.command == "serve":
         options = parse_options(args.options)

@@ -29,3 +29,7 @@ class InputError(RewardBridgeError, ValueError):
 
 class RemoteError(RewardBridgeError, RuntimeError):
     """A remote reward endpoint failed after its retries (names the endpoint, status and sample)."""
+
+
+class RewardBridgeWarning(UserWarning):
+    """A legal but suspicious set-up (every group a singleton, truncated inputs)."""

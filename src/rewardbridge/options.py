@@ -10,7 +10,7 @@ before minutes of weight loading:
 2. ``check_applies_to_source``: options that do nothing for this source (``protocol=`` on a
    local model, ``zero3=`` on a URL), checked in ``load_reward`` before anything loads.
 3. ``check_applies_to_kind``: options that do nothing for this kind of model (``token_id`` on a
-   classifier), checked by the local loader once the kind is known (from the config alone).
+   classifier), checked by ``resolve.py`` once the kind is known (from the config alone).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError, OptionTypeError
+from .protocols import PROTOCOLS
 
 KINDS = ("classifier", "causal_logit", "attributes", "pair_regression", "custom")
-PROTOCOLS = ("nim", "triton", "vllm", "openrlhf", "rewardbridge")
 NORMALIZE_MODES = ("none", "center", "zscore", "rank", "reference")
 NORMALIZE_TARGETS = ("reward", "attributes")
 ON_ERROR = ("raise", "skip")
@@ -81,7 +81,7 @@ class RewardOptions:
     system_prompt: str | None = None
     tokenizer: str | None = None
     gguf_file: str | None = None
-    # Remote endpoints (URL sources); see scorers/remote.py.
+    # Remote endpoints (URL sources); see scorers/transport.py.
     timeout: float = 60.0
     max_retries: int = 4
     max_concurrency: int = 32

@@ -9,26 +9,24 @@ use in the new process (TRL's async GRPO ships reward functions to a child proce
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import re
 import warnings
 from collections import OrderedDict
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from .conversation import Conversation, text_or_messages, conversations_from_trl
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, RewardBridgeWarning
 from .normalize import (
     clip_rewards,
     combine_attributes,
     normalize_across_ranks,
 )
 from .options import RewardOptions
-from .presets import apply_preset
-from .scorers import URL_PATTERN, build_scorer, is_remote
+from .resolve import URL_PATTERN
 from .scorers.base import Scorer, Scores
 
 REFERENCE_CACHE_SIZE = 100_000
@@ -95,51 +93,11 @@ def load_reward(source: str, **options: Any) -> RewardFunction:
         trainer = GRPOTrainer(model=..., reward_funcs=[reward], ...)
         reward(prompts=["2+2="], completions=[" 4"])  # -> [float]
     """
-    if isinstance(source, os.PathLike):
-        source = os.fspath(source)
-    if isinstance(source, (list, tuple)) and is_remote(source):  # several endpoints: one comma-separated string
-        source = ",".join(source)
-    user_options = RewardOptions.from_kwargs(**options)
-    remote = is_remote(source)
-    user_options.check_applies_to_source(remote)
-    if not remote:
-        source = resolve_local_source(source)
-        if user_options.tokenizer:
-            user_options = dataclasses.replace(user_options, tokenizer=resolve_local_source(user_options.tokenizer, "tokenizer"))
-        if isinstance(user_options.zero3, str):
-            user_options = dataclasses.replace(user_options, zero3=os.path.abspath(os.path.expanduser(user_options.zero3)))
-    if isinstance(user_options.attribute_weights, Mapping):
-        unweighted = [a for a in user_options.attributes if a not in user_options.attribute_weights]
-        if unweighted:
-            warnings.warn(
-                f"attribute_weights gives no weight to {unweighted}: they count 0 in the reward (still logged). "
-                "Give them an explicit 0 to silence this",
-                RewardBridgeWarning,
-                stacklevel=2,
-            )
-    return RewardFunction(source, apply_preset(source, user_options, given=options, remote=remote))
+    from .resolve import resolve
+    from .scorers import build_scorer
 
-
-def resolve_local_source(source: str, what: str = "source") -> str:
-    """An existing local path made absolute (a pickled reward then loads from any working
-    directory); a hub id as given; a path that does not exist, a clear error.
-
-    >>> resolve_local_source("org/model-name")  # a hub id: left to transformers
-    'org/model-name'
-    """
-    if not isinstance(source, str) or not source.strip():
-        raise ConfigError(f"{what} must be a model directory, a hub id or an http(s):// URL, got {source!r}")
-    expanded = os.path.expanduser(source)
-    if os.path.exists(expanded):
-        return os.path.abspath(expanded)
-    # A hub id is "name" or "org/name"; anything else that names no existing path is a typo'd folder.
-    looks_like_path = source.startswith((".", "/", "~")) or os.path.isabs(source) or source.count("/") > 1 or "\\" in source
-    if looks_like_path:
-        raise ConfigError(
-            f"{what}={source!r}: no such folder ({os.path.abspath(expanded)}). Pass an existing model directory, "
-            "a hub id such as 'org/name', or an http(s):// URL"
-        )
-    return source
+    resolved = resolve(source, **options)
+    return RewardFunction(resolved.source, resolved.options, scorer=build_scorer(resolved))
 
 
 class RewardFunction:
@@ -153,14 +111,14 @@ class RewardFunction:
         self.source = source
         self.options = options
         self.__name__ = options.name or default_name(source, options)
-        self._scorer = scorer if scorer is not None else build_scorer(source, options)
+        self._scorer = scorer if scorer is not None else _load_scorer(source, options)
         self._reference_cache: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._warned: set[str] = set()
 
     @property
     def scorer(self) -> Scorer:
         if self._scorer is None:  # after unpickling: rebuild in this process
-            self._scorer = build_scorer(self.source, self.options)
+            self._scorer = _load_scorer(self.source, self.options)
         return self._scorer
 
     def __getstate__(self) -> dict:
@@ -325,8 +283,12 @@ class RewardFunction:
                 log_extra(f"{name}/{attribute}", column.tolist())
 
 
-class RewardBridgeWarning(UserWarning):
-    """A legal but suspicious set-up (every group a singleton, truncated inputs)."""
+def _load_scorer(source: str, options: RewardOptions) -> Scorer:
+    """Resolve (again: options already hold the preset) and load, e.g. after unpickling."""
+    from .resolve import resolve_options
+    from .scorers import build_scorer
+
+    return build_scorer(resolve_options(source, options))
 
 
 def default_name(source: str, options: RewardOptions) -> str:

@@ -13,23 +13,20 @@ from typing import Any
 
 from ..conversation import Conversation
 from ..errors import InputError
+from ..scorers.base import Scores
+from ..scorers.transport import ProtocolError, Request
 from ._wire import field, is_number_list, load_json, messages_field
-from .base import Scores
-from .remote import ProtocolError, Request, Rows, batched, check_attribute_names
+from .base import CHAT, Call, Codec, Route, Rows, check_attribute_names
 
 PATH = "/v1/score"
 
 
-class NativeClient:
+class NativeClient(Codec):
     """Client side: conversations in requests of ``request_batch_size``."""
 
     protocol = "rewardbridge"
-
-    def __init__(self, options: Any):
-        self.options = options
-
-    def chunks(self, conversations: list[Conversation]) -> list[list[int]]:
-        return batched(len(conversations), self.options.request_batch_size)
+    renders_here = False  # the server renders with the reward model's own template
+    summary = "POST /v1/score, request_batch_size conversations per request, as text or messages"
 
     def request(self, batch: list[Conversation]) -> Request:
         items = [{"prompt": _plain(c.prompt), "completion": _plain(c.completion)} for c in batch]
@@ -83,3 +80,12 @@ def format_response(scores: Scores) -> dict:
         "rewards": scores.values.tolist() if scores.values is not None else None,
         "attributes": {name: column.tolist() for name, column in scores.attributes.items()},
     }
+
+
+async def serve_score(call: Call) -> dict:
+    conversations = parse_request(call.body)
+    return format_response(await call.server.score(CHAT, conversations))
+
+
+CLIENT = NativeClient
+ROUTES = (Route("POST", PATH, serve_score),)

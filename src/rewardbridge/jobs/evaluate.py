@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any, Iterable
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 from .rows import read_rows
 
 # RewardBench's example counts per subset; math-prm is upweighted to match the code subsets' total.
@@ -86,9 +86,10 @@ def evaluate_file(
     """
     from tqdm import tqdm
 
-    from . import load_reward
+    from ..reward_fn import load_reward
     from .rows import count_rows
-    from .score import parse_row, score_conversations
+    from .formats import parse_row
+    from .score import score_conversations
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")

@@ -1,22 +1,13 @@
 """``rewardbridge score``: score a dataset offline, filter it, resume it after a crash.
 
-Row formats (told apart by their columns):
-
-- TRL prompt/completion (standard strings or conversational messages) -> ``reward``
-- TRL preference prompt/chosen/rejected (the prompt may be implicit in chosen/rejected
-  messages) -> ``chosen_reward``, ``rejected_reward``, ``margin``
-- HelpSteer2 prompt/response; multi-turn prompts flattened with ``<extra_id_1>`` are parsed
-  back into turns -> ``reward``
-- NeMo-Aligner conversations; every Assistant turn is scored with the turns before it and
-  gets a ``label`` ``name:value,...`` (``steerlm_labels``: rounded and clamped to 0-4 for
-  SteerLM training; floats otherwise) -> ``reward`` of the last Assistant turn
-
-A multi-attribute model also writes ``attributes`` {name: value} (without attribute_weights
-the ``reward`` is null: labelling needs no single reward). Scored rows are appended
-to OUT as each batch finishes, with a ``row_id`` (index + content hash); ``resume`` skips the
-rows OUT already holds, found by that identity. ``best_of_n``, ``min_zscore`` and the
-``normalize`` option (``normalized_reward``) need every response of a prompt, so they score
-into ``OUT.scored.jsonl`` and write OUT from it at the end.
+Rows are read by ``rows.py`` and told apart by ``formats.py`` (TRL prompt/completion,
+preference pairs, HelpSteer2, NeMo-Aligner conversations). A multi-attribute model also
+writes ``attributes`` {name: value} (without attribute_weights the ``reward`` is null:
+labelling needs no single reward). Scored rows are appended to OUT as each batch finishes,
+with a ``row_id`` (index + content hash); ``resume`` skips the rows OUT already holds, found
+by that identity. ``best_of_n``, ``min_zscore`` and the ``normalize`` option
+(``normalized_reward``) need every response of a prompt, so they score into
+``OUT.scored.jsonl`` and write OUT from it at the end.
 """
 
 from __future__ import annotations
@@ -25,26 +16,14 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from .conversation import Conversation, parse_flattened_turns
-from .errors import ConfigError, InputError
+from ..conversation import Conversation
+from ..errors import ConfigError, InputError
+from .formats import Parsed, parse_row
 from .rows import Row, count_rows, read_rows
-
-ROLES = {"User": "user", "Assistant": "assistant", "System": "system"}
-
-
-@dataclass
-class Parsed:
-    """A row turned into conversations to score and a function that writes their scores back."""
-
-    format: str
-    conversations: list[Conversation]
-    finish: Callable[[list[float | None], list[dict[str, float]]], dict]  # (rewards, attributes) -> output row
-    group_key: str | None = None  # the prompt, for best-of-n / z-scores (rows with one response)
 
 
 def score_file(
@@ -80,7 +59,7 @@ def score_file(
     """
     from tqdm import tqdm
 
-    from . import load_reward
+    from ..reward_fn import load_reward
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
@@ -168,140 +147,6 @@ def score_file(
     return stats
 
 
-def parse_row(row: dict, steerlm_labels: bool = False) -> Parsed:
-    """Tell the row's format by its columns and build its conversations; InputError if malformed."""
-    if "conversations" in row:
-        return _nemo_row(row, steerlm_labels)
-    if steerlm_labels:
-        raise ConfigError("--steerlm-labels writes labels into NeMo-Aligner conversation rows; this input has none")
-    if "chosen" in row or "rejected" in row:
-        return _preference_row(row)
-    if "completion" in row:
-        prompt, completion = _prompt(row), _messages_or_text(row, "completion")
-        conversation = Conversation.from_trl(prompt, completion)
-        return Parsed("prompt/completion", [conversation], lambda r, a: _with_reward(row, r[0], a[0]), conversation.prompt_key())
-    if "response" in row:
-        return _helpsteer2_row(row)
-    raise InputError(
-        f"has columns {sorted(row)}; expected prompt/completion (TRL), prompt/chosen/rejected (preference), "
-        "prompt/response (HelpSteer2) or conversations (NeMo-Aligner)"
-    )
-
-
-def _prompt(row: dict) -> str | list:
-    if "prompt" not in row:
-        raise InputError(f"has no 'prompt' column (columns: {sorted(row)})")
-    return _messages_or_text(row, "prompt")
-
-
-def _messages_or_text(row: dict, column: str) -> str | list:
-    value = row[column]
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and value and all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
-        return value
-    raise InputError(f"column {column!r} must be a string or a list of {{'role', 'content'}} messages, got {_short(value)}")
-
-
-def _with_reward(row: dict, reward: float | None, attributes: dict[str, float]) -> dict:
-    out = {**row, "reward": reward}
-    if attributes:
-        out["attributes"] = attributes
-    return out
-
-
-def _preference_row(row: dict) -> Parsed:
-    for column in ("chosen", "rejected"):
-        if column not in row:
-            raise InputError(f"has {'chosen' if column == 'rejected' else 'rejected'} but no {column!r} column")
-    chosen, rejected = _messages_or_text(row, "chosen"), _messages_or_text(row, "rejected")
-    if "prompt" in row:
-        prompt = _prompt(row)
-    elif isinstance(chosen, list) and isinstance(rejected, list):
-        # TRL's implicit prompt: the messages chosen and rejected share, up to the first difference.
-        shared = 0
-        while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
-            shared += 1
-        if shared == 0:
-            raise InputError("has no 'prompt' column and chosen/rejected share no leading messages to take it from")
-        prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
-    else:
-        raise InputError(f"has no 'prompt' column (columns: {sorted(row)})")
-
-    def finish(rewards, attributes):
-        good, bad = rewards
-        margin = None if good is None or bad is None else good - bad
-        return {**row, "chosen_reward": good, "rejected_reward": bad, "margin": margin}
-
-    return Parsed("preference", [Conversation.from_trl(prompt, chosen), Conversation.from_trl(prompt, rejected)], finish)
-
-
-def _helpsteer2_row(row: dict) -> Parsed:
-    prompt, response = row.get("prompt"), row["response"]
-    if not isinstance(prompt, str) or not isinstance(response, str):
-        raise InputError(f"HelpSteer2 rows have string prompt and response, got prompt {_short(prompt)}, response {_short(response)}")
-    turns = parse_flattened_turns(prompt)
-    if len(turns) == 1:  # single-turn: plain text, as TRL's standard format
-        conversation = Conversation.from_trl(prompt, response)
-    else:
-        conversation = Conversation.from_trl(turns, [{"role": "assistant", "content": response}])
-    return Parsed("HelpSteer2", [conversation], lambda r, a: _with_reward(row, r[0], a[0]), conversation.prompt_key())
-
-
-def _nemo_row(row: dict, steerlm_labels: bool) -> Parsed:
-    turns = row["conversations"]
-    if not isinstance(turns, list) or not turns:
-        raise InputError(f"'conversations' must be a non-empty list of turns, got {_short(turns)}")
-    messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
-    conversations, positions = [], []
-    for k, turn in enumerate(turns):
-        if not isinstance(turn, dict) or turn.get("from") not in ROLES or not isinstance(turn.get("value"), str):
-            raise InputError(f"conversation turn {k} must be {{'from': 'User'|'Assistant', 'value': str}}, got {_short(turn)}")
-        message = {"role": ROLES[turn["from"]], "content": turn["value"]}
-        if message["role"] == "assistant":
-            if not any(m["role"] == "user" for m in messages):
-                raise InputError(f"conversation turn {k} is an Assistant turn with no User turn before it")
-            conversations.append(Conversation.from_trl(list(messages), [message]))
-            positions.append(k)
-        messages.append(message)
-    if not conversations:
-        raise InputError("the conversation has no Assistant turn to score")
-
-    def finish(rewards, attributes):
-        out = {**row, "conversations": [dict(t) for t in turns]}
-        for k, reward, named in zip(positions, rewards, attributes):
-            out["conversations"][k]["label"] = steerlm_label(named, reward, steerlm_labels)
-        out["reward"] = rewards[-1]
-        return out
-
-    last = conversations[-1]
-    return Parsed("NeMo-Aligner", conversations, finish, last.prompt_key())
-
-
-def steerlm_label(attributes: dict[str, float], reward: float | None, steerlm: bool) -> str | None:
-    """``name:value,...``; for SteerLM training each value is clamped to [0, 4] and rounded (REFERENCE.md §2),
-    for ranking and filtering the floats are kept (4 decimals).
-
-    >>> steerlm_label({"helpfulness": 3.6, "coherence": 2.5, "verbosity": -0.4}, None, steerlm=True)
-    'helpfulness:4,coherence:3,verbosity:0'
-    >>> steerlm_label({"helpfulness": 3.6}, None, steerlm=False)
-    'helpfulness:3.6000'
-    """
-    if attributes and any(v is None for v in attributes.values()):
-        return None  # this turn could not be scored (a remote failure with on_error='skip')
-    if not attributes:
-        if steerlm:
-            raise ConfigError(
-                "--steerlm-labels writes attribute labels, but the reward model returns one reward and no attributes; "
-                "pass attributes=[names] (--option 'attributes=[helpfulness, ...]') for a multi-output model"
-            )
-        return None if reward is None else f"reward:{reward:.4f}"
-    if steerlm:
-        # Halves round up (math.floor(v + 0.5)), not to even as Python's round() does.
-        return ",".join(f"{name}:{math.floor(min(4.0, max(0.0, value)) + 0.5)}" for name, value in attributes.items())
-    return ",".join(f"{name}:{value:.4f}" for name, value in attributes.items())
-
-
 def score_conversations(reward, conversations: list[Conversation]) -> tuple[list[float | None], list[dict[str, float]]]:
     """The combined reward and the attributes of each conversation; None where scoring failed."""
     scores = reward.scorer.score(conversations)
@@ -378,7 +223,7 @@ def _post_process(scored_path: str, output: str, options, best_of_n: int | None,
     With ``options.normalize`` each row also gets ``normalized_reward``: its reward normalized
     among all its prompt's responses in the file (then ``options.clip``), as training would.
     """
-    from .normalize import clip_rewards, group_index, normalize_per_prompt
+    from ..normalize import clip_rewards, group_index, normalize_per_prompt
 
     with open(scored_path, encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
@@ -418,7 +263,7 @@ def select_rows(
     >>> select_rows(["a", "a", "a", "b"], [1.0, 3.0, 2.0, 0.5], best_of_n=2, min_zscore=None)[0]
     [1, 3]
     """
-    from .normalize import group_index, normalize_per_prompt
+    from ..normalize import group_index, normalize_per_prompt
 
     groups: dict[str, list[int]] = {}
     for i, (key, reward) in enumerate(zip(keys, rewards)):
@@ -445,8 +290,3 @@ def select_rows(
 def _float_or_none(value) -> float | None:
     value = float(value)
     return None if math.isnan(value) else value
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

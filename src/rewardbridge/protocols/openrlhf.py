@@ -12,23 +12,20 @@ from typing import Any
 
 from ..conversation import Conversation
 from ..errors import InputError
+from ..scorers.base import Scores
+from ..scorers.transport import ProtocolError, Request
 from ._wire import field, is_number_list, load_json
-from .remote import ProtocolError, Request, Rows, batched, remote_renderer
+from .base import CHAT, TEXT, Call, Codec, HTTPError, Route, Rows
 
 PATH = "/get_reward"
 
 
-class OpenRLHFClient:
+class OpenRLHFClient(Codec):
     """Client side: full texts rendered here (``tokenizer=`` for a chat template), in requests of ``request_batch_size``."""
 
     protocol = "openrlhf"
-
-    def __init__(self, options: Any):
-        self.options = options
-        self.renderer = remote_renderer(options)
-
-    def chunks(self, conversations: list[Conversation]) -> list[list[int]]:
-        return batched(len(conversations), self.options.request_batch_size)
+    renders_here = True
+    summary = "POST /get_reward, request_batch_size rendered texts per request"
 
     def request(self, batch: list[Conversation]) -> Request:
         return Request(PATH, json={
@@ -100,3 +97,30 @@ class PolicyTextSplitter:
         else:
             user = self.strip_specials(prompt).strip()
         return Conversation.from_trl([{"role": "user", "content": user}], [{"role": "assistant", "content": response}])
+
+
+def rewards_of(scores: Scores, route: str) -> list[float]:
+    """One reward per text; a multi-attribute model without weights has none to give."""
+    if scores.values is None:
+        raise HTTPError(
+            422, f"{route} returns one reward per text, but the model has attributes {list(scores.attributes)} and no "
+            "weights; start the server with --option attribute_weights=[...]",
+        )
+    return scores.values.tolist()
+
+
+async def serve_get_reward(call: Call) -> dict:
+    queries, prompts = parse_request(call.body)
+    splitter = call.server.splitter
+    if splitter is None:
+        scores = await call.server.score(TEXT, queries)
+    else:
+        if prompts is None:
+            raise HTTPError(422, "field 'prompts' is missing; --policy-tokenizer splits each query at its prompt")
+        conversations = [splitter.split(q, p, i) for i, (q, p) in enumerate(zip(queries, prompts))]
+        scores = await call.server.score(CHAT, conversations)
+    return format_response(rewards_of(scores, PATH))
+
+
+CLIENT = OpenRLHFClient
+ROUTES = (Route("POST", PATH, serve_get_reward),)

@@ -16,21 +16,20 @@ from typing import Any
 
 from ..conversation import Conversation
 from ..errors import InputError
+from ..scorers.base import Scores
+from ..scorers.transport import ProtocolError, Request
 from ._wire import field, load_json, messages_field, text_list
-from .base import Scores
-from .remote import ProtocolError, Request, Rows, batched, check_attribute_names, remote_renderer
+from .base import CHAT, TEXT, Call, Codec, Route, Rows, batched, check_attribute_names
 
 CLASSIFY, POOLING = "/classify", "/pooling"
 
 
-class VllmClient:
+class VllmClient(Codec):
     """Client side: rendered text batched in ``input``; chat data without a local template goes as ``messages``, one per request."""
 
     protocol = "vllm"
-
-    def __init__(self, options: Any):
-        self.options = options
-        self.renderer = remote_renderer(options)
+    renders_here = True
+    summary = "POST /classify, request_batch_size rendered texts per request (chat without a local template: messages, one per request)"
 
     def _as_messages(self, conversation: Conversation) -> bool:
         # No chat template here: let the server apply the model's own.
@@ -107,3 +106,21 @@ def format_pooling(scores: Scores, model: str) -> dict:
         "data": [{"index": i, "object": "pooling", "data": r} for i, r in enumerate(_rows(scores))],
         "usage": {"prompt_tokens": 0, "total_tokens": 0},
     }
+
+
+async def _serve_classify_like(call: Call, fmt) -> dict:
+    kind, items = parse_request(call.body)
+    scores = await call.server.score(CHAT if kind == "chat" else TEXT, items)
+    return fmt(scores, call.server.settings.model_name)
+
+
+async def serve_classify(call: Call) -> dict:
+    return await _serve_classify_like(call, format_classify)
+
+
+async def serve_pooling(call: Call) -> dict:
+    return await _serve_classify_like(call, format_pooling)
+
+
+CLIENT = VllmClient
+ROUTES = (Route("POST", CLASSIFY, serve_classify), Route("POST", POOLING, serve_pooling))

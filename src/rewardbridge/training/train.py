@@ -65,7 +65,7 @@ def resolve_model(path: str, gguf_file: str | None = None) -> str:
         return path
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .scorers.local import gguf_kwargs
+    from ..scorers.loading import gguf_kwargs
 
     cache_root = Path(os.environ.get("REWARDBRIDGE_CACHE", Path.home() / ".cache" / "rewardbridge"))
     target = cache_root / Path(gguf_file).stem
@@ -85,9 +85,21 @@ def resolve_model(path: str, gguf_file: str | None = None) -> str:
 
 def build_rewards(specs: Sequence[RewardSpec]) -> list[Callable]:
     """One TRL reward function per recipe entry: ``load_reward`` for models, the named callable
-    (a class is instantiated with ``kwargs``) for rule-based entries."""
-    from .reward_fn import load_reward
+    (a class is instantiated with ``kwargs``) for rule-based entries.
 
+    Every reward model is resolved first (``resolve.py``: kind, tokenizer, template, token ids,
+    limits), so a mistake in any of them stops the run before the weights of any load.
+    """
+    from ..errors import RewardBridgeError
+    from ..resolve import resolve
+    from ..reward_fn import load_reward
+
+    for index, spec in enumerate(specs):
+        if spec.source is not None:
+            try:
+                resolve(resolve_path(spec.source), **spec.options)
+            except RewardBridgeError as error:
+                raise type(error)(f"rewards[{index}] ({spec.source}): {error}") from None
     rewards = []
     for index, spec in enumerate(specs):
         if spec.function is not None:
@@ -253,7 +265,7 @@ class HeldOut:
         total = [0.0] * len(answers)
         for reward, weight in zip(self.trainer.reward_funcs, self.weights):
             if hasattr(reward, "scorer"):  # a rewardbridge reward: its raw score (per-prompt normalization needs a group)
-                from .conversation import conversations_from_trl
+                from ..conversation import conversations_from_trl
 
                 values = reward.combine(reward.scorer.score(conversations_from_trl(messages, completions))).tolist()
             else:

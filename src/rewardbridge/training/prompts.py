@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable
 
-from .conversation import parse_flattened_turns
-from .errors import InputError
+from ..conversation import parse_flattened_turns
+from ..errors import InputError
 from .recipe import DatasetSpec
 
 
@@ -46,7 +46,7 @@ def helpsteer2_preference_prompts(rows: Iterable[dict[str, Any]], split: str = "
 
 def read_rows(path: str) -> list[dict[str, Any]]:
     """A local file's rows, in any format ``rows.py`` reads; a malformed row names the file and place."""
-    from . import rows
+    from ..jobs import rows
 
     out = []
     for row in rows.read_rows(path):

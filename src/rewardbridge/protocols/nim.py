@@ -16,9 +16,10 @@ from typing import Any
 
 from ..conversation import Conversation
 from ..errors import InputError
+from ..scorers.base import Scores
+from ..scorers.transport import ProtocolError, Request
 from ._wire import field, load_json, messages_field
-from .base import Scores
-from .remote import ProtocolError, Request, Rows, check_attribute_names
+from .base import CHAT, Call, Codec, Route, Rows, check_attribute_names
 
 PATH = "/v1/chat/completions"
 SCALAR_NAME = "reward"
@@ -54,13 +55,12 @@ def parse_content(text: str) -> list[tuple[str, float]]:
 # -- client ----------------------------------------------------------------------------------
 
 
-class NimClient:
+class NimClient(Codec):
     """Client side: one request per conversation, ``content`` parsed into a reward or attributes."""
 
     protocol = "nim"
-
-    def __init__(self, options: Any):
-        self.options = options
+    renders_here = False  # NIM applies the model's own template
+    summary = "POST /v1/chat/completions, one conversation per request; the answer's content is name:value pairs"
 
     def chunks(self, conversations: list[Conversation]) -> list[list[int]]:
         return [[i] for i in range(len(conversations))]
@@ -122,3 +122,13 @@ def format_response(scores: Scores, row: int, model: str) -> dict:
         }],
         "usage": {"prompt_tokens": 0, "completion_tokens": 1, "total_tokens": 1},
     }
+
+
+async def serve_chat_completions(call: Call) -> dict:
+    conversation = parse_request(call.body)
+    scores = await call.server.score(CHAT, [conversation])
+    return format_response(scores, 0, call.server.settings.model_name)
+
+
+CLIENT = NimClient
+ROUTES = (Route("POST", PATH, serve_chat_completions),)

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import enum
 import importlib
 import importlib.util
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +23,10 @@ from typing import Any
 
 import yaml
 
-from . import yaml12
-from .errors import ConfigError, RewardBridgeError
-from .options import TEXT_OPTIONS
+from .. import yaml12
+from ..errors import ConfigError, RewardBridgeError
+from ..options import TEXT_OPTIONS
+from .typecheck import check_value
 
 TRAINERS = ("rloo", "grpo")
 # Files load_prompts reads itself; anything else is a hub dataset id.
@@ -213,8 +212,8 @@ def parse_recipe(data: dict[str, Any], base_dir: Path = Path("."), name: str = "
         wandb=sections.get("wandb"),
         evaluation=sections.get("evaluation"),
         plot=data.get("plot", "reward.png"),
-        seed=_check_value("seed", data.get("seed", 0), int),
-        threads=_check_value("threads", data.get("threads"), int | None),
+        seed=check_value("seed", data.get("seed", 0), int),
+        threads=check_value("threads", data.get("threads"), int | None),
     )
     if "reward_weights" in training:
         raise ConfigError("training.reward_weights: give each reward's 'weight' in the rewards list instead")
@@ -232,7 +231,7 @@ def parse_reward(entry: Any, index: int) -> RewardSpec:
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be a mapping with 'source' (a reward model) or 'function' (module:Name)")
     entry = dict(entry)
-    weight = _check_value(f"{where}.weight", entry.pop("weight", 1.0), float)
+    weight = check_value(f"{where}.weight", entry.pop("weight", 1.0), float)
     if ("source" in entry) == ("function" in entry):
         raise ConfigError(f"{where} needs exactly one of 'source' (a reward model) or 'function' (module:Name of a callable)")
     if "function" in entry:
@@ -240,7 +239,7 @@ def parse_reward(entry: Any, index: int) -> RewardSpec:
         load_function(entry["function"], where)  # importable now, not after the policy loaded
         return RewardSpec(function=entry["function"], kwargs=dict(entry.get("kwargs") or {}), weight=weight)
     source = entry.pop("source")
-    from .options import RewardOptions
+    from ..options import RewardOptions
 
     try:
         RewardOptions.from_kwargs(**entry)
@@ -274,7 +273,7 @@ def check_training(trainer: str, training: Any) -> dict[str, Any]:
     config_class = {"rloo": RLOOConfig, "grpo": GRPOConfig}[trainer]
     fields = {f.name: f.type for f in dataclasses.fields(config_class)}
     _reject_unknown(training, list(fields), "training: unknown key", f"(not a field of TRL's {config_class.__name__})")
-    return {key: _check_value(f"training.{key}", value, fields[key]) for key, value in training.items()}
+    return {key: check_value(f"training.{key}", value, fields[key]) for key, value in training.items()}
 
 
 def check_peft(peft: Any) -> dict[str, Any]:
@@ -288,7 +287,7 @@ def check_peft(peft: Any) -> dict[str, Any]:
         hints = typing.get_type_hints(LoraConfig)
     except Exception:  # an annotation peft's own module cannot resolve: let LoraConfig check
         hints = {}
-    peft = {key: _check_value(f"peft.{key}", value, hints.get(key, Any)) for key, value in peft.items()}
+    peft = {key: check_value(f"peft.{key}", value, hints.get(key, Any)) for key, value in peft.items()}
     peft = {"task_type": "CAUSAL_LM", **peft}
     try:
         LoraConfig(**peft)  # its own checks (rank > 0, target module names, ...), no model needed
@@ -331,7 +330,7 @@ def _section(cls: type, value: Any, name: str):
         if value.get(key) is None:
             raise ConfigError(f"{name}.{key} is required")
     hints = typing.get_type_hints(cls)
-    return cls(**{key: _check_value(f"{name}.{key}", v, hints[key]) for key, v in value.items()})
+    return cls(**{key: check_value(f"{name}.{key}", v, hints[key]) for key, v in value.items()})
 
 
 def _reject_unknown(mapping: dict, known: list[str], what: str, why: str = "") -> None:
@@ -344,68 +343,6 @@ def _reject_unknown(mapping: dict, known: list[str], what: str, why: str = "") -
 def _suggest(key: str, known: list[str]) -> str:
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-
-
-def _check_value(where: str, value: Any, annotation: Any) -> Any:
-    """``value`` if it fits ``annotation`` (a numeric string is taken for a float: YAML reads
-    ``3e-5`` as text); else a ConfigError naming the key and the expected type."""
-    ok, converted = _fits(value, annotation)
-    if not ok:
-        raise ConfigError(f"{where}={value!r} should be {_type_name(annotation)}, got {type(value).__name__}")
-    return converted
-
-
-def _fits(value: Any, annotation: Any) -> tuple[bool, Any]:
-    if annotation is Any or isinstance(annotation, (str, typing.TypeVar)):
-        return True, value  # an annotation we cannot check: let the config class decide
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(annotation):
-            ok, converted = _fits(value, option)
-            if ok:
-                return True, converted
-        return False, value
-    if origin is typing.Literal:
-        return value in typing.get_args(annotation), value
-    if annotation is type(None):
-        return value is None, value
-    if annotation is bool:
-        return isinstance(value, bool), value
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-        if isinstance(value, str):
-            try:
-                return True, float(value)
-            except ValueError:
-                return False, value
-        return False, value
-    if annotation is str:
-        return isinstance(value, str), value
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return value in {m.value for m in annotation} or isinstance(value, annotation), value
-    if origin in (list, tuple) or annotation in (list, tuple):
-        return isinstance(value, (list, tuple)), value
-    if origin is dict or annotation is dict:
-        return isinstance(value, dict), value
-    return True, value
-
-
-def _type_name(annotation: Any) -> str:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return "null"
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return "one of " + ", ".join(repr(m.value) for m in annotation)
-    if origin is not None:
-        return getattr(origin, "__name__", str(annotation)) if origin in (list, dict, tuple) else str(annotation)
-    return getattr(annotation, "__name__", str(annotation))
 
 
 def resolve_path(path: str) -> str:

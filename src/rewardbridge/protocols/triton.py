@@ -22,9 +22,10 @@ import numpy as np
 from ..conversation import Conversation
 from ..errors import InputError
 from ..presets import NEMOTRON_340B_ATTRIBUTES
+from ..scorers.base import Scores
+from ..scorers.transport import ProtocolError, Request
 from ._wire import load_json
-from .base import Scores
-from .remote import ProtocolError, Request, Rows, batched, check_attribute_names, remote_renderer
+from .base import TEXT, Answer, Call, Codec, HTTPError, Route, Rows, check_attribute_names
 
 INPUT, OUTPUT = "sentences", "rewards"
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -37,19 +38,18 @@ def infer_path(model: str) -> str:
 # -- client ----------------------------------------------------------------------------------
 
 
-class TritonClient:
+class TritonClient(Codec):
     """Client side: SteerLM-rendered sentences (``render=`` changes it) in requests of ``request_batch_size``."""
 
     protocol = "triton"
+    renders_here = True
+    default_render = "steerlm"  # NeMo-Aligner's server reads SteerLM text
+    summary = "POST /v2/models/<model_name>/infer, request_batch_size rendered texts per request as BYTES sentences"
 
-    def __init__(self, options: Any):
+    def __init__(self, options: Any, renderer: Any = None):
         import tritonclient.http  # noqa: F401 (fail early with ImportError when the extra is missing)
 
-        self.options = options
-        self.renderer = remote_renderer(options, default_mode="steerlm")
-
-    def chunks(self, conversations: list[Conversation]) -> list[list[int]]:
-        return batched(len(conversations), self.options.request_batch_size)
+        super().__init__(options, renderer)
 
     def request(self, batch: list[Conversation]) -> Request:
         import tritonclient.http as httpclient
@@ -197,3 +197,55 @@ def model_metadata(model: str, columns: int) -> dict:
 
 def server_metadata(version: str) -> dict:
     return {"name": "rewardbridge", "version": version, "extensions": ["binary_tensor_data"]}
+
+
+# -- routes: KServe v2 inference, health and metadata, as tritonclient calls them ------------------
+
+
+def _check_model(call: Call) -> None:
+    name = call.params.get("name")
+    if name is not None and name != call.server.settings.model_name:
+        raise HTTPError(404, f"unknown model {name!r}; this server serves {call.server.settings.model_name!r}")
+
+
+async def serve_infer(call: Call) -> Answer:
+    _check_model(call)
+    sentences, header = parse_request(call.body, call.headers.get(HEADER_LENGTH.lower()))
+    scores = await call.server.score(TEXT, sentences)
+    body, headers = format_response(reward_matrix(scores), header, call.server.settings.model_name)
+    return Answer(body, headers=headers)
+
+
+async def serve_live(call: Call) -> Answer:
+    return Answer(status=200)
+
+
+async def serve_ready(call: Call) -> Answer:
+    _check_model(call)
+    return Answer(status=200 if call.server.model is not None else 503)
+
+
+async def serve_server_metadata(call: Call) -> dict:
+    from .. import __version__
+
+    return server_metadata(__version__)
+
+
+async def serve_model_metadata(call: Call) -> dict:
+    _check_model(call)
+    columns = call.server.model.columns if call.server.model is not None else 1
+    return model_metadata(call.server.settings.model_name, columns)
+
+
+CLIENT = TritonClient
+ROUTES = (
+    Route("POST", "/v2/models/{name}/infer", serve_infer),
+    Route("POST", "/v2/models/{name}/versions/{version}/infer", serve_infer),
+    Route("GET", "/v2/health/live", serve_live),
+    Route("GET", "/v2/health/ready", serve_ready),
+    Route("GET", "/v2/models/{name}/ready", serve_ready),
+    Route("GET", "/v2/models/{name}/versions/{version}/ready", serve_ready),
+    Route("GET", "/v2", serve_server_metadata),
+    Route("GET", "/v2/models/{name}", serve_model_metadata),
+    Route("GET", "/v2/models/{name}/versions/{version}", serve_model_metadata),
+)

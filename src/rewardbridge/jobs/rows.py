@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 # CSV cells are strings; these columns may hold chat messages written as JSON text.

@@ -1,0 +1,154 @@
+"""A checkpoint read without its weights: config.json, the kind it implies, the Auto class that
+loads it, its output count, token ids, length limit, and the device and dtype to load it to.
+
+``resolve.py`` asks these questions once, before any weights load.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import ConfigError
+from .presets import explain_kind
+
+# Config classes in these auto_map entries are the model's own code (ArmoRM, the BERT RewardModel).
+MODEL_AUTO_CLASSES = ("AutoModelForSequenceClassification", "AutoModel")
+
+
+def resolve_device(device: str):
+    """``"auto"``: this rank's GPU if there is one, else CPU; a GPU asked for must exist. Returns (device, why)."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():  # LOCAL_RANK picks this process's GPU under a launcher
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))), "device='auto': this rank's GPU"
+        return torch.device("cpu"), "device='auto': no GPU here"
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device!r}, but this machine has no CUDA GPU (torch.cuda.is_available() is False); use device='cpu' or 'auto'")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={device!r}, but this machine has {torch.cuda.device_count()} GPU(s); use an index below that, or 'auto'")
+    return resolved, f"device={device!r} was given"
+
+
+def resolve_dtype(dtype, device):
+    """``"auto"`` is bfloat16 on a GPU and float32 on CPU."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return getattr(torch, dtype)
+    except AttributeError:
+        raise ConfigError(f"dtype={dtype!r} is not a torch dtype; use 'auto', 'float32', 'bfloat16' or 'float16'") from None
+
+
+def config_dict(source: str, options) -> dict:
+    """config.json as a plain dict: read without running any of the model's own code."""
+    from transformers import AutoConfig, PretrainedConfig
+
+    from .scorers.loading import from_pretrained_or_explain
+
+    if options.gguf_file:  # a GGUF file carries a standard architecture, never custom code
+        return from_pretrained_or_explain(AutoConfig, source, "config", gguf_file=options.gguf_file).to_dict()
+    try:
+        return PretrainedConfig.get_config_dict(source)[0]
+    except OSError as error:
+        raise ConfigError(
+            f"cannot load the config of {source!r}: it is not a local folder with a config.json, and the hub did not "
+            f"provide it ({' '.join(str(error).split())[:300]}). Pass a local model directory, or a hub id this machine can reach"
+        ) from error
+
+
+def resolve_kind(source: str, options, config: dict) -> tuple[str, str]:
+    """The readout kind and why it was chosen: the option (or a preset), else the model config."""
+    if options.kind is not None:
+        return options.kind, f"kind={options.kind!r} was given"
+    kind, why = explain_kind(config)
+    if kind is None:
+        raise ConfigError(
+            f"cannot tell what kind of reward model {source!r} is ({why}); pass kind= one of "
+            "'classifier', 'causal_logit', 'attributes', 'pair_regression', 'custom'"
+        )
+    return kind, why
+
+
+def model_class_for(kind: str, source: str, options, config: dict):
+    """The transformers Auto class that loads ``kind``; custom code only with ``trust_remote_code``."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    if kind == "causal_logit":
+        return AutoModelForCausalLM
+    if kind not in ("pair_regression", "custom"):
+        return AutoModelForSequenceClassification
+    auto_map = config.get("auto_map") or {}
+    mapped = [name for name in MODEL_AUTO_CLASSES if name in auto_map]
+    if mapped and not options.trust_remote_code:
+        raise ConfigError(
+            f"{source} needs its own modelling code (config.json auto_map: {auto_map[mapped[0]]}), which runs only "
+            "with trust_remote_code=True; read that code, then pass trust_remote_code=True "
+            "(--option trust_remote_code=true on the command line)"
+        )
+    if kind == "custom" and not mapped:
+        raise ConfigError(
+            f"kind='custom' loads a model's own code, but {source}/config.json maps none of {list(MODEL_AUTO_CLASSES)} "
+            "in auto_map; use kind='classifier' for a standard sequence classifier"
+        )
+    return AutoModelForSequenceClassification if "AutoModelForSequenceClassification" in mapped or not mapped else AutoModel
+
+
+def check_output_count(config: dict, kind: str, attributes) -> None:
+    """A classifier head's outputs must match ``attributes``; several unnamed outputs are an error.
+
+    Reading output 0 of a multi-output head without a word would score with one attribute
+    (or one class logit) and call it the reward.
+    """
+    if kind not in ("classifier", "attributes"):
+        return
+    # transformers saves id2label for every classifier; num_labels is derived from it.
+    outputs = len(config["id2label"]) if config.get("id2label") else config.get("num_labels", 1)
+    if attributes and len(attributes) != outputs:
+        raise ConfigError(
+            f"the reward model has {outputs} outputs but attributes names {len(attributes)}: "
+            f"{list(attributes)}; pass one name per output, in output order"
+        )
+    if not attributes and outputs > 1:
+        raise ConfigError(
+            f"the reward model has {outputs} outputs (config.num_labels), and no attributes were given to say which is which; "
+            "pass attributes=[names in output order] and attribute_weights to combine them"
+        )
+
+
+# Config classes in these auto_map entries are the model's own code (ArmoRM, the BERT RewardModel).
+
+
+def token_ids_for(token_id, tokenizer) -> tuple[int, ...]:
+    """``0`` -> (0,); ``("Yes", "No")`` -> their single-token ids."""
+    wanted = token_id if isinstance(token_id, (tuple, list)) else (token_id,)
+    if len(wanted) not in (1, 2):
+        raise ConfigError(f"token_id must be one token or a (yes, no) pair, got {token_id!r}")
+    ids = []
+    for token in wanted:
+        if isinstance(token, str):
+            pieces = tokenizer.encode(token, add_special_tokens=False)
+            if len(pieces) != 1:
+                raise ConfigError(
+                    f"token_id {token!r} is {len(pieces)} tokens for this tokenizer ({pieces}); pass one token (or its id)"
+                )
+            token = pieces[0]
+        if not 0 <= int(token) < len(tokenizer):
+            raise ConfigError(f"token_id {token} is outside the vocabulary (size {len(tokenizer)}); pass an id below that")
+        ids.append(int(token))
+    return tuple(ids)
+
+
+def model_max_length(tokenizer, config: dict) -> int:
+    """The model's own limit: the tokenizer's, else the position embeddings' (config.json)."""
+    limits = [config.get("max_position_embeddings")]
+    if getattr(tokenizer, "model_max_length", None) and tokenizer.model_max_length < 10**7:
+        limits.append(tokenizer.model_max_length)  # tokenizers without a limit say ~1e30
+    limits = [n for n in limits if n]
+    return min(limits) if limits else 4096

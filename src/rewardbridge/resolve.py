@@ -1,0 +1,339 @@
+"""Resolve, then load: what a reward source is, decided once, before any weights load.
+
+:func:`resolve` turns what the user passed (a source and ``load_reward`` options) into a
+:class:`Resolved`. For a local model that is its kind, model class, readout, renderer,
+token ids and limits, read from ``config.json`` and the tokenizer; for a URL its endpoints,
+protocol and (for protocols that carry rendered text) renderer. For both: the preset that
+filled the model card's defaults, and why each choice was made. Every check that needs no
+weights happens here, so a typo costs seconds, not a 70B load; loading
+(``scorers.build_scorer``) takes a ``Resolved`` and only loads.
+
+``load_reward``, ``rewardbridge score | eval | serve | train`` and ``rewardbridge inspect``
+(which prints :meth:`Resolved.format`) all go through this one step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import ConfigError, RewardBridgeWarning
+from .options import RewardOptions
+from .checkpoint import (
+    check_output_count, config_dict, model_class_for, model_max_length, resolve_device, resolve_dtype, resolve_kind,
+    token_ids_for,
+)
+from .presets import Preset, apply_preset, find_preset, log_unknown_model
+
+URL_PATTERN = re.compile(r"^\s*https?://", re.IGNORECASE)
+EXAMPLE = ("What is 2+2?", "4")  # the conversation `inspect` renders to show the model's input
+
+
+@dataclass
+class Resolved:
+    """A reward source, decided: what loading will build, and why.
+
+    Attributes:
+        source: an absolute local path, a hub id, or comma-separated endpoint URLs.
+        options: the user's options with the preset's defaults filled in.
+        remote: True for an endpoint.
+        preset: the known family that filled defaults, or None.
+        why: decision -> reason, e.g. ``{"kind": "architecture LlamaForCausalLM"}``.
+        kind, config, model_class, tokenizer, token_ids, max_length, device, dtype,
+            zero3_config: a local model's (None for an endpoint).
+        renderer: what turns a conversation into the text the model reads (a local model,
+            or a protocol that carries rendered text; None when the server renders).
+        urls: an endpoint's base URLs.
+    """
+
+    source: str
+    options: RewardOptions
+    remote: bool
+    preset: Preset | None = None
+    why: dict[str, str] = field(default_factory=dict)
+    kind: str | None = None
+    config: dict = field(default_factory=dict, repr=False)
+    model_class: Any = None
+    tokenizer: Any = field(default=None, repr=False)
+    renderer: Any = field(default=None, repr=False)
+    token_ids: tuple[int, ...] | None = None
+    max_length: int | None = None
+    device: Any = None
+    dtype: Any = None
+    zero3_config: dict | None = field(default=None, repr=False)
+    urls: tuple[str, ...] = ()
+
+    @property
+    def input(self) -> str:
+        """What the model reads, in words."""
+        if self.remote and self.renderer is None:
+            return "conversations as messages; the server renders them with its model's template"
+        if self.kind == "pair_regression":
+            return "(question, answer) pair: the prompt's last user turn and the completion"
+        renderer = self.renderer
+        if renderer.mode != "auto":
+            return f"render={renderer.mode!r} as given"
+        if renderer.judge_prompt:
+            return "judge: judge_prompt as one user turn"
+        if renderer.has_chat_template:
+            return "chat: the reward tokenizer's chat template"
+        return "text: prompt + completion with the tokenizer's special tokens (the tokenizer has no chat template)"
+
+    @property
+    def readout(self) -> str:
+        """What is read from the model's output, in words."""
+        opts = self.options
+        if self.remote:
+            return "the endpoint's answer (see protocol)"
+        if self.kind == "causal_logit":
+            tokens = [f"{i} ({self.tokenizer.convert_ids_to_tokens(i)!r})" for i in self.token_ids]
+            if len(tokens) == 1:
+                return f"the next-token logit of token {tokens[0]} after the last token"
+            return f"logit of token {tokens[0]} - logit of token {tokens[1]} at the next position (a yes/no judge)"
+        if self.kind == "pair_regression":
+            return f"model(**tokenizer(question, answer), alpha={opts.alpha:g}) (a tensor, or .logits[:, 0])"
+        if self.kind == "custom":
+            return "output.score; output.rewards as named attributes"
+        if opts.attribute_weights is not None:
+            return "sum_k attribute_weights[k] * logits[:, k]"
+        if opts.attributes:
+            return "logits[:, k] as named attributes (no single reward: pass attribute_weights to train on it)"
+        return "logits[:, 0]"
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(label, text) rows: what ``rewardbridge inspect`` prints."""
+        opts = self.options
+        preset = f"{self.preset.match!r}: {self.preset.why}" if self.preset else "none matches (nothing filled in)"
+        rows = [("source", self.source if not self.remote else ", ".join(self.urls)), ("preset", preset)]
+        if self.remote:
+            rows += self._describe_endpoint()
+        else:
+            rows += [
+                ("kind", f"{self.kind} ({self.why['kind']})"),
+                ("model class", self.model_class.__name__),
+                ("readout", self.readout),
+            ]
+        rows.append(("input", self.input))
+        rows.append(("example", self.example()))
+        if opts.attributes:
+            weights = opts.weight_vector() if opts.attribute_weights is not None else None
+            named = [f"{a}={w:g}" for a, w in zip(opts.attributes, weights)] if weights else list(opts.attributes)
+            rows.append(("attributes", ", ".join(named) + ("" if weights else " (no weights)")))
+        if not self.remote:
+            from .scorers.tokens import DEFAULT_MAX_TOKENS_PER_BATCH
+
+            rows.append(("limits", f"max_length {self.max_length} tokens ({self.why['max_length']}), truncation "
+                                   f"{opts.truncation!r}, max_tokens_per_batch {opts.max_tokens_per_batch or DEFAULT_MAX_TOKENS_PER_BATCH}"))
+            rows.append(("device", f"{self.device}, {str(self.dtype).removeprefix('torch.')} ({self.why['device']})"))
+            rows.append(("zero3", "off" if self.zero3_config is None else _describe_zero3(self.zero3_config)))
+        rows.append(("normalize", opts.normalize if opts.normalize != "reference" else f"reference ({opts.reference_column!r})"))
+        return rows
+
+    def _describe_endpoint(self) -> list[tuple[str, str]]:
+        from .protocols import protocol_module
+        from .scorers.transport import DEFAULT_KEY_ENV
+
+        opts = self.options
+        codec = protocol_module(opts.protocol).CLIENT
+        key_env = opts.api_key_env or DEFAULT_KEY_ENV.get(opts.protocol)
+        key = "no key sent" if not key_env else f"${key_env} ({'set' if os.environ.get(key_env) else 'not set: no key sent'})"
+        return [
+            ("protocol", f"{opts.protocol}: {codec.summary}"),
+            ("model_name", opts.model_name),
+            ("key", key),
+            ("transport", f"timeout {opts.timeout:g} s, max_retries {opts.max_retries}, retry_wait {opts.retry_wait:g} s, "
+                          f"max_concurrency {opts.max_concurrency}, request_batch_size {opts.request_batch_size}, "
+                          f"on_error {opts.on_error!r}"),
+        ]
+
+    def example(self) -> str:
+        """The example conversation as the model reads it (or as the client sends it)."""
+        from .conversation import Conversation
+
+        conversation = Conversation([{"role": "user", "content": EXAMPLE[0]}], ({"role": "assistant", "content": EXAMPLE[1]},))
+        if self.kind == "pair_regression":
+            return repr(EXAMPLE)
+        if self.renderer is None:
+            return repr(conversation.messages())
+        if self.renderer.resolved_mode(conversation) == "text":
+            conversation = Conversation(*EXAMPLE)
+        text = self.renderer.render(conversation)
+        return repr(text if len(text) <= 400 else text[:397] + "...")
+
+    def format(self) -> str:
+        rows = self.describe()
+        width = max(len(label) for label, _ in rows)
+        return "\n".join(f"{label:<{width}}  {text}" for label, text in rows)
+
+
+def _describe_zero3(config: dict) -> str:
+    zero = config.get("zero_optimization", {})
+    offload = (zero.get("offload_param") or {}).get("device", "none")
+    return f"stage {zero.get('stage')}, parameters offloaded to {offload}"
+
+
+def resolve(source: Any, **options: Any) -> Resolved:
+    """Decide what ``load_reward(source, **options)`` would build, without loading weights.
+
+    Raises ConfigError (or OptionTypeError) for any mistake that needs no weights to find.
+    """
+    return resolve_options(source, RewardOptions.from_kwargs(**options), given=set(options))
+
+
+def resolve_options(source: Any, options: RewardOptions, given: set[str] | None = None) -> Resolved:
+    """:func:`resolve` for options already built. ``given``: the option names the user passed
+    (None: those that differ from their defaults, as after unpickling)."""
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if isinstance(source, (list, tuple)) and is_remote(source):  # several endpoints: one comma-separated string
+        source = ",".join(source)
+    remote = is_remote(source)
+    options.check_applies_to_source(remote)
+    if isinstance(options.attribute_weights, Mapping):
+        unweighted = [a for a in options.attributes if a not in options.attribute_weights]
+        if unweighted:
+            warnings.warn(
+                f"attribute_weights gives no weight to {unweighted}: they count 0 in the reward (still logged). "
+                "Give them an explicit 0 to silence this",
+                RewardBridgeWarning,
+                stacklevel=3,
+            )
+    return _resolve_endpoint(source, options, given) if remote else _resolve_local(source, options, given)
+
+
+def _resolve_endpoint(source: str, options: RewardOptions, given: set[str] | None) -> Resolved:
+    from .options import PROTOCOLS
+    from .protocols import protocol_module
+    from .protocols.base import remote_renderer
+    from .scorers.transport import split_urls
+
+    urls = tuple(split_urls(source))
+    if options.protocol is None:
+        raise ConfigError(f"{source!r} is a URL; pass protocol= one of {PROTOCOLS} to say what the endpoint speaks")
+    if options.tokenizer:
+        options = dataclasses.replace(options, tokenizer=resolve_local_source(options.tokenizer, "tokenizer"))
+    preset = find_preset(options.model_name)
+    options, filled = _with_preset(source, options, given, remote=True)
+    codec = protocol_module(options.protocol).CLIENT
+    renderer = remote_renderer(options, codec.default_render) if codec.renders_here else None
+    preset = preset if filled else None
+    return Resolved(source=",".join(urls), options=options, remote=True, preset=preset, renderer=renderer, urls=urls)
+
+
+def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) -> Resolved:
+    import torch
+    from transformers import AutoTokenizer
+
+    from .conversation import Renderer
+    from .scorers.loading import from_pretrained_or_explain
+
+    source = resolve_local_source(source)
+    if options.tokenizer:
+        options = dataclasses.replace(options, tokenizer=resolve_local_source(options.tokenizer, "tokenizer"))
+    if isinstance(options.zero3, str):
+        options = dataclasses.replace(options, zero3=os.path.abspath(os.path.expanduser(options.zero3)))
+    preset = find_preset(source)
+    options, filled = _with_preset(source, options, given)
+    preset = preset if filled else None  # a preset the user overrode (another kind) did nothing
+    why: dict[str, str] = {}
+
+    device, why["device"] = resolve_device(options.device)
+    dtype = resolve_dtype(options.dtype, device)
+    if device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
+        warnings.warn(
+            f"dtype={options.dtype!r} on CPU: most CPUs emulate half precision, often many times slower than "
+            "float32; use dtype='auto' (float32 on CPU) unless you measured otherwise",
+            stacklevel=4,
+        )
+    zero3_config = None
+    if options.zero3:
+        from .scorers.zero3 import resolve_config
+
+        zero3_config = resolve_config(options.zero3, dtype)
+    config = config_dict(source, options)
+    kind, why["kind"] = resolve_kind(source, options, config)
+    if "kind" in filled:
+        why["kind"] = f"kind={kind!r} from the preset"
+    options.check_applies_to_kind(kind)
+    model_class = model_class_for(kind, source, options, config)  # refuses custom code before anything loads
+    # Several named outputs without attribute_weights still load: `rewardbridge score` labels data with
+    # them; as a TRL reward they need weights, which RewardFunction.combine says on the first call.
+    check_output_count(config, kind, options.attributes)
+    trained = config.get("max_position_embeddings")
+    if options.max_length and trained and options.max_length > trained:
+        warnings.warn(
+            f"max_length={options.max_length} is beyond the model's max_position_embeddings={trained}: "
+            "positions past it were never trained and their scores are not to be trusted; lower max_length",
+            stacklevel=4,
+        )
+
+    tokenizer_kwargs = {"trust_remote_code": options.trust_remote_code}
+    if options.gguf_file and not options.tokenizer:
+        tokenizer_kwargs["gguf_file"] = options.gguf_file
+    tokenizer = from_pretrained_or_explain(AutoTokenizer, options.tokenizer or source, "tokenizer", **tokenizer_kwargs)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    token_ids = token_ids_for(options.token_id, tokenizer) if kind == "causal_logit" else None
+    renderer = Renderer(
+        tokenizer=tokenizer,
+        mode=options.render,
+        chat_template=options.chat_template,
+        judge_prompt=options.judge_prompt,
+        **({"system_prompt": options.system_prompt} if options.system_prompt else {}),
+    )
+    if options.max_length:
+        max_length = options.max_length
+        why["max_length"] = "from the preset" if "max_length" in filled else "max_length was given"
+    else:
+        max_length = model_max_length(tokenizer, config)
+        why["max_length"] = "the model's own limit"
+    resolved = Resolved(
+        source=source, options=options, remote=False, preset=preset, why=why, kind=kind, config=config,
+        model_class=model_class, tokenizer=tokenizer, renderer=renderer, token_ids=token_ids, max_length=max_length,
+        device=device, dtype=dtype, zero3_config=zero3_config,
+    )
+    log_unknown_model(source, kind, why["kind"], resolved.input)
+    return resolved
+
+
+def is_remote(source: str | list) -> bool:
+    """True for a URL (any case of ``http://``/``https://``), a comma-separated list, or a list of them.
+
+    >>> is_remote("HTTP://rm:8000"), is_remote(["http://a", "https://b"]), is_remote("models/http_rm")
+    (True, True, False)
+    """
+    if isinstance(source, (list, tuple)):
+        return bool(source) and all(isinstance(s, str) and URL_PATTERN.match(s) for s in source)
+    return isinstance(source, str) and bool(URL_PATTERN.match(source))
+
+
+def _with_preset(source: str, options: RewardOptions, given: set[str] | None, remote: bool = False):
+    """``apply_preset``, and the names of the options it filled."""
+    filled = apply_preset(source, options, given=given, remote=remote)
+    return filled, {name for name in filled.changed() if getattr(filled, name) != getattr(options, name)}
+
+
+def resolve_local_source(source: str, what: str = "source") -> str:
+    """An existing local path made absolute (a pickled reward then loads from any working
+    directory); a hub id as given; a path that does not exist, a clear error.
+
+    >>> resolve_local_source("org/model-name")  # a hub id: left to transformers
+    'org/model-name'
+    """
+    if not isinstance(source, str) or not source.strip():
+        raise ConfigError(f"{what} must be a model directory, a hub id or an http(s):// URL, got {source!r}")
+    expanded = os.path.expanduser(source)
+    if os.path.exists(expanded):
+        return os.path.abspath(expanded)
+    # A hub id is "name" or "org/name"; anything else that names no existing path is a typo'd folder.
+    looks_like_path = source.startswith((".", "/", "~")) or os.path.isabs(source) or source.count("/") > 1 or "\\" in source
+    if looks_like_path:
+        raise ConfigError(
+            f"{what}={source!r}: no such folder ({os.path.abspath(expanded)}). Pass an existing model directory, "
+            "a hub id such as 'org/name', or an http(s):// URL"
+        )
+    return source
