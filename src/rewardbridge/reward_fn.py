@@ -12,14 +12,13 @@ from __future__ import annotations
 import math
 import os
 import re
-import warnings
 from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
 import torch
 
 from .conversation import Conversation, text_or_messages, conversations_from_trl
-from .errors import ConfigError, InputError, RewardBridgeWarning
+from .errors import ConfigError, InputError, RewardBridgeWarning, warn  # noqa: F401 (RewardBridgeWarning: its old home)
 from .normalize import (
     clip_rewards,
     combine_attributes,
@@ -218,7 +217,7 @@ class RewardFunction:
         """Legal but suspicious: say so once per reward function, not on every step."""
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, RewardBridgeWarning, stacklevel=3)
+            warn(message)
 
     def _check_reference_column(self, columns: dict, size: int) -> None:
         column = self.options.reference_column
@@ -284,11 +283,15 @@ class RewardFunction:
 
 
 def _load_scorer(source: str, options: RewardOptions) -> Scorer:
-    """Resolve (again: options already hold the preset) and load, e.g. after unpickling."""
+    """Resolve again and load, e.g. after unpickling. The options already hold what the preset
+    filled, and every other value was the user's choice (an explicit default included), so the
+    preset fills nothing this time."""
+    import dataclasses
+
     from .resolve import resolve_options
     from .scorers import build_scorer
 
-    return build_scorer(resolve_options(source, options))
+    return build_scorer(resolve_options(source, options, given={f.name for f in dataclasses.fields(options)}))
 
 
 def default_name(source: str, options: RewardOptions) -> str:

@@ -8,7 +8,7 @@ output count, token ids, tokenizer, renderer, limits, device, the ZeRO-3 config)
 
 from __future__ import annotations
 
-from ..errors import ConfigError
+from ..checkpoint import from_pretrained_or_explain
 from .local import LocalScorer
 from .readouts import readout_for
 from .tokens import DEFAULT_MAX_TOKENS_PER_BATCH
@@ -49,17 +49,6 @@ def load_local_scorer(resolved) -> LocalScorer:
         lockstep=resolved.zero3_config is not None,
         engine=engine,
     )
-
-
-def from_pretrained_or_explain(auto_class, source: str, what: str, **kwargs):
-    """``auto_class.from_pretrained``, with transformers' hub errors turned into what to do."""
-    try:
-        return auto_class.from_pretrained(source, **kwargs)
-    except OSError as error:
-        raise ConfigError(
-            f"cannot load the {what} of {source!r}: it is not a local folder, and the hub did not provide it "
-            f"({' '.join(str(error).split())[:300]}). Pass a local model directory, or a hub id this machine can reach"
-        ) from error
 
 
 def gguf_kwargs(gguf_file: str | None) -> dict:
