@@ -152,8 +152,10 @@ class RewardFunction:
         conversations = conversations_from_trl(prompts, completions)
         if self.options.normalize == "reference":
             self._check_reference_column(columns, len(conversations))
-        # Called even with no conversations: a ZeRO-3 scorer's forwards are collectives.
-        scores = self.scorer.score(conversations)
+        # Called even with no conversations: a ZeRO-3 scorer's forwards are collectives, as is a
+        # generative judge's gather of whole groups (which may read dataset columns: principle_column).
+        scorer = self.scorer
+        scores = scorer.score(conversations, columns) if getattr(scorer, "reads_columns", False) else scorer.score(conversations)
         if len(scores) != len(conversations):
             raise RuntimeError(f"{self.__name__}: the scorer returned {len(scores)} scores for {len(conversations)} conversations")
         if scores.num_truncated:
