@@ -368,3 +368,91 @@ def test_inspect_describes_the_judge():
     assert "all_pairs: N(N-1)/2 comparisons per prompt" in text and "length_penalty 0.35" in text
     assert "temperature 0.6, top_p 0.95, max_tokens 16384" in text
     assert "{'role': 'principle', 'content': 'Be brief.'}, {'role': 'response_1', 'content': '4'}" in text
+
+
+# -- the other ways in: score, train, inspect ----------------------------------------------------------
+
+
+def test_score_refuses_a_pairwise_judge_and_points_at_eval(judge, tmp_path):
+    from rewardbridge.jobs.score import score_file
+
+    server = judge()
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"prompt": "Q", "completion": "a"}) + "\n")
+    with pytest.raises(ConfigError, match="needs all of them at once; evaluate a pairwise judge with `rewardbridge eval`"):
+        score_file(server.url, str(tmp_path / "rows.jsonl"), str(tmp_path / "out.jsonl"), options={"protocol": "genrm"})
+    assert server.requests == [] and not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_recipe_with_a_pairwise_judge_and_a_held_out_check_is_refused(tmp_path):
+    from rewardbridge.training.recipe import parse_recipe
+
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "Q"}) + "\n")
+    recipe = {"trainer": "grpo", "model": {"path": "org/policy"}, "dataset": {"path": "p.jsonl"},
+              "rewards": [{"source": "http://judge:8000", "protocol": "genrm"}], "evaluation": {"prompts": "p.jsonl"}}
+    with pytest.raises(ConfigError, match="a pairwise judge \\(protocol='genrm'\\) compares several answers"):
+        parse_recipe(recipe, base_dir=tmp_path)
+
+
+# -- TRL: GRPO unchanged, and groups split across two processes -------------------------------------
+
+
+def test_grpo_trains_two_steps_with_a_genrm_reward(judge, causal_dir, tmp_path):
+    from test_trl import train
+
+    server = judge()
+    reward = load_reward(server.url, protocol="genrm", name="genrm", length_penalty=0.35, normalize="zscore", **FAST)
+    logs = train("grpo", causal_dir, [reward], True, tmp_path)  # GRPOTrainer(reward_funcs=[reward]), 2 steps, G = 2
+    steps = [entry for entry in logs if "rewards/genrm/mean" in entry]
+    assert len(steps) == 2
+    # 4 completions per step in 2 groups of 2: circular gives (0,1) and (1,0) per group: 4 comparisons a step.
+    assert [entry["genrm/comparisons"] for entry in steps] == [4.0, 4.0] and len(server.requests) == 8
+    assert all(entry["genrm/failed_frac"] == 0.0 for entry in steps)
+
+
+@pytest.mark.multiprocess
+def test_groups_split_across_two_ranks_score_as_one_process_and_each_comparison_runs_once(judge, causal_dir, tmp_path):
+    from conftest import torchrun
+    from rewardbridge.comparisons import comparison_pairs
+    from rewardbridge.groups import group_indices
+
+    direct, grpo = judge(), judge()
+    torchrun("genrm_split_groups.py", causal_dir, direct.url, grpo.url, str(tmp_path))
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+    def plan(prompts, completions):
+        """The comparisons one process makes for these rows: circular within each prompt, groups by first appearance."""
+        groups = group_indices(prompts)
+        return Counter((completions[g[i]], completions[g[j]]) for g in groups for i, j, _ in comparison_pairs("circular", len(g)))
+
+    # Direct call: rank 0 holds Q1 x2 + Q2, rank 1 Q2 x2 + Q1 + Q3 x2 (3 and 5 rows).
+    prompts = ranks[0]["direct"]["prompts"] + ranks[1]["direct"]["prompts"]
+    completions = ranks[0]["direct"]["completions"] + ranks[1]["direct"]["completions"]
+    one_process = load_reward(judge().url, protocol="genrm", **FAST)(prompts=prompts, completions=completions)
+    assert ranks[0]["direct"]["rewards"] + ranks[1]["direct"]["rewards"] == pytest.approx(one_process)
+    # Q1 = [yes, it is four, the answer is four]: (0,1) 1|3, (1,2) 3|4, (2,0) 4|1 -> 1, 3, 4;
+    # Q2 = [a, b c, d e f g h i] -> 1, 2, 5; Q3 = [j k, l m n]: (0,1) 2|3, (1,0) 3|2 -> 2, 3.
+    assert one_process == [1.0, 3.0, 1.0, 2.0, 5.0, 4.0, 2.0, 3.0]
+    assert Counter(compared(direct)) == plan(prompts, completions)  # every comparison once, none twice
+    assert sum(plan(prompts, completions).values()) == 3 + 3 + 2
+
+    # GRPO (per_device_train_batch_size=3, num_generations=2: TRL splits groups across the ranks).
+    calls = list(zip(ranks[0]["grpo"], ranks[1]["grpo"]))
+    assert len(calls) == 2
+    split = 0
+    expected_pairs = Counter()
+    for rank0, rank1 in calls:
+        prompts = [json.dumps(p) for p in rank0["prompts"] + rank1["prompts"]]
+        completions = [json.dumps(c) for c in rank0["completions"] + rank1["completions"]]
+        split += len(set(map(json.dumps, rank0["prompts"])) & set(map(json.dumps, rank1["prompts"])))
+        reference = load_reward(judge().url, protocol="genrm", normalize="zscore", **FAST)
+        alone = reference(prompts=rank0["prompts"] + rank1["prompts"], completions=rank0["completions"] + rank1["completions"])
+        assert rank0["rewards"] + rank1["rewards"] == pytest.approx(alone, abs=1e-5)
+        groups = group_indices(prompts)
+        for g in groups:
+            for i, j, _ in comparison_pairs("circular", len(g)):
+                first, second = (json.loads(completions[g[k]]) for k in (i, j))
+                expected_pairs[(first[0]["content"] if isinstance(first, list) else first,
+                                second[0]["content"] if isinstance(second, list) else second)] += 1
+    assert split >= 1  # at least one group really was split across the two processes
+    assert Counter(compared(grpo)) == expected_pairs and len(grpo.requests) == sum(expected_pairs.values())
+    assert ranks[0]["logged"] and all(entry["genrm/comparisons"] > 0 for entry in ranks[0]["logged"])
