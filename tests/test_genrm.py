@@ -456,3 +456,12 @@ def test_groups_split_across_two_ranks_score_as_one_process_and_each_comparison_
     assert split >= 1  # at least one group really was split across the two processes
     assert Counter(compared(grpo)) == expected_pairs and len(grpo.requests) == sum(expected_pairs.values())
     assert ranks[0]["logged"] and all(entry["genrm/comparisons"] > 0 for entry in ranks[0]["logged"])
+
+
+def test_the_worked_example_in_the_docs():
+    # docs/genrm.md: 4 responses to "How many legs does a spider have?", circular, length_penalty 0.35.
+    texts = ["Eight.", "A spider has eight legs.", "A spider has eight legs, in four pairs on its cephalothorax.", "Six."]
+    judged = [(0, 1, Judgement(4, 4, 4)), (1, 2, Judgement(4, 5, 5)), (2, 3, Judgement(5, 1, 1)), (3, 0, Judgement(1, 4, 6))]
+    assert fold(4, judged).rewards == [3.75, 4.25, 5.0, 1.0]
+    assert [round(w, 4) for w in length_weights([len(t) for t in texts])] == [0.3125, -0.0089, -0.6518, 0.3482]
+    assert [round(r, 3) for r in fold(4, judged, texts, length_penalty=0.35).rewards] == [3.859, 4.247, 4.772, 1.122]

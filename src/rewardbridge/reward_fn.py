@@ -41,8 +41,11 @@ def load_reward(source: str, **options: Any) -> RewardFunction:
             spread over them and a failed request moves to the next).
         protocol: what a URL speaks: ``"nim"`` (/v1/chat/completions, one conversation per
             request), ``"triton"`` (NeMo-Aligner's KServe v2 ``reward_model``, SteerLM text),
-            ``"vllm"`` (/classify), ``"openrlhf"`` (/get_reward) or ``"rewardbridge"``
-            (``rewardbridge serve``'s /v1/score).
+            ``"vllm"`` (/classify), ``"openrlhf"`` (/get_reward), ``"rewardbridge"``
+            (``rewardbridge serve``'s /v1/score), or a generative judge over chat completions:
+            ``"genrm"`` (compares a prompt's responses in pairs: ``pairs``, ``judges_per_pair``,
+            ``length_penalty``, ``on_parse_failure``, ...) or ``"principle"`` (yes/no logprobs:
+            ``principle``/``principle_column``, ``token_id``); see docs/genrm.md.
         timeout, max_retries, retry_wait: seconds per request (default 60); retries on
             connection errors, timeouts, 5xx and 429 (default 4), with exponential backoff
             from ``retry_wait`` seconds (default 0.5, jittered, capped at 30 s, a server's

@@ -101,13 +101,4 @@ def load_remote_scorer(resolved) -> RemoteScorer:
     from ..protocols import protocol_module
 
     codec = protocol_module(resolved.options.protocol).CLIENT(resolved.options, renderer=resolved.renderer)
-    kind = getattr(codec, "scorer", None)  # generative judges (issue 17): their own scorers over the transport
-    if kind == "pairwise":
-        from .pairwise import PairwiseScorer
-
-        return PairwiseScorer(resolved.urls, codec, resolved.options)
-    if kind == "principle":
-        from .judges import PrincipleScorer
-
-        return PrincipleScorer(resolved.urls, codec, resolved.options)
     return RemoteScorer(resolved.urls, codec, resolved.options)
