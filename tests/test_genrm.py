@@ -393,6 +393,14 @@ def test_a_recipe_with_a_pairwise_judge_and_a_held_out_check_is_refused(tmp_path
         parse_recipe(recipe, base_dir=tmp_path)
 
 
+@pytest.mark.parametrize("caller", ["verl", "OpenRLHF"])
+def test_engines_that_score_one_sample_per_call_refuse_a_pairwise_judge(caller):
+    from rewardbridge.integrations.shared import shared_reward
+
+    with pytest.raises(ConfigError, match=f"{caller} scores one sample per call"):
+        shared_reward("http://judge:8000", {"protocol": "genrm"}, caller=caller)
+
+
 # -- TRL: GRPO unchanged, and groups split across two processes -------------------------------------
 
 
