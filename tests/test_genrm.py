@@ -357,9 +357,16 @@ def test_bad_judge_options_are_refused_before_any_request(options, error, messag
         load_reward("http://127.0.0.1:9", **options)
 
 
-def test_judge_options_on_a_local_model_are_refused(classifier_dir):
+def test_judge_options_on_a_local_model_are_refused(no_weights):
     with pytest.raises(ConfigError, match="read only by protocol='genrm'"):
-        load_reward(classifier_dir, pairs="all_pairs")
+        load_reward("org/local-reward-model", pairs="all_pairs")
+
+
+def test_a_missing_key_variable_is_a_config_error_not_a_skipped_comparison(judge, monkeypatch):
+    monkeypatch.delenv("JUDGE_KEY", raising=False)
+    reward = load_reward(judge().url, protocol="genrm", api_key_env="JUDGE_KEY", on_error="skip", **FAST)
+    with pytest.raises(ConfigError, match="api_key_env='JUDGE_KEY', but that environment variable is not set"):
+        reward(prompts=["Q", "Q"], completions=["a", "b"])
 
 
 def test_inspect_describes_the_judge():

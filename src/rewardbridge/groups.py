@@ -10,7 +10,7 @@ same number of times, in the same order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Hashable, Sequence
 
 from .normalize import gather_objects, rank_and_world
@@ -21,22 +21,28 @@ class Gathered:
     """Every rank's rows in rank order, and where this rank's own rows are among them.
 
     >>> g = gather_rows(["a", "b"])  # one process
-    >>> g.rows, g.mine, share(5, g)
-    (['a', 'b'], slice(0, 2, None), [0, 1, 2, 3, 4])
+    >>> g.rows, g.mine, share(5, g), g.problems
+    (['a', 'b'], slice(0, 2, None), [0, 1, 2, 3, 4], [])
     """
 
     rows: list
     mine: slice
     rank: int = 0
     world: int = 1
+    problems: list = field(default_factory=list)
 
 
-def gather_rows(rows: Sequence[Any]) -> Gathered:
-    """All ranks' rows (picklable), in rank order; a collective when distributed."""
+def gather_rows(rows: Sequence[Any], problem: Any = None) -> Gathered:
+    """All ranks' rows (picklable), in rank order; a collective when distributed.
+
+    ``problem``: what this rank found wrong with its rows (an exception), gathered too, so
+    that every rank can raise it together instead of leaving the others waiting.
+    """
     rank, world = rank_and_world()
-    per_rank = gather_objects(list(rows))
-    offset = sum(len(r) for r in per_rank[:rank])
-    return Gathered([row for part in per_rank for row in part], slice(offset, offset + len(rows)), rank, world)
+    per_rank = gather_objects((list(rows), problem))
+    offset = sum(len(r) for r, _ in per_rank[:rank])
+    problems = [p for _, p in per_rank if p is not None]
+    return Gathered([row for part, _ in per_rank for row in part], slice(offset, offset + len(rows)), rank, world, problems)
 
 
 def group_indices(keys: Sequence[Hashable]) -> list[list[int]]:

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, Sequence
 import torch
 
 from ..comparisons import NEUTRAL_RANKING, NEUTRAL_SCORE, Comparison, Judgement, answer_text, comparison_pairs, fold
-from ..errors import ConfigError, RemoteError
+from ..errors import ConfigError, InputError, RemoteError
 from ..groups import gather_results, gather_rows, group_indices, share
 from .base import Scores
 from .judges import exchange_parsed, row_principles
@@ -53,6 +53,7 @@ class Outcome(NamedTuple):
     error: str | None = None
     retries: int = 0  # answers that held nothing to read and were asked again
     unparsed: bool = False  # no answer could be read (a failure, or neutral)
+    fatal: BaseException | None = None  # not a remote failure (a missing key variable): raised whatever on_error says
 
 
 class PairwiseScorer:
@@ -83,8 +84,13 @@ class PairwiseScorer:
     def score(self, conversations, columns: dict | None = None) -> Scores:
         """Rewards (B,) for this rank's conversations; a collective when distributed (every rank calls it)."""
         conversations = list(conversations)
-        principles = row_principles(self.options, columns, len(conversations))
-        gathered = gather_rows([((c.prompt_key(), p), c, p) for c, p in zip(conversations, principles)])
+        try:
+            principles, problem = row_principles(self.options, columns, len(conversations)), None
+        except InputError as error:  # raised below on every rank together, none left waiting in a collective
+            principles, problem = [None] * len(conversations), error
+        gathered = gather_rows([((c.prompt_key(), p), c, p) for c, p in zip(conversations, principles)], problem)
+        if gathered.problems:
+            raise gathered.problems[0]
         groups = []
         for indices in group_indices([key for key, _, _ in gathered.rows]):
             first, principle = gathered.rows[indices[0]][1], gathered.rows[indices[0]][2]
@@ -153,6 +159,8 @@ class PairwiseScorer:
             result, asked_again, why = await exchange_parsed(self.transport, request, self.codec.parse, [a, b], retries)
         except RemoteError as error:
             return Outcome(None, f"comparing samples {a} and {b}: {error}")
+        except Exception as error:  # noqa: BLE001: carried to every rank and raised there (no rank left waiting)
+            return Outcome(None, str(error), fatal=error)
         if why is None:
             return Outcome(result, None, asked_again)
         if self.options.on_parse_failure == "neutral":  # genrm_compare's fallback, when asked for
@@ -163,6 +171,9 @@ class PairwiseScorer:
         ), asked_again, True)
 
     def _raise_or_warn(self, outcomes: dict[int, Outcome]) -> None:
+        fatal = next((o.fatal for _, o in sorted(outcomes.items()) if o.fatal is not None), None)
+        if fatal is not None:
+            raise fatal
         errors = [o.error for _, o in sorted(outcomes.items()) if o.error]
         if errors and self.options.on_error == "raise":
             more = f" (and {len(errors) - 1} more comparison(s))" if len(errors) > 1 else ""
