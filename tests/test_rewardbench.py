@@ -185,3 +185,14 @@ def test_eval_cli_writes_the_rewardbench2_report(classifier_dir, tmp_path, capsy
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["benchmark"] == "rewardbench2" and "Overall" in capsys.readouterr().out
     assert main(["eval", classifier_dir, str(data), "--benchmark", "rewardbench"]) == 1  # lists, not RewardBench pairs
+
+
+def test_a_principle_judge_evaluates_as_a_pointwise_reward(judge):
+    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+    reward = load_reward(judge.url, protocol="principle", principle="helpfulness", token_id=["Yes", "No"], timeout=5.0)
+    report = evaluate_file(judge.url, str(SAMPLE), reward=reward, batch_size=10)
+    # The test judge's reward is 1 - len(response)/100: the shorter response wins, equal lengths tie (wrong).
+    assert report["ties"] == sum(len(r["chosen"]) == len(r["rejected"]) for r in rows)
+    assert sum(s["accuracy"] * s["n"] for s in report["subsets"].values()) == pytest.approx(
+        sum(len(r["chosen"]) < len(r["rejected"]) for r in rows))
+    assert len(judge.requests) == 2 * len(rows)  # one request per response

@@ -103,11 +103,11 @@ class PairwiseScorer:
         rewards = self._fold(groups, plan, outcomes, len(gathered.rows), opts.length_penalty, opts.reasoning_length_penalty)
         return Scores(values=rewards[gathered.mine])
 
-    def judge_groups(self, groups: list[Group], judge_both_orders: bool = True) -> list[list[float]]:
+    def judge_groups(self, groups: list[Group], both_orders: bool = True) -> list[list[float]]:
         """One process, no collectives (``rewardbridge eval``): every pair of each group, in both
         orders, folded without the length adjustment. Returns each group's rewards (NaN: failed)."""
         self._check_groups(groups)
-        plan = self.plan(groups, "all_pairs", both_orders=judge_both_orders)
+        plan = self.plan(groups, "all_pairs", both_orders=both_orders)
         outcomes = self.transport.run(self._judge_all(dict(enumerate(plan)), groups))
         self._raise_or_warn(outcomes)
         by_group = _by_group(plan, outcomes, len(groups))
