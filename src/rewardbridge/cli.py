@@ -42,12 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--on-bad-row", choices=("stop", "skip"), default="stop",
                        help="stop at a malformed row (default), or skip it into OUTPUT.rejects.jsonl")
 
-    evaluate = commands.add_parser("eval", help="RewardBench-protocol accuracy on prompt/chosen/rejected/subset rows")
-    evaluate.add_argument("source", help="reward model: directory, hub id, or http(s):// URL")
-    evaluate.add_argument("data", help="rows of {prompt, chosen, rejected, subset}")
+    evaluate = commands.add_parser("eval", help="RewardBench / RewardBench 2 scores on prompt/chosen/rejected/subset rows")
+    evaluate.add_argument("source", help="reward model: directory, hub id, or http(s):// URL (a GenRM compares directly)")
+    evaluate.add_argument("data", help="rows of {prompt, chosen, rejected, subset}; RewardBench 2: chosen/rejected are lists")
+    evaluate.add_argument("--benchmark", choices=("auto", "rewardbench", "rewardbench2"), default="auto",
+                          help="which protocol scores the rows (default: told by the first row)")
     evaluate.add_argument("--output", "-o", default=None, help="write the JSON report here")
     evaluate.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE", help=OPTION_HELP)
-    evaluate.add_argument("--batch-size", type=int, default=64, help="pairs scored per reward call (default 64)")
+    evaluate.add_argument("--batch-size", type=int, default=64, help="rows scored per reward call (default 64)")
 
     inspect = commands.add_parser("inspect", help="say what rewardbridge will do with a reward source, without loading its weights")
     inspect.add_argument("source", help="reward model: directory, hub id, or http(s):// URL")
@@ -115,7 +117,8 @@ def run_command(args: argparse.Namespace) -> int:
         options = parse_options(args.options)
         from .jobs.evaluate import evaluate_file
 
-        evaluate_file(args.source, args.data, output=args.output, options=options, batch_size=args.batch_size)
+        evaluate_file(args.source, args.data, output=args.output, options=options, batch_size=args.batch_size,
+                      benchmark=args.benchmark)
         return 0
     if args.command == "inspect":
         from .resolve import resolve

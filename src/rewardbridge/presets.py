@@ -39,6 +39,13 @@ ARMORM_ATTRIBUTES = (
 
 HELPSTEER_ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 
+# Llama-3.3-Nemotron-70B-Reward-Principle's card: the principle as a question in a user turn, one
+# token generated, reward = logit("Yes") - logit("No").
+NEMOTRON_70B_PRINCIPLE_PROMPT = (
+    "Evaluate the response to the previous prompt in terms of whether it satisfies this principle: {principle}. "
+    "Only answer Yes or No."
+)
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -67,6 +74,15 @@ PRESETS = (
         # NIM answers 'helpfulness:..,correctness:..,coherence:..,complexity:..,verbosity:..' (REFERENCE.md §2):
         # the five trained attributes, weighted as the card weighs them.
         remote={"nim": {"attributes": HELPSTEER_ATTRIBUTES, "attribute_weights": NEMOTRON_340B_WEIGHTS[4:]}},
+    ),
+    # Principle judges over chat completions (protocol="principle"), as their cards ask.
+    Preset(
+        "llama-3.3-nemotron-70b-reward-principle", {}, "the card's principle question as a user turn, one token, logit(Yes) - logit(No)",
+        remote={"principle": {"principle_prompt": NEMOTRON_70B_PRINCIPLE_PROMPT, "token_id": ("Yes", "No"), "max_tokens": 1}},
+    ),
+    Preset(
+        "qwen3-nemotron-32b-genrm-principle", {}, "a principle message; the judge reasons, then answers ' Yes' or ' No'",
+        remote={"principle": {"token_id": (" Yes", " No")}},
     ),
     Preset("skywork-reward", {"kind": "classifier"}, "sequence classifier, logits[0][0] over the chat template"),
     # Custom code in both: trust_remote_code stays the user's decision, never a preset's.

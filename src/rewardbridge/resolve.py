@@ -159,7 +159,7 @@ class Resolved:
             ("transport", f"timeout {opts.timeout:g} s, max_retries {opts.max_retries}, retry_wait {opts.retry_wait:g} s, "
                           f"max_concurrency {opts.max_concurrency}, request_batch_size {opts.request_batch_size}, "
                           f"on_error {opts.on_error!r}"),
-        ]
+        ] + (codec.describe(opts) if hasattr(codec, "describe") else [])  # a judge's own rows (pairs, sampling, ...)
 
     def example(self) -> str:
         """The example conversation as the model reads it: for a local model the text decoded from

@@ -40,8 +40,11 @@ def load_reward(source: str, **options: Any) -> RewardFunction:
             spread over them and a failed request moves to the next).
         protocol: what a URL speaks: ``"nim"`` (/v1/chat/completions, one conversation per
             request), ``"triton"`` (NeMo-Aligner's KServe v2 ``reward_model``, SteerLM text),
-            ``"vllm"`` (/classify), ``"openrlhf"`` (/get_reward) or ``"rewardbridge"``
-            (``rewardbridge serve``'s /v1/score).
+            ``"vllm"`` (/classify), ``"openrlhf"`` (/get_reward), ``"rewardbridge"``
+            (``rewardbridge serve``'s /v1/score), or a generative judge over chat completions:
+            ``"genrm"`` (compares a prompt's responses in pairs: ``pairs``, ``judges_per_pair``,
+            ``length_penalty``, ``on_parse_failure``, ...) or ``"principle"`` (yes/no logprobs:
+            ``principle``/``principle_column``, ``token_id``); see docs/genrm.md.
         timeout, max_retries, retry_wait: seconds per request (default 60); retries on
             connection errors, timeouts, 5xx and 429 (default 4), with exponential backoff
             from ``retry_wait`` seconds (default 0.5, jittered, capped at 30 s, a server's
@@ -151,8 +154,10 @@ class RewardFunction:
         conversations = conversations_from_trl(prompts, completions)
         if self.options.normalize == "reference":
             self._check_reference_column(columns, len(conversations))
-        # Called even with no conversations: a ZeRO-3 scorer's forwards are collectives.
-        scores = self.scorer.score(conversations)
+        # Called even with no conversations: a ZeRO-3 scorer's forwards are collectives, as is a
+        # generative judge's gather of whole groups (which may read dataset columns: principle_column).
+        scorer = self.scorer
+        scores = scorer.score(conversations, columns) if getattr(scorer, "reads_columns", False) else scorer.score(conversations)
         if len(scores) != len(conversations):
             raise RuntimeError(f"{self.__name__}: the scorer returned {len(scores)} scores for {len(conversations)} conversations")
         if scores.num_truncated:

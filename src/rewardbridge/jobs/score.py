@@ -72,6 +72,12 @@ def score_file(
     total = count_rows(input)  # a missing or unknown input fails here, before any file is written
     if reward is None:
         reward = load_reward(source, **dict(options or {}))
+    if getattr(reward.scorer, "needs_groups", False):
+        raise ConfigError(
+            f"score writes rows batch by batch, but protocol={reward.options.protocol!r} compares each prompt's responses "
+            "with each other and needs all of them at once; evaluate a pairwise judge with `rewardbridge eval`, or score "
+            "with a pointwise reward (a reward model, or protocol='principle')"
+        )
     normalize = reward.options.normalize
     if normalize == "reference" or reward.options.normalize_target != "reward":
         raise ConfigError(

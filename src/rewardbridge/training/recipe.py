@@ -219,6 +219,11 @@ def parse_recipe(data: dict[str, Any], base_dir: Path = Path("."), name: str = "
         raise ConfigError("training.reward_weights: give each reward's 'weight' in the rewards list instead")
     if "seed" in training:
         raise ConfigError("training.seed: set the recipe's top-level 'seed' instead (one seed for everything)")
+    if recipe.evaluation is not None and any(r.options.get("protocol") == "genrm" for r in recipe.rewards):
+        raise ConfigError(
+            "evaluation scores one greedy answer per held-out prompt, but a pairwise judge (protocol='genrm') compares "
+            "several answers to a prompt; drop the evaluation section from this recipe"
+        )
     if recipe.dataset.format not in PROMPT_FORMATS:
         raise ConfigError(f"dataset.format={recipe.dataset.format!r} is not one of {PROMPT_FORMATS}")
     resolve_files(recipe, base_dir)
