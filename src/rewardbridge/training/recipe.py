@@ -26,6 +26,7 @@ import yaml
 from .. import yaml12
 from ..errors import ConfigError, RewardBridgeError
 from ..options import TEXT_OPTIONS
+from .remote_rewards import fill_group_size
 from .typecheck import check_value
 
 TRAINERS = ("rloo", "grpo")
@@ -226,6 +227,7 @@ def parse_recipe(data: dict[str, Any], base_dir: Path = Path("."), name: str = "
         )
     if recipe.dataset.format not in PROMPT_FORMATS:
         raise ConfigError(f"dataset.format={recipe.dataset.format!r} is not one of {PROMPT_FORMATS}")
+    fill_group_size(recipe)  # a pairwise judge judges TRL's own groups (remote_rewards.py)
     resolve_files(recipe, base_dir)
     return recipe
 
