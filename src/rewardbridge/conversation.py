@@ -154,7 +154,7 @@ class Renderer:
     mode: str = "auto"
     chat_template: str | None = None
     judge_prompt: str | None = None
-    system_prompt: str = STEERLM_SYSTEM
+    system_prompt: str | None = None  # chat/judge: a system turn when the data has none; steerlm: its System text
 
     def __post_init__(self):
         if self.mode not in RENDER_MODES:
@@ -200,7 +200,7 @@ class Renderer:
                 )
             return conversation.prompt + conversation.completion_text()
         if mode == "steerlm":
-            return render_steerlm(conversation, self.system_prompt)
+            return render_steerlm(conversation, self.system_prompt or STEERLM_SYSTEM)
         if not self.has_chat_template:
             raise ConfigError(
                 f"render={mode!r} needs a chat template, but the reward tokenizer has none; "
@@ -208,8 +208,20 @@ class Renderer:
             )
         if mode == "judge":
             question = self.judge_prompt.format(prompt=conversation.prompt_text(), response=conversation.completion_text())
-            return self._apply_template([{"role": "user", "content": question}], add_generation_prompt=True)
-        return self._apply_template(conversation.messages(), add_generation_prompt=False)
+            return self._apply_template(self._with_system([{"role": "user", "content": question}]), add_generation_prompt=True)
+        return self._apply_template(self._with_system(conversation.messages()), add_generation_prompt=False)
+
+    def with_system(self, conversation: Conversation) -> Conversation:
+        """``conversation`` with ``system_prompt`` as its first turn when it has no system turn of its own
+        (for a server that renders messages itself)."""
+        if not self.system_prompt or conversation.is_chat and any(m.get("role") == "system" for m in conversation.prompt):
+            return conversation
+        return Conversation(tuple(self._with_system(conversation.prompt_messages())), conversation.completion)
+
+    def _with_system(self, messages: list[Message]) -> list[Message]:
+        if self.system_prompt and not any(m.get("role") == "system" for m in messages):
+            return [{"role": "system", "content": self.system_prompt}, *messages]
+        return messages
 
     def _apply_template(self, messages: list[Message], add_generation_prompt: bool) -> str:
         kwargs = {"chat_template": self.chat_template} if self.chat_template else {}

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import warnings
+import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
@@ -114,6 +115,7 @@ class RewardFunction:
         self._scorer = scorer if scorer is not None else _load_scorer(source, options)
         self._reference_cache: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._warned: set[str] = set()
+        _claim_name(self)
 
     @property
     def scorer(self) -> Scorer:
@@ -149,7 +151,7 @@ class RewardFunction:
         log_extra: Callable[[str, list], None] | None = None,
         **columns: Any,
     ) -> list[float | None]:
-        conversations = conversations_from_trl(prompts, completions)
+        conversations = conversations_from_trl(prompts, completions)  # a bare string, an empty sample: refused here
         if self.options.normalize == "reference":
             self._check_reference_column(columns, len(conversations))
         # Called even with no conversations: a ZeRO-3 scorer's forwards are collectives.
@@ -241,7 +243,7 @@ class RewardFunction:
         for i, (key, conv, ref) in enumerate(zip(keyed, conversations, references)):
             if key not in self._reference_cache and key not in missing:
                 where = f"reference_column {self.options.reference_column!r} value {i}"
-                missing[key] = Conversation(conv.prompt, text_or_messages(ref, where))
+                missing[key] = Conversation(conv.prompt, text_or_messages(ref, where, completion=True))
         # Scored even when nothing is missing here: other ranks may be scoring (ZeRO-3 lockstep).
         fresh = self.combine(self.scorer.score(list(missing.values())))
         for key, value in zip(missing, fresh.tolist()):
@@ -281,6 +283,25 @@ class RewardFunction:
                 log_extra(f"{name}/raw", raw.tolist())
             for attribute, column in scores.attributes.items():
                 log_extra(f"{name}/{attribute}", column.tolist())
+
+
+# The rewards alive in this process, by name: TRL logs (and merges) rewards by name.
+_LIVE: weakref.WeakValueDictionary[str, RewardFunction] = weakref.WeakValueDictionary()
+
+
+def _claim_name(reward: RewardFunction) -> None:
+    """Warn when another live reward has this name but another source or options: in one trainer TRL
+    would log both under ``rewards/<name>/...`` and merge their metrics (two ``checkpoint-500`` folders)."""
+    other = _LIVE.get(reward.__name__)
+    if other is not None and other is not reward and (other.source, other.options) != (reward.source, reward.options):
+        warnings.warn(
+            f"two rewards are named {reward.__name__!r} ({other.source} and {reward.source}"
+            f"{', with other options' if other.source == reward.source else ''}); TRL logs rewards by name and would merge "
+            f"their metrics: pass name='...' to load_reward (a recipe's 'name:') to tell them apart",
+            RewardBridgeWarning,
+            stacklevel=4,
+        )
+    _LIVE[reward.__name__] = reward
 
 
 def _load_scorer(source: str, options: RewardOptions) -> Scorer:

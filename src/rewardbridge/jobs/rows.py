@@ -57,8 +57,8 @@ def file_format(path: str) -> str:
             return "disk"
         if os.path.exists(os.path.join(path, "config.json")):
             raise ConfigError(
-                f"{path} is a model folder (it has config.json), not data; the arguments may be swapped: "
-                "the reward model comes first, then the data (rewardbridge score MODEL DATA -o OUT)"
+                f"{path} is a model folder (it has config.json), not data; were the model and the data given the other way "
+                "round? (rewardbridge score MODEL DATA -o OUT)"
             )
         raise ConfigError(
             f"{path} is a folder but not one datasets' save_to_disk wrote (none of {list(SAVED_MARKERS)}); "
