@@ -286,14 +286,16 @@ class RewardFunction:
 
 
 # The rewards alive in this process, by name: TRL logs (and merges) rewards by name.
-_LIVE: weakref.WeakValueDictionary[str, RewardFunction] = weakref.WeakValueDictionary()
+_LIVE: dict[str, weakref.WeakSet] = {}
 
 
 def _claim_name(reward: RewardFunction) -> None:
     """Warn when another live reward has this name but another source or options: in one trainer TRL
-    would log both under ``rewards/<name>/...`` and merge their metrics (two ``checkpoint-500`` folders)."""
-    other = _LIVE.get(reward.__name__)
-    if other is not None and other is not reward and (other.source, other.options) != (reward.source, reward.options):
+    would log both under ``rewards/<name>/...`` and merge their metrics (two ``checkpoint-500`` folders).
+    The same source and options again is a reload, not a second reward."""
+    alive = _LIVE.setdefault(reward.__name__, weakref.WeakSet())
+    other = next((r for r in alive if (r.source, r.options) != (reward.source, reward.options)), None)
+    if other is not None:
         warnings.warn(
             f"two rewards are named {reward.__name__!r} ({other.source} and {reward.source}"
             f"{', with other options' if other.source == reward.source else ''}); TRL logs rewards by name and would merge "
@@ -301,7 +303,7 @@ def _claim_name(reward: RewardFunction) -> None:
             RewardBridgeWarning,
             stacklevel=4,
         )
-    _LIVE[reward.__name__] = reward
+    alive.add(reward)
 
 
 def _load_scorer(source: str, options: RewardOptions) -> Scorer:

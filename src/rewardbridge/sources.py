@@ -60,6 +60,8 @@ def check_source_text(source: Any) -> None:
     for item in (i.strip() for i in items):
         if not item or URL_PATTERN.match(item) or os.path.exists(os.path.expanduser(item)):
             continue
+        if re.match(r"^https?:(?!//)", item, re.IGNORECASE):
+            raise ConfigError(f"source {item!r} is missing the // after its scheme; write '{item.split(':', 1)[0]}://{item.split(':', 1)[1].lstrip('/')}'")
         scheme = SCHEME.match(item)
         if scheme:
             close = difflib.get_close_matches(scheme.group(1).lower(), ["http", "https"], n=1, cutoff=0.5)
@@ -68,8 +70,6 @@ def check_source_text(source: Any) -> None:
             raise ConfigError(
                 f"source {item!r} has the scheme {scheme.group(1)!r}{hint}; an endpoint is an http(s):// URL: pass 'http://{rest}'"
             )
-        if re.match(r"^https?:(?!//)", item, re.IGNORECASE):
-            raise ConfigError(f"source {item!r} is missing the // after its scheme; write '{item.split(':', 1)[0]}://{item.split(':', 1)[1].lstrip('/')}'")
         if HOST_PORT.match(item):
             raise ConfigError(f"source {item!r} looks like an endpoint without its scheme; pass 'http://{item}' (or https://...)")
 
