@@ -178,3 +178,14 @@ def test_what_one_route_refuses_every_route_and_load_reward_refuse(served, class
         response = httpx.post(served + path, json=body, timeout=60)
         assert response.status_code == 422, (path, response.text)
         assert f"field '{label}{field}" in response.json()["error"]["message"], (path, response.text)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/get_reward", {"query": ["", "Hello there."]}),  # was 0.0 beside a batch-mate, a crash alone
+    ("/classify", {"model": "reward_model", "input": [""]}),
+])
+def test_a_text_that_renders_to_no_tokens_is_refused_not_scored(served, path, body):
+    import httpx
+
+    response = httpx.post(served + path, json=body, timeout=60)
+    assert response.status_code == 422 and "sample 0 renders to no tokens" in response.json()["error"]["message"], response.text

@@ -33,11 +33,7 @@ def check_misapplied(resolved) -> None:
             )
         return
     if not resolved.remote:
-        if opts.judge_prompt and resolved.kind != "causal_logit":
-            raise ConfigError(
-                f"judge_prompt asks a causal LM a question whose next token is its verdict (kind='causal_logit'); this model is "
-                f"kind={resolved.kind!r} and reads the conversation itself, which judge_prompt would replace. Drop judge_prompt"
-            )
+        check_judge(resolved.kind, opts)
         if resolved.kind == "pair_regression":
             ignored = [k for k in ("chat_template", "system_prompt") if getattr(opts, k)] + (["render"] if opts.render != "auto" else [])
             if ignored:
@@ -65,6 +61,15 @@ def check_misapplied(resolved) -> None:
         )
     if opts.system_prompt and mode in ("chat", "judge"):
         _check_template_takes_a_system_turn(resolved.renderer)
+
+
+def check_judge(kind: str, opts) -> None:
+    """``judge_prompt`` only for a causal-LM judge (checked as soon as the kind is known, before the tokenizer)."""
+    if opts.judge_prompt and kind != "causal_logit":
+        raise ConfigError(
+            f"judge_prompt asks a causal LM a question whose next token is its verdict (kind='causal_logit'); this model is "
+            f"kind={kind!r} and reads the conversation itself, which judge_prompt would replace. Drop judge_prompt"
+        )
 
 
 def rendered_mode(renderer) -> str:

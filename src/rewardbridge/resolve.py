@@ -236,7 +236,7 @@ def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) 
     from transformers import AutoTokenizer
 
     from .conversation import Renderer
-    from .option_checks import check_misapplied
+    from .option_checks import check_judge, check_misapplied
     from .scorers.loading import from_pretrained_or_explain
 
     source = resolve_local_source(source)
@@ -266,6 +266,7 @@ def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) 
     kind, why["kind"] = resolve_kind(source, options, config)
     if "kind" in filled:
         why["kind"] = f"kind={kind!r} from the preset"
+    check_judge(kind, options)
     tokenizer_kwargs = {"trust_remote_code": options.trust_remote_code}
     if options.gguf_file and not options.tokenizer:
         tokenizer_kwargs["gguf_file"] = options.gguf_file

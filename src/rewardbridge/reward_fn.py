@@ -290,16 +290,15 @@ _LIVE: dict[str, weakref.WeakSet] = {}
 
 
 def _claim_name(reward: RewardFunction) -> None:
-    """Warn when another live reward has this name but another source or options: in one trainer TRL
-    would log both under ``rewards/<name>/...`` and merge their metrics (two ``checkpoint-500`` folders).
-    The same source and options again is a reload, not a second reward."""
+    """Warn when another live reward from another source has this name: in one trainer TRL would log
+    both under ``rewards/<name>/...`` and merge their metrics (two ``checkpoint-500`` folders). The
+    same source again (a reload, or other options) is not warned about; a recipe refuses any repeat."""
     alive = _LIVE.setdefault(reward.__name__, weakref.WeakSet())
-    other = next((r for r in alive if (r.source, r.options) != (reward.source, reward.options)), None)
+    other = next((r for r in alive if r.source != reward.source), None)
     if other is not None:
         warnings.warn(
-            f"two rewards are named {reward.__name__!r} ({other.source} and {reward.source}"
-            f"{', with other options' if other.source == reward.source else ''}); TRL logs rewards by name and would merge "
-            f"their metrics: pass name='...' to load_reward (a recipe's 'name:') to tell them apart",
+            f"two rewards are named {reward.__name__!r} ({other.source} and {reward.source}); TRL logs rewards by name and "
+            "would merge their metrics: pass name='...' to load_reward (a recipe's 'name:') to tell them apart",
             RewardBridgeWarning,
             stacklevel=4,
         )

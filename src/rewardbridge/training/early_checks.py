@@ -27,9 +27,8 @@ def check_batch(trainer: str, training: dict[str, Any]) -> None:
     steps, size = get("steps_per_generation"), get("generation_batch_size")
     if size is None:
         steps = steps or get("gradient_accumulation_steps") or 1
-        size, said = per_device * processes * steps, (
-            f"per_device_train_batch_size={per_device} x {processes} process(es) x steps_per_generation={steps} = {size}"
-        )
+        size = per_device * processes * steps
+        said = f"per_device_train_batch_size={per_device} x {processes} process(es) x steps_per_generation={steps} = {size}"
     else:
         said = f"generation_batch_size={size}"
     if size % generations:
