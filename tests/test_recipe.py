@@ -110,6 +110,8 @@ BAD_RECIPES = [
     (['rewards=[{function: "rewardbridge.rules:WordLimit", kwargs: {max_words: 3}}, {function: "rewardbridge.rules:WordLimit", kwargs: {max_words: 3}}]'],
      ConfigError, ["rewards[0] and rewards[1] are both named 'word_limit_3'", "merge them"]),
     (["rewards.0.judge_prompt=Q: {prompt} A: {response}"], ConfigError, ["rewards[0]", "judge_prompt asks a causal LM"]),
+    (["model.path=sub/config.json"], ConfigError, ["model.path=", "is a file", "pass its folder"]),
+    (["model.path=sub"], ConfigError, ["model.path", "has no tokenizer files"]),
 ]
 
 

@@ -1,6 +1,6 @@
 """What a recipe run checks before any weights load, so a mistake costs seconds, not a 70B load.
 
-:func:`preflight` reads the prompts (a folder that is not a dataset, a missing ``prompt``
+:func:`preflight` checks the policy's folder (not a file, with a tokenizer), reads the prompts (a folder that is not a dataset, a missing ``prompt``
 column, a hub id that cannot be reached), resolves every reward model without its weights and
 builds every rule (:func:`check_rewards`, which also refuses two rewards under one name), all
 before TRL's trainers are imported or any model loads. The batch arithmetic TRL would refuse
@@ -19,11 +19,22 @@ def preflight(recipe: Recipe) -> tuple[Any, list[Callable | None]]:
     from ..errors import ConfigError, InputError
     from .prompts import load_prompts
 
+    check_policy(recipe)
     try:
         prompts = load_prompts(recipe.dataset)
     except InputError as error:
         raise ConfigError(f"dataset: {error}") from None
     return prompts, check_rewards(recipe.rewards)
+
+
+def check_policy(recipe: Recipe) -> None:
+    """The policy's source names a folder (not its config.json) with a tokenizer, or a hub id."""
+    from ..checkpoint import check_tokenizer_files
+    from ..sources import resolve_local_source
+
+    path = resolve_local_source(resolve_path(recipe.model.path), "model.path")
+    if recipe.model.gguf_file is None:
+        check_tokenizer_files(path, "model.path")
 
 
 def check_rewards(specs: Sequence[RewardSpec]) -> list[Callable | None]:
