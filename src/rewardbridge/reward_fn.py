@@ -82,8 +82,9 @@ def load_reward(source: str, **options: Any) -> RewardFunction:
             (``True``, a DeepSpeed config dict, or a JSON path such as
             ``configs/deepspeed/zero3_offload_cpu.json``). Load rewards before the trainer.
         render: ``"auto"`` | ``"chat"`` | ``"text"`` | ``"judge"`` | ``"steerlm"``; with
-            ``chat_template``, ``judge_prompt`` (``{prompt}``/``{response}``), ``system_prompt``,
-            ``tokenizer`` (a different tokenizer directory).
+            ``chat_template``, ``judge_prompt`` (``{prompt}``/``{response}``), ``system_prompt``
+            (the system turn of a conversation that has none), ``tokenizer`` (a different
+            tokenizer directory). Template and prompt options take the text, not a file's name.
         device, dtype: where and how the model runs (``"auto"``: this rank's GPU in bfloat16,
             else CPU in float32). ``gguf_file`` loads a GGUF checkpoint in ``source``.
         name: the metric name in TRL's logs (default from ``source``).
