@@ -145,12 +145,13 @@ class JobOutput:
         index -> row_id (empty unless resuming)."""
         self.check()  # again, under the lock: another run may have written since
         before = read_record(self.record_path)
-        if self.resume and before is None and any(_holds_data(p) for p in self.files):
+        holds_rows = any(_holds_data(p) for p in [*self.files, *([self.final] if self.final else [])])
+        if self.resume and before is None and holds_rows:
             raise ConfigError(
                 f"{self.output} holds rows but no {self.record_path} saying which model and options wrote them, so a resume "
                 "could mix two runs' scores; remove it and score again, or pick another output path"
             )
-        if self.resume and before is not None:
+        if self.resume and before is not None and holds_rows:
             changes = record.differences(before)
             if changes:
                 raise ConfigError(
