@@ -338,14 +338,21 @@ def test_cli_errors_are_one_line_with_exit_status_2_for_usage(capsys, classifier
 
 # -- no silent garbage from a wrong model (issue 15 §4) --------------------------------------------
 
-def test_a_head_the_checkpoint_lacks_is_refused_naming_the_keys_and_the_kind(causal_dir):
-    # A causal LM loaded as a classifier gets a random score head (transformers: "score.weight MISSING"):
-    # two loads scored the same text -0.244 and +0.057. Refused, with the kind that reads it.
+def test_a_head_the_checkpoint_lacks_is_refused_naming_the_keys(classifier_dir, tmp_path):
+    # A classifier's config over weights without its head (a backbone saved under the wrong
+    # architectures): transformers says "score.weight MISSING" and initializes it at random, so
+    # two loads of one folder scored the same text -0.244 and +0.057. Refused, naming the keys.
+    # (A causal LM read as a classifier is refused before any weights: check_kind_fits.)
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "headless"
+    shutil.copytree(classifier_dir, folder)
+    weights = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("score.")}, folder / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ConfigError) as caught:
-        load_reward(causal_dir, kind="classifier")
+        load_reward(str(folder))
     message = str(caught.value)
-    assert "no weights for score.weight" in message and "initialize them at random" in message
-    assert "kind='causal_logit'" in message and "LlamaForCausalLM" in message
+    assert "no weights for score.weight" in message and "initialize them at random" in message and "kind='classifier'" in message
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,10 @@ wrong type, an unknown option name), like Python's own error for a bad keyword a
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
 
 class RewardBridgeError(Exception):
     """Base of every error rewardbridge raises on purpose."""
@@ -38,3 +42,15 @@ class RemoteError(RewardBridgeError, RuntimeError):
 
 class RewardBridgeWarning(UserWarning):
     """A legal but suspicious set-up (every group a singleton, truncated inputs)."""
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn(message: str, category: type[Warning] = RewardBridgeWarning) -> None:
+    """``warnings.warn`` pointing at the first caller outside rewardbridge (the user's line, or
+    the trainer's), however deep inside the package the warning was found."""
+    level, frame = 2, sys._getframe(1)  # stacklevel 2 is warn()'s caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

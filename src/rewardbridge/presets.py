@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -83,8 +84,22 @@ PRESETS = (
 
 
 def find_preset(source: str) -> Preset | None:
-    lowered = source.lower()
-    return next((p for p in PRESETS if p.match in lowered), None)
+    """The preset whose family name the model's own name contains: a hub id (``org/name``) or an
+    endpoint's ``model_name`` as a whole; a local folder by its own name (``org/name`` presets:
+    its last two parts; in a Hugging Face cache, its ``models--org--name`` part), never by the
+    folders above it.
+
+    >>> find_preset("/runs/skywork-reward-sweep/checkpoint-500") is None
+    True
+    >>> find_preset("/models/Skywork-Reward-V2-Llama-3.1-8B").match
+    'skywork-reward'
+    """
+    names = {"": source, "/": source}  # what a preset is matched against, by whether its name has an org
+    if os.path.isabs(source) or os.path.exists(source):
+        parts = os.path.normpath(os.path.abspath(source)).split(os.sep)
+        cache = next((part for part in parts if part.startswith("models--")), None)
+        names = {"": cache or parts[-1], "/": cache.replace("--", "/") if cache else "/".join(parts[-2:])}
+    return next((p for p in PRESETS if p.match in names["/" if "/" in p.match else ""].lower()), None)
 
 
 def apply_preset(
@@ -112,11 +127,6 @@ def apply_preset(
     if "attributes" in given:
         filled.pop("attribute_weights", None)
     return dataclasses.replace(options, **filled)
-
-
-def infer_kind(config: Any) -> str | None:
-    """Guess the readout from a transformers config (object or dict)."""
-    return explain_kind(config.to_dict() if hasattr(config, "to_dict") else dict(config))[0]
 
 
 def explain_kind(config: dict) -> tuple[str | None, str]:

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .errors import ConfigError, RewardBridgeWarning
+from .errors import ConfigError, warn
 from .options import RewardOptions
 from .checkpoint import (
-    check_output_count, check_tokenizer_files, config_dict, model_class_for, model_max_length, reads_pairs, resolve_device,
+    check_kind_fits, check_output_count, check_tokenizer_files, config_dict, max_positions, model_class_for,
+    model_max_length, reads_pairs, resolve_device,
     resolve_dtype, resolve_kind, token_ids_for,
 )
 from .presets import Preset, apply_preset, find_preset, log_unknown_model
@@ -40,7 +40,8 @@ class Resolved:
         source: an absolute local path, a hub id, or comma-separated endpoint URLs.
         options: the user's options with the preset's defaults filled in.
         remote: True for an endpoint.
-        preset: the known family that filled defaults, or None.
+        preset: the known family the model's name matched, or None; ``filled``: the options
+            it filled (none when the user's options left it nothing, e.g. another kind).
         why: decision -> reason, e.g. ``{"kind": "architecture LlamaForCausalLM"}``.
         kind, config, model_class, tokenizer, token_ids, max_length, device, dtype,
             zero3_config: a local model's (None for an endpoint).
@@ -53,6 +54,7 @@ class Resolved:
     options: RewardOptions
     remote: bool
     preset: Preset | None = None
+    filled: tuple[str, ...] = ()
     why: dict[str, str] = field(default_factory=dict)
     kind: str | None = None
     config: dict = field(default_factory=dict, repr=False)
@@ -74,8 +76,12 @@ class Resolved:
         if self.kind == "pair_regression":
             return "(question, answer) pair: the prompt's last user turn and the completion"
         renderer = self.renderer
+        if self.remote and renderer.tokenizer is None and renderer.mode == "auto":
+            return ("text: prompt + completion as plain text (standard data); chat data needs tokenizer= "
+                    "(the reward model's tokenizer) for its chat template")
         if renderer.mode != "auto":
-            return f"render={renderer.mode!r} as given"
+            given = "as given" if self.options.render != "auto" else "the protocol's default"
+            return f"render={renderer.mode!r} ({given})"
         if renderer.judge_prompt:
             return "judge: judge_prompt as one user turn"
         if renderer.has_chat_template:
@@ -106,7 +112,13 @@ class Resolved:
     def describe(self) -> list[tuple[str, str]]:
         """(label, text) rows: what ``rewardbridge inspect`` prints."""
         opts = self.options
-        preset = f"{self.preset.match!r}: {self.preset.why}" if self.preset else "none matches (nothing filled in)"
+        if self.preset is None:
+            preset = "none matches (nothing filled in)"
+        elif not self.filled:
+            preset = f"{self.preset.match!r} matches, but the options given leave it nothing to fill"
+        else:
+            about = f" ({self.preset.why})" if not self.remote else f" (for protocol {opts.protocol!r}, matched by model_name)"
+            preset = f"{self.preset.match!r}: filled {', '.join(self.filled)}{about}"
         source = self.source if not self.remote else ", ".join(self.urls) + (f" ({self.why['urls']})" if "urls" in self.why else "")
         rows = [("source", source), ("preset", preset)]
         if self.remote:
@@ -151,18 +163,31 @@ class Resolved:
         ]
 
     def example(self) -> str:
-        """The example conversation as the model reads it (or as the client sends it)."""
+        """The example conversation as the model reads it: for a local model the text decoded from
+        the very token ids the scorer would feed it (special tokens included); for an endpoint what
+        the client sends."""
         from .conversation import Conversation
 
-        conversation = Conversation([{"role": "user", "content": EXAMPLE[0]}], ({"role": "assistant", "content": EXAMPLE[1]},))
-        if self.kind == "pair_regression":
-            return repr(EXAMPLE)
+        chat = Conversation([{"role": "user", "content": EXAMPLE[0]}], ({"role": "assistant", "content": EXAMPLE[1]},))
         if self.renderer is None:
-            return repr(conversation.messages())
-        if self.renderer.resolved_mode(conversation) == "text":
-            conversation = Conversation(*EXAMPLE)
-        text = self.renderer.render(conversation)
-        return repr(text if len(text) <= 400 else text[:397] + "...")
+            return repr(chat.messages())
+        conversation = chat if self.renderer.has_chat_template or self.renderer.resolved_mode(chat) == "steerlm" else Conversation(*EXAMPLE)
+        if self.remote:
+            text = self.renderer.render(conversation)
+        else:
+            from .scorers.tokens import encode, encode_pairs
+
+            if self.kind == "pair_regression":
+                ids, _ = encode_pairs([EXAMPLE[0]], [EXAMPLE[1]], self.tokenizer, max_length=self.max_length)
+            else:
+                rendered = self.renderer.render(conversation)
+                add_special = self.renderer.add_special_tokens(conversation)
+                ids, _ = encode([rendered], self.tokenizer, add_special_tokens=add_special, max_length=self.max_length)
+            text = self.tokenizer.decode(ids[0], skip_special_tokens=False)
+        shown = repr(text if len(text) <= 400 else text[:397] + "...")
+        if not conversation.is_chat and not self.remote and self.kind != "pair_regression":
+            shown += "  (standard data; chat data is refused: no chat template)"
+        return shown
 
     def format(self) -> str:
         rows = self.describe()
@@ -197,11 +222,9 @@ def resolve_options(source: Any, options: RewardOptions, given: set[str] | None 
     if isinstance(options.attribute_weights, Mapping):
         unweighted = [a for a in options.attributes if a not in options.attribute_weights]
         if unweighted:
-            warnings.warn(
+            warn(
                 f"attribute_weights gives no weight to {unweighted}: they count 0 in the reward (still logged). "
-                "Give them an explicit 0 to silence this",
-                RewardBridgeWarning,
-                stacklevel=3,
+                "Give them an explicit 0 to silence this"
             )
     return _resolve_endpoint(source, options, given) if remote else _resolve_local(source, options, given)
 
@@ -225,8 +248,8 @@ def _resolve_endpoint(source: str, options: RewardOptions, given: set[str] | Non
     options, filled = _with_preset(source, options, given, remote=True)
     codec = protocol_module(options.protocol).CLIENT
     renderer = remote_renderer(options, codec.default_render) if codec.renders_here else None
-    preset = preset if filled else None
-    resolved = Resolved(source=",".join(urls), options=options, remote=True, preset=preset, why=why, renderer=renderer, urls=urls)
+    resolved = Resolved(source=",".join(urls), options=options, remote=True, preset=preset, filled=tuple(sorted(filled)),
+                        why=why, renderer=renderer, urls=urls)
     check_misapplied(resolved)
     return resolved
 
@@ -237,7 +260,7 @@ def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) 
 
     from .conversation import Renderer
     from .option_checks import check_judge, check_misapplied
-    from .scorers.loading import from_pretrained_or_explain
+    from .checkpoint import from_pretrained_or_explain
 
     source = resolve_local_source(source)
     if options.tokenizer:
@@ -246,16 +269,15 @@ def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) 
         options = dataclasses.replace(options, zero3=os.path.abspath(os.path.expanduser(options.zero3)))
     preset = find_preset(source)
     options, filled = _with_preset(source, options, given)
-    preset = preset if filled else None  # a preset the user overrode (another kind) did nothing
     why: dict[str, str] = {}
 
     device, why["device"] = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
     if device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
-        warnings.warn(
+        warn(
             f"dtype={options.dtype!r} on CPU: most CPUs emulate half precision, often many times slower than "
             "float32; use dtype='auto' (float32 on CPU) unless you measured otherwise",
-            stacklevel=4,
+            UserWarning,
         )
     zero3_config = None
     if options.zero3:
@@ -265,7 +287,8 @@ def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) 
     config = config_dict(source, options)
     kind, why["kind"] = resolve_kind(source, options, config)
     if "kind" in filled:
-        why["kind"] = f"kind={kind!r} from the preset"
+        why["kind"] = f"kind={kind!r} from the preset {preset.match!r}, matched by the model's name"
+    check_kind_fits(kind, config, why["kind"])
     check_judge(kind, options)
     tokenizer_kwargs = {"trust_remote_code": options.trust_remote_code}
     if options.gguf_file and not options.tokenizer:
@@ -282,12 +305,12 @@ def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) 
     # Several named outputs without attribute_weights still load: `rewardbridge score` labels data with
     # them; as a TRL reward they need weights, which RewardFunction.combine says on the first call.
     check_output_count(config, kind, options.attributes)
-    trained = config.get("max_position_embeddings")
+    trained = max_positions(config)
     if options.max_length and trained and options.max_length > trained:
-        warnings.warn(
+        warn(
             f"max_length={options.max_length} is beyond the model's max_position_embeddings={trained}: "
             "positions past it were never trained and their scores are not to be trusted; lower max_length",
-            stacklevel=4,
+            UserWarning,
         )
 
     token_ids = token_ids_for(options.token_id, tokenizer) if kind == "causal_logit" else None
@@ -305,7 +328,7 @@ def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) 
         max_length = model_max_length(tokenizer, config)
         why["max_length"] = "the model's own limit"
     resolved = Resolved(
-        source=source, options=options, remote=False, preset=preset, why=why, kind=kind, config=config,
+        source=source, options=options, remote=False, preset=preset, filled=tuple(sorted(filled)), why=why, kind=kind, config=config,
         model_class=model_class, tokenizer=tokenizer, renderer=renderer, token_ids=token_ids, max_length=max_length,
         device=device, dtype=dtype, zero3_config=zero3_config,
     )
@@ -316,5 +339,6 @@ def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) 
 
 def _with_preset(source: str, options: RewardOptions, given: set[str] | None, remote: bool = False):
     """``apply_preset``, and the names of the options it filled."""
-    filled = apply_preset(source, options, given=given, remote=remote)
-    return filled, {name for name in filled.changed() if getattr(filled, name) != getattr(options, name)}
+    with_preset = apply_preset(source, options, given=given, remote=remote)
+    return with_preset, {name for name in with_preset.changed() if getattr(with_preset, name) != getattr(options, name)}
+

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import warnings
 import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Sequence
@@ -20,7 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .conversation import Conversation, text_or_messages, conversations_from_trl
-from .errors import ConfigError, InputError, RewardBridgeWarning
+from .errors import ConfigError, InputError, RewardBridgeWarning, warn  # noqa: F401 (RewardBridgeWarning: its old home)
 from .normalize import (
     clip_rewards,
     combine_attributes,
@@ -221,7 +220,7 @@ class RewardFunction:
         """Legal but suspicious: say so once per reward function, not on every step."""
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, RewardBridgeWarning, stacklevel=3)
+            warn(message)
 
     def _check_reference_column(self, columns: dict, size: int) -> None:
         column = self.options.reference_column
@@ -297,21 +296,23 @@ def _claim_name(reward: RewardFunction) -> None:
     alive = _LIVE.setdefault(reward.__name__, weakref.WeakSet())
     other = next((r for r in alive if r.source != reward.source), None)
     if other is not None:
-        warnings.warn(
+        warn(
             f"two rewards are named {reward.__name__!r} ({other.source} and {reward.source}); TRL logs rewards by name and "
-            "would merge their metrics: pass name='...' to load_reward (a recipe's 'name:') to tell them apart",
-            RewardBridgeWarning,
-            stacklevel=4,
+            "would merge their metrics: pass name='...' to load_reward (a recipe's 'name:') to tell them apart"
         )
     alive.add(reward)
 
 
 def _load_scorer(source: str, options: RewardOptions) -> Scorer:
-    """Resolve (again: options already hold the preset) and load, e.g. after unpickling."""
+    """Resolve again and load, e.g. after unpickling. The options already hold what the preset
+    filled, and every other value was the user's choice (an explicit default included), so the
+    preset fills nothing this time."""
+    import dataclasses
+
     from .resolve import resolve_options
     from .scorers import build_scorer
 
-    return build_scorer(resolve_options(source, options))
+    return build_scorer(resolve_options(source, options, given={f.name for f in dataclasses.fields(options)}))
 
 
 def default_name(source: str, options: RewardOptions) -> str:

@@ -8,6 +8,7 @@ output count, token ids, tokenizer, renderer, limits, device, the ZeRO-3 config)
 
 from __future__ import annotations
 
+from ..checkpoint import from_pretrained_or_explain
 from ..errors import ConfigError
 from .local import LocalScorer
 from .readouts import readout_for
@@ -75,17 +76,6 @@ def check_loaded(resolved, info: dict) -> None:
         f"the checkpoint has no weights for {shown} of {resolved.model_class.__name__} (kind={resolved.kind!r}): "
         f"transformers would initialize them at random, so every score would be noise. {hint}"
     )
-
-
-def from_pretrained_or_explain(auto_class, source: str, what: str, **kwargs):
-    """``auto_class.from_pretrained``, with transformers' hub errors turned into what to do."""
-    try:
-        return auto_class.from_pretrained(source, **kwargs)
-    except OSError as error:
-        raise ConfigError(
-            f"cannot load the {what} of {source!r}: it is not a local folder, and the hub did not provide it "
-            f"({' '.join(str(error).split())[:300]}). Pass a local model directory, or a hub id this machine can reach"
-        ) from error
 
 
 def gguf_kwargs(gguf_file: str | None) -> dict:
