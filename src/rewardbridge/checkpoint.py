@@ -163,6 +163,41 @@ def check_kind_fits(kind: str, config: dict, why: str) -> None:
         )
 
 
+def reads_pairs(kind: str, why: str, config: dict, options, has_template: bool) -> tuple[str, str]:
+    """A one-output encoder classifier (BERT, RoBERTa, DeBERTa: a cross-encoder) with no chat template
+    reads (question, answer) as a tokenizer pair, as such cards do (``tokenizer(question, answer)``),
+    not one segment of prompt + completion: ``pair_regression``. Returns (kind, why)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    model_type = config.get("model_type")
+    encoder = model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.get("is_decoder", False)
+    outputs = len(config["id2label"]) if config.get("id2label") else config.get("num_labels", 2)
+    if kind != "classifier" or not encoder or outputs != 1 or options.attributes:
+        return kind, why
+    if has_template or options.render != "auto":
+        reason = "it has a chat template" if has_template else f"render={options.render!r} was given"
+        return kind, f"{why}; an encoder ({model_type}), but {reason}, so the conversation is rendered (kind='pair_regression' reads (question, answer) pairs instead)"
+    return "pair_regression", f"{why}: an encoder ({model_type}) with no chat template, so a cross-encoder reading (question, answer) as a pair"
+
+
+# Any of these makes a folder a tokenizer transformers can load (sentencepiece, BPE, WordPiece, tiktoken).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model",
+                   "spiece.model", "sentencepiece.bpe.model")
+
+
+def check_tokenizer_files(folder: str, what: str) -> None:
+    """A local folder must hold a tokenizer; transformers would otherwise ask to install sentencepiece."""
+    if not os.path.isdir(folder):
+        return  # a hub id: transformers fetches it
+    names = os.listdir(folder)
+    if any(name in TOKENIZER_FILES or name.endswith((".model", ".tiktoken")) for name in names):
+        return
+    raise ConfigError(
+        f"{what} {folder} has no tokenizer files (none of {', '.join(TOKENIZER_FILES[:5])}, ...); a fine-tuned checkpoint often "
+        "lacks them: copy them from its base model into the folder, or pass tokenizer='<the base model's folder or hub id>'"
+    )
+
+
 def token_ids_for(token_id, tokenizer) -> tuple[int, ...]:
     """``0`` -> (0,); ``("Yes", "No")`` -> their single-token ids."""
     wanted = token_id if isinstance(token_id, (tuple, list)) else (token_id,)

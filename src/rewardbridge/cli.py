@@ -71,7 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-chars", type=int, default=200_000, help="characters per conversation")
     serve.add_argument("--model-name", default="reward_model",
                        help="the model name clients send (NIM/vLLM 'model', Triton's model; default reward_model)")
+    for command in commands.choices.values():  # --debug after the subcommand too, as the error hint says
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="print the full traceback on errors")
     return parser
+
+
+def check_key_value_flags(argv: list[str]) -> None:
+    """``--option normalize zscore`` (a space, not ``=``) would pass ``zscore`` as a positional
+    (the input file, the data) and fail far from the mistake: refuse it here, naming the fix.
+
+    >>> check_key_value_flags(["score", "m", "d", "--option", "normalize", "zscore"])
+    Traceback (most recent call last):
+    ...
+    rewardbridge.errors.ConfigError: --option normalize zscore: write --option normalize=zscore (KEY=VALUE, no space)
+    """
+    for flag, value, following in zip(argv, argv[1:], argv[2:] + [None]):
+        if flag in ("--option", "--set") and "=" not in value and not value.startswith("-"):
+            if following is not None and not following.startswith("-"):
+                raise ConfigError(f"{flag} {value} {following}: write {flag} {value}={following} (KEY=VALUE, no space)")
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:
@@ -99,9 +116,12 @@ def parse_options(items: list[str]) -> dict[str, Any]:
 
 def run_command(args: argparse.Namespace) -> int:
     if args.command == "train":
-        from .training.train import load_recipe, run
+        from .training.recipe import load_recipe  # checked before the runner's imports (transformers, TRL)
 
-        run(load_recipe(args.recipe, args.overrides), resume=args.resume)
+        recipe = load_recipe(args.recipe, args.overrides)
+        from .training.train import run
+
+        run(recipe, resume=args.resume)
         return 0
     if args.command == "score":
         options = parse_options(args.options)
@@ -141,6 +161,14 @@ def run_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        check_key_value_flags(argv)
+    except ConfigError as error:
+        if "--debug" in argv:
+            raise
+        print(f"rewardbridge: error: {error}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)  # argparse itself prints usage and exits 2 on bad flags
     try:
         return run_command(args)

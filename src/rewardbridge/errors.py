@@ -6,6 +6,7 @@ ValueError`` code keeps working. ``OptionTypeError`` is also a TypeError (an opt
 wrong type, an unknown option name), like Python's own error for a bad keyword argument.
 ``InputError`` is bad data (a malformed row, message or file): the CLI exits 1.
 ``RemoteError`` is a reward endpoint that failed after its retries: the CLI exits 1.
+``ScoreError`` is a model that scored NaN or infinity (a local model; an endpoint's is a RemoteError).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ class OptionTypeError(ConfigError, TypeError):
 
 class InputError(RewardBridgeError, ValueError):
     """Malformed data: a row, a message, a file."""
+
+
+class ScoreError(RewardBridgeError, RuntimeError):
+    """A reward model gave a score that is not a finite number (NaN, +-inf): a failure, never a reward."""
 
 
 class RemoteError(RewardBridgeError, RuntimeError):

@@ -52,6 +52,25 @@ TEXT_OPTIONS = (
 )
 
 
+# Options whose value is the content itself (a template, a prompt), never a path to it.
+CONTENT_OPTIONS = ("chat_template", "judge_prompt", "system_prompt")
+FILE_SUFFIXES = (".jinja", ".jinja2", ".j2", ".txt", ".md", ".tmpl", ".template", ".prompt", ".json", ".yaml", ".yml")
+
+
+def names_a_file(value: str) -> bool:
+    """An existing file, or one word ending in a file suffix: ``"my_template.jinja"``, not ``"Be brief."``.
+
+    >>> names_a_file("templates/chat.jinja"), names_a_file("Rate: {prompt} {response}"), names_a_file("Be brief.")
+    (True, False, False)
+    """
+    import os
+
+    text = value.strip()
+    if not text or "\n" in text:
+        return False
+    return os.path.isfile(os.path.expanduser(text)) or (not any(c.isspace() for c in text) and text.lower().endswith(FILE_SUFFIXES))
+
+
 @dataclass(frozen=True)
 class RewardOptions:
     """Options of :func:`rewardbridge.load_reward`; see its docstring for each one."""
@@ -127,6 +146,16 @@ class RewardOptions:
         self._check_values()
 
     def _check_values(self) -> None:
+        # Options that take text, given a file's name instead: used as the literal text, they would
+        # silently render garbage (issue 15). Refuse, naming both readings.
+        for name in CONTENT_OPTIONS:
+            value = getattr(self, name)
+            if isinstance(value, str) and names_a_file(value):
+                raise ConfigError(
+                    f"{name}={value!r} looks like a file's name, but {name} takes the text itself and would use "
+                    f"{value!r} as that text. Pass the file's content: {name}=open({value!r}).read() (command line: "
+                    f"--option {name}=\"$(cat {value})\"; in a recipe, the text itself)"
+                )
         _one_of("kind", self.kind, KINDS, allow_none=True)
         _one_of("protocol", self.protocol, PROTOCOLS, allow_none=True)
         _one_of("normalize", self.normalize, NORMALIZE_MODES)

@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .errors import ConfigError, warn
 from .options import RewardOptions
 from .checkpoint import (
-    check_kind_fits, check_output_count, config_dict, max_positions, model_class_for, model_max_length, resolve_device,
+    check_kind_fits, check_output_count, check_tokenizer_files, config_dict, max_positions, model_class_for,
+    model_max_length, reads_pairs, resolve_device,
     resolve_dtype, resolve_kind, token_ids_for,
 )
 from .presets import Preset, apply_preset, find_preset, log_unknown_model
+from .sources import URL_PATTERN, base_url, check_source_text, is_remote, resolve_local_source  # noqa: F401 (re-exported)
 
-URL_PATTERN = re.compile(r"^\s*https?://", re.IGNORECASE)
 EXAMPLE = ("What is 2+2?", "4")  # the conversation `inspect` renders to show the model's input
 
 
@@ -67,6 +67,15 @@ class Resolved:
     dtype: Any = None
     zero3_config: dict | None = field(default=None, repr=False)
     urls: tuple[str, ...] = ()
+
+    @property
+    def needs_groups(self) -> bool:
+        """A judge that compares a prompt's responses with each other (genrm): it needs whole groups."""
+        if not self.remote:
+            return False
+        from .protocols import protocol_module
+
+        return getattr(protocol_module(self.options.protocol).CLIENT, "scorer", None) == "pairwise"
 
     @property
     def input(self) -> str:
@@ -119,7 +128,8 @@ class Resolved:
         else:
             about = f" ({self.preset.why})" if not self.remote else f" (for protocol {opts.protocol!r}, matched by model_name)"
             preset = f"{self.preset.match!r}: filled {', '.join(self.filled)}{about}"
-        rows = [("source", self.source if not self.remote else ", ".join(self.urls)), ("preset", preset)]
+        source = self.source if not self.remote else ", ".join(self.urls) + (f" ({self.why['urls']})" if "urls" in self.why else "")
+        rows = [("source", source), ("preset", preset)]
         if self.remote:
             rows += self._describe_endpoint()
         else:
@@ -213,6 +223,7 @@ def resolve_options(source: Any, options: RewardOptions, given: set[str] | None 
     (None: those that differ from their defaults, as after unpickling)."""
     if isinstance(source, os.PathLike):
         source = os.fspath(source)
+    check_source_text(source)  # 127.0.0.1:8000, htp://...: an endpoint mistyped, not a folder
     if isinstance(source, (list, tuple)) and is_remote(source):  # several endpoints: one comma-separated string
         source = ",".join(source)
     remote = is_remote(source)
@@ -228,22 +239,28 @@ def resolve_options(source: Any, options: RewardOptions, given: set[str] | None 
 
 
 def _resolve_endpoint(source: str, options: RewardOptions, given: set[str] | None) -> Resolved:
+    from .option_checks import check_misapplied
     from .options import PROTOCOLS
     from .protocols import protocol_module
     from .protocols.base import remote_renderer
     from .scorers.transport import split_urls
 
-    urls = tuple(split_urls(source))
     if options.protocol is None:
         raise ConfigError(f"{source!r} is a URL; pass protocol= one of {PROTOCOLS} to say what the endpoint speaks")
+    routes = [route.path for route in protocol_module(options.protocol).ROUTES if route.method == "POST"]
+    cut = [base_url(url, routes) for url in split_urls(source)]
+    urls = tuple(url for url, _ in cut)  # http://host/v1 (as NIM's docs write it) -> http://host: no /v1/v1/...
+    why = {"urls": f"the route {next(c for _, c in cut if c)!r} cut off: requests add it"} if any(c for _, c in cut) else {}
     if options.tokenizer:
         options = dataclasses.replace(options, tokenizer=resolve_local_source(options.tokenizer, "tokenizer"))
     preset = find_preset(options.model_name)
     options, filled = _with_preset(source, options, given, remote=True)
     codec = protocol_module(options.protocol).CLIENT
     renderer = remote_renderer(options, codec.default_render) if codec.renders_here else None
-    return Resolved(source=",".join(urls), options=options, remote=True, preset=preset, filled=tuple(sorted(filled)),
-                    renderer=renderer, urls=urls)
+    resolved = Resolved(source=",".join(urls), options=options, remote=True, preset=preset, filled=tuple(sorted(filled)),
+                        why=why, renderer=renderer, urls=urls)
+    check_misapplied(resolved)
+    return resolved
 
 
 def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) -> Resolved:
@@ -251,7 +268,8 @@ def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) 
     from transformers import AutoTokenizer
 
     from .conversation import Renderer
-    from .scorers.loading import from_pretrained_or_explain
+    from .option_checks import check_judge, check_misapplied
+    from .checkpoint import from_pretrained_or_explain
 
     source = resolve_local_source(source)
     if options.tokenizer:
@@ -280,6 +298,17 @@ def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) 
     if "kind" in filled:
         why["kind"] = f"kind={kind!r} from the preset {preset.match!r}, matched by the model's name"
     check_kind_fits(kind, config, why["kind"])
+    check_judge(kind, options)
+    tokenizer_kwargs = {"trust_remote_code": options.trust_remote_code}
+    if options.gguf_file and not options.tokenizer:
+        tokenizer_kwargs["gguf_file"] = options.gguf_file
+    else:
+        check_tokenizer_files(options.tokenizer or source, "tokenizer" if options.tokenizer else "source")
+    tokenizer = from_pretrained_or_explain(AutoTokenizer, options.tokenizer or source, "tokenizer", **tokenizer_kwargs)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if options.kind is None:  # a BERT-style cross-encoder reads (question, answer) pairs, as its card does
+        kind, why["kind"] = reads_pairs(kind, why["kind"], config, options, has_template=bool(options.chat_template or tokenizer.chat_template))
     options.check_applies_to_kind(kind)
     model_class = model_class_for(kind, source, options, config)  # refuses custom code before anything loads
     # Several named outputs without attribute_weights still load: `rewardbridge score` labels data with
@@ -293,19 +322,13 @@ def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) 
             UserWarning,
         )
 
-    tokenizer_kwargs = {"trust_remote_code": options.trust_remote_code}
-    if options.gguf_file and not options.tokenizer:
-        tokenizer_kwargs["gguf_file"] = options.gguf_file
-    tokenizer = from_pretrained_or_explain(AutoTokenizer, options.tokenizer or source, "tokenizer", **tokenizer_kwargs)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     token_ids = token_ids_for(options.token_id, tokenizer) if kind == "causal_logit" else None
     renderer = Renderer(
         tokenizer=tokenizer,
         mode=options.render,
         chat_template=options.chat_template,
         judge_prompt=options.judge_prompt,
-        **({"system_prompt": options.system_prompt} if options.system_prompt else {}),
+        system_prompt=options.system_prompt,
     )
     if options.max_length:
         max_length = options.max_length
@@ -318,19 +341,9 @@ def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) 
         model_class=model_class, tokenizer=tokenizer, renderer=renderer, token_ids=token_ids, max_length=max_length,
         device=device, dtype=dtype, zero3_config=zero3_config,
     )
+    check_misapplied(resolved)
     log_unknown_model(source, kind, why["kind"], resolved.input)
     return resolved
-
-
-def is_remote(source: str | list) -> bool:
-    """True for a URL (any case of ``http://``/``https://``), a comma-separated list, or a list of them.
-
-    >>> is_remote("HTTP://rm:8000"), is_remote(["http://a", "https://b"]), is_remote("models/http_rm")
-    (True, True, False)
-    """
-    if isinstance(source, (list, tuple)):
-        return bool(source) and all(isinstance(s, str) and URL_PATTERN.match(s) for s in source)
-    return isinstance(source, str) and bool(URL_PATTERN.match(source))
 
 
 def _with_preset(source: str, options: RewardOptions, given: set[str] | None, remote: bool = False):
@@ -338,24 +351,3 @@ def _with_preset(source: str, options: RewardOptions, given: set[str] | None, re
     with_preset = apply_preset(source, options, given=given, remote=remote)
     return with_preset, {name for name in with_preset.changed() if getattr(with_preset, name) != getattr(options, name)}
 
-
-def resolve_local_source(source: str, what: str = "source") -> str:
-    """An existing local path made absolute (a pickled reward then loads from any working
-    directory); a hub id as given; a path that does not exist, a clear error.
-
-    >>> resolve_local_source("org/model-name")  # a hub id: left to transformers
-    'org/model-name'
-    """
-    if not isinstance(source, str) or not source.strip():
-        raise ConfigError(f"{what} must be a model directory, a hub id or an http(s):// URL, got {source!r}")
-    expanded = os.path.expanduser(source)
-    if os.path.exists(expanded):
-        return os.path.abspath(expanded)
-    # A hub id is "name" or "org/name"; anything else that names no existing path is a typo'd folder.
-    looks_like_path = source.startswith((".", "/", "~")) or os.path.isabs(source) or source.count("/") > 1 or "\\" in source
-    if looks_like_path:
-        raise ConfigError(
-            f"{what}={source!r}: no such folder ({os.path.abspath(expanded)}). Pass an existing model directory, "
-            "a hub id such as 'org/name', or an http(s):// URL"
-        )
-    return source

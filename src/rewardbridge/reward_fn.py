@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
@@ -83,8 +84,9 @@ def load_reward(source: str, **options: Any) -> RewardFunction:
             (``True``, a DeepSpeed config dict, or a JSON path such as
             ``configs/deepspeed/zero3_offload_cpu.json``). Load rewards before the trainer.
         render: ``"auto"`` | ``"chat"`` | ``"text"`` | ``"judge"`` | ``"steerlm"``; with
-            ``chat_template``, ``judge_prompt`` (``{prompt}``/``{response}``), ``system_prompt``,
-            ``tokenizer`` (a different tokenizer directory).
+            ``chat_template``, ``judge_prompt`` (``{prompt}``/``{response}``), ``system_prompt``
+            (the system turn of a conversation that has none), ``tokenizer`` (a different
+            tokenizer directory). Template and prompt options take the text, not a file's name.
         device, dtype: where and how the model runs (``"auto"``: this rank's GPU in bfloat16,
             else CPU in float32). ``gguf_file`` loads a GGUF checkpoint in ``source``.
         name: the metric name in TRL's logs (default from ``source``).
@@ -116,6 +118,7 @@ class RewardFunction:
         self._scorer = scorer if scorer is not None else _load_scorer(source, options)
         self._reference_cache: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._warned: set[str] = set()
+        _claim_name(self)
 
     @property
     def scorer(self) -> Scorer:
@@ -152,7 +155,7 @@ class RewardFunction:
         **columns: Any,
     ) -> list[float | None]:
         try:
-            conversations = conversations_from_trl(prompts, completions)
+            conversations = conversations_from_trl(prompts, completions)  # a bare string, an empty sample: refused here
         except InputError as error:
             # A scorer that gathers whole groups has the other ranks waiting in its collective:
             # it raises this error on every rank together.
@@ -254,7 +257,7 @@ class RewardFunction:
         for i, (key, conv, ref) in enumerate(zip(keyed, conversations, references)):
             if key not in self._reference_cache and key not in missing:
                 where = f"reference_column {self.options.reference_column!r} value {i}"
-                missing[key] = Conversation(conv.prompt, text_or_messages(ref, where))
+                missing[key] = Conversation(conv.prompt, text_or_messages(ref, where, completion=True))
         # Scored even when nothing is missing here: other ranks may be scoring (ZeRO-3 lockstep).
         fresh = self.combine(self.scorer.score(list(missing.values())))
         for key, value in zip(missing, fresh.tolist()):
@@ -294,6 +297,24 @@ class RewardFunction:
                 log_extra(f"{name}/raw", raw.tolist())
             for attribute, column in scores.attributes.items():
                 log_extra(f"{name}/{attribute}", column.tolist())
+
+
+# The rewards alive in this process, by name: TRL logs (and merges) rewards by name.
+_LIVE: dict[str, weakref.WeakSet] = {}
+
+
+def _claim_name(reward: RewardFunction) -> None:
+    """Warn when another live reward from another source has this name: in one trainer TRL would log
+    both under ``rewards/<name>/...`` and merge their metrics (two ``checkpoint-500`` folders). The
+    same source again (a reload, or other options) is not warned about; a recipe refuses any repeat."""
+    alive = _LIVE.setdefault(reward.__name__, weakref.WeakSet())
+    other = next((r for r in alive if r.source != reward.source), None)
+    if other is not None:
+        warn(
+            f"two rewards are named {reward.__name__!r} ({other.source} and {reward.source}); TRL logs rewards by name and "
+            "would merge their metrics: pass name='...' to load_reward (a recipe's 'name:') to tell them apart"
+        )
+    alive.add(reward)
 
 
 def _load_scorer(source: str, options: RewardOptions) -> Scorer:

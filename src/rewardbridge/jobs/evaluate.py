@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
 from typing import Any, Iterable
 
@@ -109,7 +110,14 @@ def evaluate_file(
     options = dict(options or {})
     if options.get("normalize", "none") != "none":
         raise ConfigError("eval compares raw scores of chosen and rejected; drop the normalize option")
-    total = count_rows(data)
+    if output:  # the report's path, before any weights load: an existing file or the data is never overwritten
+        from .output import check_not_input, check_writable
+
+        check_writable(output)
+        check_not_input(output, data)
+        if os.path.exists(output):
+            raise ConfigError(f"--output {output} already exists (a report is never overwritten); remove it or pick another path")
+    total = count_rows(data)  # a missing, unknown or model-folder input fails here
     if reward is None:
         reward = load_reward(source, **options)
     rows = iter(tqdm(read_rows(data), total=total, unit="row", desc="evaluating", file=sys.stderr, dynamic_ncols=True))

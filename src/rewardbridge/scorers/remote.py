@@ -19,7 +19,7 @@ import torch
 from ..conversation import Conversation
 from ..errors import RemoteError
 from .base import Scores
-from .transport import Transport, display_url
+from .transport import ProtocolError, Transport, display_url
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class RemoteScorer:
         for chunk in chunks:
             batch = [conversations[i] for i in chunk]
             request = self.codec.request(batch)  # a rendering error is the caller's, not the endpoint's
-            tasks.append(self.transport.exchange(request, lambda response, n=len(batch): self.codec.parse(response, n), chunk))
+            tasks.append(self.transport.exchange(request, lambda response, n=len(batch), c=chunk: finite_rows(self.codec.parse(response, n), c), chunk))
         return await asyncio.gather(*tasks, return_exceptions=True)
 
     def _assemble(self, n: int, chunks: list[list[int]], results: list) -> Scores:
@@ -94,6 +94,18 @@ class RemoteScorer:
         if not any_values and attributes:
             return Scores(values=None, attributes=attributes)
         return Scores(values=values, attributes=attributes)
+
+
+def finite_rows(rows, chunk: list[int]):
+    """An answer's scores must be finite numbers: NaN, Infinity or 1e400 (JSON reads it as inf) is a
+    malformed answer, a failure (raised, or None under on_error='skip'), never a reward."""
+
+    columns = ([("reward", rows.values)] if rows.values is not None else []) + list(rows.attributes.items())
+    for name, column in columns:
+        for k, value in enumerate(column):
+            if not math.isfinite(value):
+                raise ProtocolError(f"the answer's {name} for sample {chunk[k]} is {value}, not a finite number")
+    return rows
 
 
 def load_remote_scorer(resolved) -> RemoteScorer:

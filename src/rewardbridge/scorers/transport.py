@@ -75,6 +75,21 @@ class _TransportError(Exception):
     """A connection error or timeout (retried)."""
 
 
+class TLSError(Exception):
+    """An https handshake that failed (http spoken to an https URL, an untrusted certificate): not retried."""
+
+
+def _is_tls_error(error: BaseException) -> bool:
+    import ssl
+
+    seen, depth = error, 0
+    while seen is not None and depth < 10:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen, depth = seen.__cause__ or seen.__context__, depth + 1
+    return "[SSL" in str(error)
+
+
 def split_urls(source: str | Sequence[str]) -> list[str]:
     """One URL, several comma-separated, or a list -> a list of base URLs.
 
@@ -237,6 +252,8 @@ class Transport:
                     self.timeout,
                 )
             except (httpx.TransportError, httpx.TimeoutException, asyncio.TimeoutError) as error:
+                if _is_tls_error(error):  # retrying cannot change what the server speaks
+                    raise TLSError(f"{type(error).__name__}: {error}") from None
                 self._down_until[url] = time.monotonic() + DOWN_COOLDOWN_S
                 if isinstance(error, (httpx.TimeoutException, asyncio.TimeoutError)):
                     raise _TransportError(f"no answer within timeout={self.timeout:g} s") from None
@@ -292,10 +309,17 @@ class Transport:
         where = f"{self.protocol} endpoint {display_url(url)}{path}"
         if isinstance(error, ProtocolError):
             what = f"answered in a way rewardbridge cannot read ({error})"
+        elif isinstance(error, TLSError):
+            what = f"could not make an https (TLS) connection ({error})"
+            if "WRONG_VERSION_NUMBER" in str(error) or "record layer" in str(error):
+                what += f"; the server speaks plain http: use {display_url(url).replace('https://', 'http://', 1)}"
         elif status is not None:
             what = f"answered HTTP {status} ({error})"
             if status in (401, 403):
                 what += f"; check the key in the environment variable {self.api_key_env or '(none: set api_key_env)'}"
+            if status in (404, 405):  # the route is not there: another protocol, or a URL that already names a route
+                what += (f"; {path} is not a route of this server: check that it speaks protocol={self.protocol!r}, and that "
+                         "the URL is the server's base (http://host:port)")
         else:
             what = f"could not be reached ({error})"
         tried = f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts > 1 else ""
