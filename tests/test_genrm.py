@@ -486,11 +486,12 @@ def test_principle_judge_reads_the_column_and_fails_without_an_answer_token(judg
         (dict(protocol="principle"), ConfigError, "needs principle= .* or principle_column="),
         (dict(protocol="principle", principle="c", token_id=[9642, 2822]), ConfigError, r"token_id as the \(yes, no\) pair"),
         (dict(protocol="principle", principle="c", principle_prompt="no slot"), ConfigError, "must contain {principle}"),
-        # Options a judge never reads: refused by name, with either judge.
-        *[(dict(protocol=p, principle="c", **{key: value}), ConfigError, rf"\['{key}'\] do nothing with protocol='{p}'")
+        # Options a judge never reads: refused by name, with either judge (the judge's own template renders).
+        *[(dict(protocol=p, principle="c", **{key: value}), ConfigError, rf"\['{key}'\] would be ignored: protocol='{p}'")
           for p in ("genrm", "principle")
-          for key, value in (("system_prompt", "Be kind."), ("render", "chat"), ("chat_template", "{{ messages }}"),
-                             ("request_batch_size", 8), ("tokenizer", "org/tok"))],
+          for key, value in (("system_prompt", "Be kind."), ("render", "chat"), ("chat_template", "{{ messages }}"))],
+        *[(dict(protocol=p, principle="c", request_batch_size=8), ConfigError,
+           rf"\['request_batch_size'\] do nothing with protocol='{p}': each request holds one") for p in ("genrm", "principle")],
         # OpenAI's range for temperature is 0-2.
         (dict(protocol="genrm", temperature=50), ConfigError, r"temperature must be in \[0, 2\]"),
         (dict(protocol="principle", principle="c", temperature=-0.1), ConfigError, r"temperature must be in \[0, 2\]"),

@@ -15,9 +15,9 @@ PAIR_STRATEGIES = ("circular", "all_pairs")
 ON_PARSE_FAILURE = ("fail", "neutral")
 JUDGE_PROTOCOLS = ("genrm", "principle")
 MAX_TEMPERATURE = 2.0  # OpenAI's chat completions accept 0-2
-# Options a judge never reads: the judge's own chat template renders the messages it is sent,
-# and each request holds one comparison (genrm) or one response (principle).
-UNREAD_BY_JUDGES = ("render", "chat_template", "system_prompt", "tokenizer", "request_batch_size")
+# Each judge request holds one comparison (genrm) or one response (principle): no batch to size.
+# (Rendering options a judge's server would ignore are refused in option_checks.py, as for NIM.)
+UNREAD_BY_JUDGES = ("request_batch_size",)
 # option -> the protocols that read it
 READERS = {
     **{key: JUDGE_PROTOCOLS for key in ("principle", "principle_column", "temperature", "top_p", "max_tokens", "parse_retries")},
@@ -69,8 +69,8 @@ def _check_judge_protocol(options: Any) -> None:
     unread = [key for key in UNREAD_BY_JUDGES if key in options.changed()]
     if unread:
         raise ConfigError(
-            f"option(s) {unread} do nothing with protocol={protocol!r}: the judge's own chat template renders the "
-            f"messages rewardbridge sends, one {'comparison' if protocol == 'genrm' else 'response'} per request; drop them"
+            f"option(s) {unread} do nothing with protocol={protocol!r}: each request holds one "
+            f"{'comparison' if protocol == 'genrm' else 'response'}; drop them"
         )
     if options.attributes is not None or options.attribute_weights is not None:
         raise ConfigError(f"protocol={protocol!r} gives one reward per response, no attributes; drop attributes/attribute_weights")
