@@ -626,25 +626,29 @@ def test_groups_split_across_two_ranks_score_as_one_process_and_each_comparison_
     assert Counter(compared(direct)) == plan(prompts, completions)  # every comparison once, none twice
     assert sum(plan(prompts, completions).values()) == 3 + 3 + 2
 
-    # GRPO (per_device_train_batch_size=3, num_generations=2: TRL splits groups across the ranks).
+    # GRPO (per_device_train_batch_size=3, num_generations=2: TRL splits groups across the ranks), group_size=2:
+    # the groups are TRL's, each 2 consecutive rows of the gathered order, whatever the prompts repeat.
     calls = list(zip(ranks[0]["grpo"], ranks[1]["grpo"]))
     assert len(calls) == 2
-    split = 0
+    split = repeated = 0
     expected_pairs = Counter()
     for rank0, rank1 in calls:
         prompts = [json.dumps(p) for p in rank0["prompts"] + rank1["prompts"]]
         completions = [json.dumps(c) for c in rank0["completions"] + rank1["completions"]]
         split += len(set(map(json.dumps, rank0["prompts"])) & set(map(json.dumps, rank1["prompts"])))
-        reference = load_reward(judge().url, protocol="genrm", normalize="zscore", **FAST)
+        reference = load_reward(judge().url, protocol="genrm", normalize="zscore", group_size=2, **FAST)
         alone = reference(prompts=rank0["prompts"] + rank1["prompts"], completions=rank0["completions"] + rank1["completions"])
         assert rank0["rewards"] + rank1["rewards"] == pytest.approx(alone, abs=1e-5)
-        groups = group_indices(prompts)
+        groups = [list(range(start, start + 2)) for start in range(0, len(prompts), 2)]
+        assert all(prompts[g[0]] == prompts[g[1]] for g in groups)  # TRL's groups: one prompt each
+        repeated += len({prompts[g[0]] for g in groups}) < len(groups)
         for g in groups:
             for i, j, _ in comparison_pairs("circular", len(g)):
                 first, second = (json.loads(completions[g[k]]) for k in (i, j))
                 expected_pairs[(first[0]["content"] if isinstance(first, list) else first,
                                 second[0]["content"] if isinstance(second, list) else second)] += 1
     assert split >= 1  # at least one group really was split across the two processes
+    assert repeated >= 1  # and one batch held a question twice (seed 0: 3 groups, 2 questions), judged as 2 groups
     assert Counter(compared(grpo)) == expected_pairs and len(grpo.requests) == sum(expected_pairs.values())
     assert ranks[0]["logged"] and all(entry["genrm/comparisons"] > 0 for entry in ranks[0]["logged"])
 
