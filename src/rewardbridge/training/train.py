@@ -23,7 +23,6 @@ from transformers import TrainerCallback
 
 from .prompts import read_rows
 from .recipe import Recipe, RewardSpec, load_function, load_recipe, resolve_path  # noqa: F401  (CLI imports load_recipe here)
-from .remote_rewards import check_collective_timeout
 
 __all__ = ["build_trainer", "load_recipe", "run"]
 
@@ -119,7 +118,6 @@ def build_trainer(recipe: Recipe):
 
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
-    check_collective_timeout(recipe, int(os.environ.get("WORLD_SIZE", "1")))  # before anything loads
     set_seed(recipe.seed)  # before LoRA's random init, which TRL does before the Trainer seeds
     rewards = build_rewards(recipe.rewards, functions)
     model_path = resolve_model(recipe.model.path, recipe.model.gguf_file)
