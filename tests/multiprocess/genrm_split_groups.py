@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+import torch.distributed as dist
 from datasets import Dataset
 from transformers import AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
@@ -55,8 +56,13 @@ local = {
     0: (["Q1", "Q1", "Q2"], ["yes", "it is four", "a"]),
     1: (["Q2", "Q2", "Q1", "Q3", "Q3"], ["b c", "d e f g h i", "the answer is four", "j k", "l m n"]),
 }[rank]
-reward = load_reward(url_direct, protocol="genrm", name="genrm", timeout=30, max_concurrency=4)
+reward = load_reward(url_direct, protocol="genrm", name="genrm_direct", timeout=30, max_concurrency=4)
 results["direct"] = {"prompts": local[0], "completions": local[1], "rewards": reward(prompts=local[0], completions=local[1])}
 
 with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
     json.dump(results, f)
+
+# Leave the process group cleanly: a gloo group still alive at interpreter exit can abort the
+# process ("terminate called without an active exception"), seen once under a loaded machine.
+dist.barrier()
+dist.destroy_process_group()
