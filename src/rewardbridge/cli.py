@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("recipe", help="a YAML recipe, e.g. recipes/quickstart.yaml")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a recipe key, e.g. --set training.max_steps=5 (repeatable)")
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in training.output_dir")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the last checkpoint in training.output_dir (dpo/rpo iterations: the first unfinished one)")
 
     score = commands.add_parser("score", help="score a dataset of responses (JSONL, JSON, CSV, Parquet, save_to_disk folder)")
     score.add_argument("source", help="reward model: directory, hub id, or http(s):// URL")
@@ -124,7 +125,13 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "train":
         from .training.train import load_recipe, run
 
-        run(load_recipe(args.recipe, args.overrides), resume=args.resume)
+        recipe = load_recipe(args.recipe, args.overrides)
+        if recipe.trainer in ("dpo", "rpo"):
+            from .training.iterations import run_preference
+
+            run_preference(recipe, resume=args.resume)
+        else:
+            run(recipe, resume=args.resume)
         return 0
     if args.command == "score":
         options = parse_options(args.options)

@@ -15,8 +15,7 @@ loss is an if-chain over ``loss_type`` inside ``_compute_loss``, which also does
   metrics: TRL's DPO metrics under their names plus ``rpo/*``.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: recipe checks read RPOConfig's field types as types.
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,21 +47,30 @@ class RPOConfig(DPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.distance not in DISTANCES:
-            raise ConfigError(f"distance={self.distance!r} is not one of {DISTANCES}")
-        for name in ("eta", "beta"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"{name}={value!r} must be a finite number > 0")
-        if not math.isfinite(self.sft_weight) or self.sft_weight < 0:
-            raise ConfigError(f"sft_weight={self.sft_weight!r} must be a finite number >= 0")
-        refused = {"loss_type": (list(self.loss_type), ["sigmoid"]), "loss_weights": (self.loss_weights, None),
-                   "ld_alpha": (self.ld_alpha, None), "f_divergence_type": (self.f_divergence_type, "reverse_kl"),
-                   "use_weighting": (self.use_weighting, False), "label_smoothing": (self.label_smoothing, 0.0)}
-        for name, (value, default) in refused.items():
-            if value != default:
-                raise ConfigError(f"{name}={value!r} is a DPO loss option; RPOConfig replaces that loss "
-                                  f"(choose distance={DISTANCES}, eta, sft_weight), so leave {name} unset")
+        check_rpo_options({name: getattr(self, name) for name in RPO_DEFAULTS})
+
+
+# RPO's fields, and DPO's loss options that RPO replaces (refused unless left at these defaults).
+RPO_DEFAULTS = {"eta": 1.0, "distance": "bwd_kl", "sft_weight": 0.0, "beta": 0.1, "loss_type": ["sigmoid"], "loss_weights": None,
+                "ld_alpha": None, "f_divergence_type": "reverse_kl", "use_weighting": False, "label_smoothing": 0.0}
+_REPLACED = ("loss_type", "loss_weights", "ld_alpha", "f_divergence_type", "use_weighting", "label_smoothing")
+
+
+def check_rpo_options(values: dict[str, Any]) -> None:
+    """RPOConfig's checks on plain values (a recipe's ``training`` section is checked with these before anything loads)."""
+    values = {**RPO_DEFAULTS, **values}
+    if values["distance"] not in DISTANCES:
+        raise ConfigError(f"distance={values['distance']!r} is not one of {DISTANCES}")
+    for name in ("eta", "beta"):
+        if not math.isfinite(values[name]) or values[name] <= 0:
+            raise ConfigError(f"{name}={values[name]!r} must be a finite number > 0")
+    if not math.isfinite(values["sft_weight"]) or values["sft_weight"] < 0:
+        raise ConfigError(f"sft_weight={values['sft_weight']!r} must be a finite number >= 0")
+    for name in _REPLACED:
+        value = list(values[name]) if name == "loss_type" and isinstance(values[name], (list, tuple)) else values[name]
+        if value != RPO_DEFAULTS[name] and not (name == "loss_type" and value == "sigmoid"):
+            raise ConfigError(f"{name}={value!r} is a DPO loss option; RPOConfig replaces that loss "
+                              f"(choose distance={DISTANCES}, eta, sft_weight), so leave {name} unset")
 
 
 class RPOTrainer(DPOTrainer):

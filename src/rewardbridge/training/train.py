@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 from transformers import TrainerCallback
 
+from ..errors import ConfigError
 from .prompts import load_prompts, read_rows
 from .recipe import Recipe, RewardSpec, load_function, load_recipe, resolve_path  # noqa: F401  (CLI imports load_recipe here)
 
@@ -159,6 +160,8 @@ def run(recipe: Recipe, resume: bool = False) -> list[dict]:
 
     ``resume``: continue from the last checkpoint in ``training.output_dir``.
     """
+    if recipe.trainer not in ("rloo", "grpo"):
+        raise ConfigError(f"trainer={recipe.trainer!r} runs in rewardbridge.training.iterations.run_preference (the CLI picks it)")
     started = time.monotonic()
     trainer = build_trainer(recipe)
     main = trainer.accelerator.is_main_process
