@@ -266,3 +266,21 @@ def test_every_preference_recipe_runs_an_iteration_with_tiny_models(path, causal
     assert len(steps) == 1 and steps[0]["iteration"] == 1
     assert ("rpo/loss" in steps[0]) == (data["trainer"] == "rpo")
     assert (tmp_path / "out" / "iter-1" / "policy" / "config.json").exists()
+
+
+@pytest.mark.multiprocess
+def test_two_processes_share_the_main_process_pairs(causal_dir, classifier_dir, tmp_path):
+    from conftest import torchrun
+
+    path = write_recipe(tmp_path, causal_dir, classifier_dir, evaluation=None, training={"per_device_train_batch_size": 1})
+    torchrun("preference_iterations.py", str(path), str(tmp_path), timeout=600)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    out = tmp_path / "out"
+    # Both ranks trained each iteration on the pairs rank 0 wrote, from the same starting policy, as one job.
+    assert [[s["iteration"] for s in r] for r in ranks] == [["iter-1", "iter-2"]] * 2
+    assert ranks[0] == ranks[1] and all(s["world"] == 2 for s in ranks[0])
+    assert ranks[0][1]["start"] == str(out / "iter-1" / "policy")
+    for k, seen in ((1, ranks[0][0]), (2, ranks[0][1])):
+        pairs = [json.loads(line) for line in (out / f"iter-{k}" / "pairs.jsonl").read_text().splitlines()]
+        assert seen["pairs"] == sorted(p["chosen_reward"] for p in pairs)
+    assert json.loads((out / "iterations.json").read_text())[1]["reference"] == str(out / "iter-1" / "policy")

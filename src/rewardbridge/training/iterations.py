@@ -52,7 +52,8 @@ def run_preference(recipe: Recipe, resume: bool = False) -> list[dict]:
     main = int(os.environ.get("RANK", "0")) == 0
     out.mkdir(parents=True, exist_ok=True)
     prompts = _write_prompts(recipe, out, main)
-    reward = build_rewards([recipe.pairs.reward])[0]
+    # The main process samples and scores; the others only train (and wait for its pairs).
+    reward = build_rewards([recipe.pairs.reward])[0] if main else None
     heldout = _heldout(recipe, reward)
     log = json.loads((out / "heldout.json").read_text()) if resume and (out / "heldout.json").exists() else {}
     policy, records, history = resolve_model(recipe.model.path, recipe.model.gguf_file), [], []

@@ -117,15 +117,17 @@ def check_preference_dataset(path: str, trainer: str) -> None:
 
     if not os.path.isfile(path):
         return
-    from .prompts import read_rows
+    from ..jobs.rows import read_rows
 
-    rows = read_rows(path)
-    if not rows:
+    first = next(iter(read_rows(path)), None)
+    if first is None:
         raise ConfigError(f"dataset.path={path!r} has no rows")
+    if first.data is None:
+        raise ConfigError(f"dataset.path={path!r} {first.where}: {first.error}")
     needed = PAIR_COLUMNS + (REWARD_COLUMNS if trainer == "rpo" else ())
-    missing = [c for c in needed if c not in rows[0]]
+    missing = [c for c in needed if c not in first.data]
     if missing:
         hint = ("; RPO needs each response's reward-model score: make the pairs with `rewardbridge pairs`, or add a pairs: "
                 "section and iterations" if set(missing) <= set(REWARD_COLUMNS) else
                 "; a dpo/rpo recipe without a pairs: section trains on pairs (prompt, chosen, rejected)")
-        raise ConfigError(f"dataset.path={path!r}: row 1 has no {', '.join(missing)} (it has {sorted(rows[0])}){hint}")
+        raise ConfigError(f"dataset.path={path!r}: row 1 has no {', '.join(missing)} (it has {sorted(first.data)}){hint}")
