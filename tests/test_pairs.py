@@ -143,14 +143,18 @@ def run_cli(*args, env=None):
                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
-def test_resume_after_sigkill_loses_and_repeats_no_pair(classifier_dir, reward, tmp_path):
-    questions = [f"Question number {i}?" for i in range(16)]
+@pytest.mark.parametrize("engine", [False, True], ids=["local", "engine"])
+def test_resume_after_sigkill_loses_and_repeats_no_pair(engine, causal_dir, classifier_dir, reward, tmp_path):
+    rows = 16
+    questions = [f"Question number {i}?" for i in range(rows)]
     prompts = write_prompts(tmp_path / "prompts.jsonl", questions=questions)
     out = tmp_path / "pairs.jsonl"
     server = GenerationServer(model="m", delay=0.25).start()  # a slow engine: the kill lands mid-run
     try:
-        job = ["pairs", "m", prompts, "--reward", classifier_dir, "-n", "3", "--batch-size", "1", "--max-new-tokens", "4",
-               "--engine", server.url]
+        policy = ["m", prompts, "--engine", server.url] if engine else [causal_dir, prompts]
+        # Batches of 1: each row is sampled with seed + its index, so an uninterrupted run draws the same samples.
+        job = ["pairs", *policy, "--reward", classifier_dir, "-n", "3", "--batch-size", "1",
+               "--max-new-tokens", "4" if engine else "6"]
         args = [*job, "-o", str(out)]
         process = run_cli(*args)
         deadline = time.monotonic() + 120
@@ -163,19 +167,20 @@ def test_resume_after_sigkill_loses_and_repeats_no_pair(classifier_dir, reward, 
         process.wait()
         assert process.returncode == -signal.SIGKILL
         first = len(responses.read_text().splitlines())
-        assert 3 <= first < 16, f"the first run did {first} of 16 rows before the kill"
+        assert 3 <= first < rows, f"the first run did {first} of {rows} rows before the kill"
         assert cli_main([*args, "--resume"]) == 0
-        # The same job, never interrupted (the engine's samples depend on the row, not the run).
-        assert cli_main([*job, "-o", str(tmp_path / "whole.jsonl")]) == 0
+        if engine:  # the same job, never interrupted (the engine's samples depend on the row, not the run)
+            assert cli_main([*job, "-o", str(tmp_path / "whole.jsonl")]) == 0
     finally:
         server.stop()
     records = read_jsonl(responses)
-    assert sorted(int(r["row_id"].split(":")[0]) for r in records) == list(range(16))  # every row once
+    assert sorted(int(r["row_id"].split(":")[0]) for r in records) == list(range(rows))  # every row once
     pairs = read_jsonl(out)
     assert len({p["row_id"] for p in pairs}) == len(pairs)  # no pair twice
     assert {p["row_id"] for p in pairs} == {r["row_id"] for r in records if r["chosen"] is not None}  # none lost
-    key = lambda p: p["row_id"]  # noqa: E731
-    assert sorted(pairs, key=key) == sorted(read_jsonl(tmp_path / "whole.jsonl"), key=key)
+    if engine:
+        key = lambda p: p["row_id"]  # noqa: E731
+        assert sorted(pairs, key=key) == sorted(read_jsonl(tmp_path / "whole.jsonl"), key=key)
 
 
 def test_a_kill_between_the_two_writes_is_repaired_on_resume(causal_dir, reward, tmp_path):

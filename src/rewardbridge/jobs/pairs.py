@@ -87,6 +87,7 @@ def make_pairs(
            "prompts": prompts}
     out = PairsOutput(output, run, inputs=[prompts])
     done = out.open(resume)
+    generator = None
     try:
         if not isinstance(reward, RewardFunction):
             reward = load_reward(source, **reward_options)
@@ -101,7 +102,7 @@ def make_pairs(
                      on_bad_row, total, progress)
     finally:
         out.close()
-        if engine is not None and "generator" in locals():
+        if isinstance(generator, EngineGenerator):
             generator.close()
     stats.update(recovered=out.recovered, written=out.count_pairs(), output=output)
     print(f"rewardbridge pairs: {stats['rows']} prompts: {stats['done_now']} sampled now, {stats['resumed']} already done "

@@ -143,8 +143,7 @@ def _train_once(recipe: Recipe, out: Path, resume: bool, started: float) -> list
     if spec.limit:
         dataset = dataset.select(range(min(spec.limit, len(dataset))))
     model, tokenizer = _load_policy(resolve_model(recipe.model.path, recipe.model.gguf_file), recipe)
-    rewards = build_rewards(recipe.rewards) if recipe.evaluation is not None else []
-    heldout = _heldout(recipe, *rewards) if rewards else None
+    heldout = _heldout(recipe)
     log = {"before": _score_heldout(heldout, model, tokenizer)} if heldout is not None else {}
     trainer = build_preference_trainer(recipe, model, tokenizer, dataset.remove_columns([c for c in ("row_id", "margin") if c in dataset.column_names]),
                                        out, label=recipe.trainer.upper())
@@ -249,13 +248,13 @@ def _save_policy(trainer, tokenizer, folder: Path, main: bool) -> None:
     trainer.accelerator.wait_for_everyone()
 
 
-def _heldout(recipe: Recipe, *rewards) -> HeldOut | None:
+def _heldout(recipe: Recipe, default_reward=None) -> HeldOut | None:
     """train.py's held-out check, scored by the recipe's ``rewards`` (default: the pairs' reward)."""
     if recipe.evaluation is None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         if recipe.evaluation is not None and int(os.environ.get("RANK", "0")) == 0:
             print("held-out check skipped: it runs in single-process runs only", flush=True)
         return None
-    funcs = build_rewards(recipe.rewards) if recipe.rewards else list(rewards)
+    funcs = build_rewards(recipe.rewards) if recipe.rewards else [default_reward]
     heldout = HeldOut(SimpleNamespace(reward_funcs=funcs, model=None, processing_class=None), recipe)
     heldout.weights = [r.weight for r in recipe.rewards] if recipe.rewards else [1.0]
     return heldout
