@@ -135,8 +135,8 @@ def pairs_dataset(rows=PAIRS, swap=False):
     ])
 
 
-def completion_logps(model, tokenizer, prompt, completion) -> torch.Tensor:
-    """log pi(completion | prompt) summed over the completion's tokens, from plain logits."""
+def completion_logps(model, tokenizer, prompt, completion, mean=False) -> torch.Tensor:
+    """log pi(completion | prompt) summed (or averaged) over the completion's tokens, from plain logits."""
     prefix = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
     full = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
     assert full.startswith(prefix)
@@ -146,7 +146,8 @@ def completion_logps(model, tokenizer, prompt, completion) -> torch.Tensor:
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0].double()
     logprobs = torch.log_softmax(logits[:-1], dim=-1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
-    return logprobs[len(prefix_ids) - 1:].sum()
+    completion_part = logprobs[len(prefix_ids) - 1:]
+    return completion_part.mean() if mean else completion_part.sum()
 
 
 def rpo_args(tmp_path, **overrides):
@@ -157,8 +158,8 @@ def rpo_args(tmp_path, **overrides):
     return RPOConfig(**values)
 
 
-@pytest.mark.parametrize("distance", DISTANCES)
-def test_trainer_logs_the_loss_computed_from_independent_log_probs(distance, models, tmp_path):
+@pytest.mark.parametrize("distance, average", [(d, False) for d in DISTANCES] + [("bwd_kl", True)])
+def test_trainer_logs_the_loss_computed_from_independent_log_probs(distance, average, models, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     policy_dir, reference_dir = models
@@ -169,12 +170,14 @@ def test_trainer_logs_the_loss_computed_from_independent_log_probs(distance, mod
     logps = {}
     for name, model in (("policy", policy), ("ref", reference)):
         for column in ("chosen", "rejected"):
-            logps[f"{name}_{column}"] = torch.stack([completion_logps(model, tokenizer, row["prompt"], row[column]) for row in dataset])
+            logps[f"{name}_{column}"] = torch.stack([completion_logps(model, tokenizer, row["prompt"], row[column], mean=average)
+                                                     for row in dataset])
     rewards = torch.tensor(dataset["chosen_reward"], dtype=torch.float64), torch.tensor(dataset["rejected_reward"], dtype=torch.float64)
     per_pair = rpo_loss(logps["policy_chosen"], logps["policy_rejected"], logps["ref_chosen"], logps["ref_rejected"], *rewards,
                         beta=0.5, eta=1.0, distance=distance)
     sft = -logps["policy_chosen"].mean()
-    trainer = RPOTrainer(model=policy, ref_model=reference, args=rpo_args(tmp_path, distance=distance), train_dataset=dataset,
+    trainer = RPOTrainer(model=policy, ref_model=reference, args=rpo_args(tmp_path, distance=distance, average_log_probs=average),
+                         train_dataset=dataset,
                          processing_class=tokenizer)
     before = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.train()
