@@ -153,7 +153,12 @@ def test_wandb_gets_one_run_per_iteration_in_one_group(causal_dir, classifier_di
     monkeypatch.setenv("WANDB_SILENT", "true")
     path = write_recipe(tmp_path, causal_dir, classifier_dir, evaluation=None, wandb={"project": "rb-test", "name": "tiny-rpo"},
                         training={"report_to": "wandb", "max_steps": 1})
-    iterations.run_preference(load_recipe(path))
+    import wandb
+
+    try:
+        iterations.run_preference(load_recipe(path))
+    finally:
+        wandb.teardown()  # W&B keeps its settings (WANDB_DIR) per process: later tests get their own
     runs = []
     for run_file in sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb")):
         records = read_wandb_records(run_file)

@@ -264,3 +264,22 @@ def test_normalize_is_refused(causal_dir, classifier_dir, tmp_path):
 ])
 def test_select_pair(rewards, margin, expected):
     assert select_pair(rewards, margin) == expected
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_prompts_in_any_row_format(fmt, causal_dir, reward, tmp_path):
+    import csv
+
+    rows = [{"prompt": [{"role": "user", "content": q}]} for q in QUESTIONS[:2]]
+    path = tmp_path / f"prompts.{fmt}"
+    if fmt == "csv":  # chat messages in a cell as JSON text, as rows.py reads them
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["prompt"])
+            writer.writeheader()
+            writer.writerows({"prompt": json.dumps(r["prompt"])} for r in rows)
+    else:
+        from datasets import Dataset
+
+        Dataset.from_list(rows).to_parquet(str(path))
+    make_pairs(causal_dir, str(path), str(tmp_path / "pairs.jsonl"), reward=reward, n=2, max_new_tokens=3, progress=False)
+    assert [r["prompt"] for r in read_jsonl(tmp_path / "pairs.jsonl.responses.jsonl")] == [r["prompt"] for r in rows]

@@ -8,9 +8,12 @@ on first use. See docs/rpo.md for the maths, the knobs and the recipes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .training.rpo_loss import DISTANCES, rpo_distance, rpo_loss
+
+if TYPE_CHECKING:
+    from .training.rpo import RPOConfig, RPOTrainer
 
 __all__ = ["DISTANCES", "RPOConfig", "RPOTrainer", "rpo_distance", "rpo_loss"]
 
