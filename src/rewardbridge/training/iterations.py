@@ -45,11 +45,12 @@ def run_preference(recipe: Recipe, resume: bool = False) -> list[dict]:
     out = Path(recipe.training.get("output_dir") or "trainer_output")
     if recipe.pairs is None:
         return _train_once(recipe, out, resume, started)
-    finished = sorted(out.glob("iter-*/done.json")) + sorted(out.glob("iter-*/pairs.jsonl"))
+    main = int(os.environ.get("RANK", "0")) == 0
+    # The main process checks the folder; the others may start after it began writing there.
+    finished = sorted(out.glob("iter-*/done.json")) + sorted(out.glob("iter-*/pairs.jsonl")) if main else []
     if finished and not resume:
         raise ConfigError(f"{out} already holds iterations ({finished[0].parent.name}); pass --resume to continue that run, "
                           "or set training.output_dir to a new folder")
-    main = int(os.environ.get("RANK", "0")) == 0
     out.mkdir(parents=True, exist_ok=True)
     prompts = _write_prompts(recipe, out, main)
     # The main process samples and scores; the others only train (and wait for its pairs).
@@ -168,11 +169,14 @@ def _write_prompts(recipe: Recipe, out: Path, main: bool) -> Path:
     if need > len(rows):
         raise ConfigError(f"pairs.prompts_per_iteration={recipe.pairs.prompts_per_iteration} x iterations={recipe.iterations} "
                           f"needs {need} prompts; dataset has {len(rows)}: lower one of them, or give more prompts")
+    if not main:
+        return path  # the main process writes it (and checks it) before it samples
     if path.exists() and path.read_text() != text:
         raise ConfigError(f"{path} holds other prompts than the recipe's dataset now; resume with the same dataset, "
                           "or set training.output_dir to a new folder")
-    if main and not path.exists():
-        path.write_text(text)
+    if not path.exists():
+        path.with_suffix(".tmp").write_text(text)
+        os.replace(path.with_suffix(".tmp"), path)
     return path
 
 
@@ -211,7 +215,8 @@ def _make_iteration_pairs(recipe, k, d: Path, prompts: Path, policy, model, toke
     if stats["written"] == 0:
         raise ConfigError(f"iteration {k} made no pairs from {stats['rows']} prompts ({stats['below_margin']} below "
                           f"min_margin={spec.min_margin}, {stats['unscored']} unscored): lower pairs.min_margin or raise pairs.n")
-    done.write_text(json.dumps(stats, indent=1))
+    done.with_suffix(".tmp").write_text(json.dumps(stats, indent=1))
+    os.replace(done.with_suffix(".tmp"), done)  # whole or absent: the other processes poll for it
     return stats
 
 
