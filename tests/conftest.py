@@ -86,6 +86,19 @@ def no_weights(monkeypatch):
     monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(refuse))
 
 
+@pytest.fixture
+def wandb_offline(tmp_path, monkeypatch):
+    """W&B offline into tmp_path/wandb; torn down after, since W&B keeps its settings (WANDB_DIR)
+    per process and a later test would otherwise write into this one's folder."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    yield tmp_path / "wandb"
+    import wandb
+
+    wandb.teardown()
+
+
 class CountingScorer:
     """A reward's real scorer, counting the conversations in each call (to prove batching)."""
 

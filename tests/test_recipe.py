@@ -12,7 +12,8 @@ from rewardbridge.errors import ConfigError
 from rewardbridge.training.recipe import Recipe, load_recipe, resolve_path
 from rewardbridge.training.train import run
 
-RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
+REPO_RECIPES = Path(__file__).parent.parent / "recipes"
+RECIPES = sorted(REPO_RECIPES.glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
@@ -29,7 +30,7 @@ def test_every_recipe_loads_and_opens_with_its_header(path):
 
 
 def test_overrides_reach_sections_list_items_and_coerce_yaml_text_numbers(tmp_path):
-    recipe = load_recipe(RECIPES[-1], ["training.max_steps=3", "rewards.0.normalize=zscore", "rewards.0.weight=2",
+    recipe = load_recipe(REPO_RECIPES / "quickstart.yaml", ["training.max_steps=3", "rewards.0.normalize=zscore", "rewards.0.weight=2",
                                        "training.learning_rate=3e-5", "peft.r=4"])
     assert recipe.training["max_steps"] == 3
     assert recipe.rewards[0].options["normalize"] == "zscore" and recipe.rewards[0].weight == 2.0

@@ -1,4 +1,4 @@
-"""``rewardbridge train | score | eval | inspect | serve``: the command line.
+"""``rewardbridge train | score | pairs | eval | inspect | serve``: the command line.
 
 Each command parses its flags here and calls one library function; errors come out as one
 line, ``rewardbridge: error: ...`` (exit 2 for a usage or option mistake, 1 for a failure),
@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("recipe", help="a YAML recipe, e.g. recipes/quickstart.yaml")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a recipe key, e.g. --set training.max_steps=5 (repeatable)")
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in training.output_dir")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the last checkpoint in training.output_dir (dpo/rpo iterations: the first unfinished one)")
 
     score = commands.add_parser("score", help="score a dataset of responses (JSONL, JSON, CSV, Parquet, save_to_disk folder)")
     score.add_argument("source", help="reward model: directory, hub id, or http(s):// URL")
@@ -40,6 +41,31 @@ def build_parser() -> argparse.ArgumentParser:
                        help="NeMo-Aligner conversations: write labels as name:value rounded and clamped to 0-4")
     score.add_argument("--resume", action="store_true", help="continue an interrupted run into the same --output")
     score.add_argument("--on-bad-row", choices=("stop", "skip"), default="stop",
+                       help="stop at a malformed row (default), or skip it into OUTPUT.rejects.jsonl")
+
+    pairs = commands.add_parser("pairs", help="sample N responses per prompt, score them, write best/worst preference pairs")
+    pairs.add_argument("policy", help="the policy: a model folder or hub id (with --engine: the model name the server serves)")
+    pairs.add_argument("prompts", help="rows with a 'prompt' (text or chat messages): JSONL, JSON, CSV, Parquet, save_to_disk folder")
+    pairs.add_argument("--reward", required=True, help="reward model: directory, hub id, or http(s):// URL (with --option protocol=...)")
+    pairs.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE", help=OPTION_HELP)
+    pairs.add_argument("-n", type=int, default=4, help="responses per prompt (default 4)")
+    pairs.add_argument("--output", "-o", required=True, help="pairs JSONL (prompt, chosen, rejected, chosen_reward, rejected_reward)")
+    pairs.add_argument("--min-margin", type=float, default=0.0, help="least reward gap between best and worst for a pair (default 0)")
+    pairs.add_argument("--batch-size", type=int, default=8, help="prompts per generate call, or in flight with --engine (default 8)")
+    pairs.add_argument("--max-new-tokens", type=int, default=256)
+    pairs.add_argument("--temperature", type=float, default=1.0)
+    pairs.add_argument("--top-p", type=float, default=1.0)
+    pairs.add_argument("--seed", type=int, default=0)
+    pairs.add_argument("--engine", default=None, metavar="URL",
+                       help="generate on an OpenAI-compatible server (vLLM, NIM): /v1/completions for text, /v1/chat/completions for chat")
+    pairs.add_argument("--engine-key-env", default=None, metavar="NAME", help="environment variable holding the server's key")
+    pairs.add_argument("--engine-timeout", type=float, default=600.0, help="seconds per generation request (default 600)")
+    pairs.add_argument("--engine-concurrency", type=int, default=16, help="generation requests in flight (default 16)")
+    pairs.add_argument("--as-chat", action="store_true", help="text prompts become one user message (chat template / chat endpoint)")
+    pairs.add_argument("--prompt-column", default="prompt")
+    pairs.add_argument("--gguf-file", default=None, help="a GGUF checkpoint inside the policy folder")
+    pairs.add_argument("--resume", action="store_true", help="continue an interrupted run into the same --output")
+    pairs.add_argument("--on-bad-row", choices=("stop", "skip"), default="stop",
                        help="stop at a malformed row (default), or skip it into OUTPUT.rejects.jsonl")
 
     evaluate = commands.add_parser("eval", help="RewardBench / RewardBench 2 scores on prompt/chosen/rejected/subset rows")
@@ -119,9 +145,14 @@ def run_command(args: argparse.Namespace) -> int:
         from .training.recipe import load_recipe  # checked before the runner's imports (transformers, TRL)
 
         recipe = load_recipe(args.recipe, args.overrides)
-        from .training.train import run
+        if recipe.trainer in ("dpo", "rpo"):
+            from .training.iterations import run_preference
 
-        run(recipe, resume=args.resume)
+            run_preference(recipe, resume=args.resume)
+        else:
+            from .training.train import run
+
+            run(recipe, resume=args.resume)
         return 0
     if args.command == "score":
         options = parse_options(args.options)
@@ -130,6 +161,20 @@ def run_command(args: argparse.Namespace) -> int:
         score_file(
             args.source, args.input, args.output, options=options, batch_size=args.batch_size,
             best_of_n=args.best_of_n, min_zscore=args.min_zscore, steerlm_labels=args.steerlm_labels,
+            resume=args.resume, on_bad_row=args.on_bad_row,
+        )
+        return 0
+    if args.command == "pairs":
+        options = parse_options(args.options)
+        from .jobs.generate import EngineSettings
+        from .jobs.pairs import make_pairs
+
+        make_pairs(
+            args.policy, args.prompts, args.output, reward=args.reward, options=options, n=args.n, min_margin=args.min_margin,
+            batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+            seed=args.seed, engine=args.engine, as_chat=args.as_chat, prompt_column=args.prompt_column, gguf_file=args.gguf_file,
+            engine_settings=EngineSettings(timeout=args.engine_timeout, max_concurrency=args.engine_concurrency,
+                                           api_key_env=args.engine_key_env),
             resume=args.resume, on_bad_row=args.on_bad_row,
         )
         return 0

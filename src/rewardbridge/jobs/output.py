@@ -109,7 +109,7 @@ class JobOutput:
         """Every path, before anything loads: folder, not the input, not already holding data."""
         check_writable(self.output, self.flag)
         for path in self.written:
-            if _same_file(path, self.input):
+            if same_file(path, self.input):
                 raise ConfigError(
                     f"{self.flag} {self.output} would write {path}, which is the input {self.input}; "
                     "the input is never written: pick another output path"
@@ -125,16 +125,7 @@ class JobOutput:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold ``OUT.lock`` exclusively; a second process on the same output is refused at once."""
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(self.lock_path, timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise ConfigError(
-                f"{self.output} is being written by another run (it holds {self.lock_path}); two runs on one output would "
-                "write every row twice. Wait for it to finish (then --resume if it stopped early), or pick another output path"
-            ) from None
+        lock = hold_lock(self.lock_path, self.output)
         try:
             yield
         finally:
@@ -166,6 +157,23 @@ class JobOutput:
         return done
 
 
+def hold_lock(lock_path: str, output: str):
+    """An exclusive lock on ``lock_path`` (filelock; the OS drops it when the process dies, so a
+    killed run never blocks its resume), taken at once or refused; ``.release()`` it when done.
+    The file stays: removing it would let two writers lock different files."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(lock_path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(
+            f"{output} is being written by another run (it holds {lock_path}); two runs on one output would "
+            "write every row twice. Wait for it to finish (then --resume if it stopped early), or pick another output path"
+        ) from None
+    return lock
+
+
 def check_writable(path: str, flag: str = "--output") -> None:
     """``path`` can be created: its folder exists and is writable, and it is not a folder itself."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -178,7 +186,7 @@ def check_writable(path: str, flag: str = "--output") -> None:
 
 
 def check_not_input(output: str, input: str, flag: str = "--output") -> None:
-    if _same_file(output, input):
+    if same_file(output, input):
         raise ConfigError(f"{flag} {output} is the input {input}; the input is never written: pick another output path")
 
 
@@ -247,7 +255,7 @@ def _holds_data(path: str) -> bool:
     return os.path.isfile(path) and os.path.getsize(path) > 0
 
 
-def _same_file(a: str, b: str) -> bool:
+def same_file(a: str, b: str) -> bool:
     if os.path.exists(a) and os.path.exists(b):
         return os.path.samefile(a, b)
     return os.path.realpath(a) == os.path.realpath(b)

@@ -1,6 +1,6 @@
 """Recipes: YAML whose keys map 1:1 onto the dataclasses below, validated before any weights load.
 
-A recipe names a trainer (``rloo`` | ``grpo``), a policy (``model``), one or more rewards
+A recipe names a trainer (``rloo`` | ``grpo``; ``dpo`` | ``rpo``, see preference.py), a policy (``model``), one or more rewards
 (``rewards``: reward models with their ``load_reward`` options, or rule-based functions,
 each with a ``weight``), prompts (``dataset``), optional LoRA (``peft`` -> ``peft.LoraConfig``),
 W&B (``wandb``), a held-out before/after check (``evaluation``) and ``training``: fields of
@@ -25,12 +25,13 @@ import yaml
 
 from .. import yaml12
 from ..errors import ConfigError, RewardBridgeError
-from ..options import TEXT_OPTIONS
 from .early_checks import check_batch, check_first_row
+from .overrides import apply_override
+from .preference import PREFERENCE_TRAINERS, check_engine_iterations, check_preference, check_preference_dataset, parse_pairs
 from .remote_rewards import fill_group_size
 from .typecheck import check_value
 
-TRAINERS = ("rloo", "grpo")
+TRAINERS = ("rloo", "grpo", *PREFERENCE_TRAINERS)
 # Files load_prompts reads itself; anything else is a hub dataset id.
 LOCAL_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 PROMPT_FORMATS = ("messages", "helpsteer2_preference")
@@ -112,6 +113,8 @@ class Recipe:
     plot: str | None = "reward.png"  # written under training.output_dir
     seed: int = 0
     threads: int | None = None  # torch CPU threads per process (None: torch's default, one per core)
+    iterations: int | None = None  # dpo/rpo: sample pairs, train, go on from the result (preference.py)
+    pairs: Any = None  # dpo/rpo: a preference.PairsSpec, how each iteration makes its pairs
 
     @property
     def reports_to_wandb(self) -> bool:
@@ -152,39 +155,6 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     return parse_recipe(data, base_dir=path.parent, name=str(path))
 
 
-def apply_override(data: dict, item: str) -> None:
-    """``"training.max_steps=5"`` -> ``data["training"]["max_steps"] = 5`` (in place)."""
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"--set {item!r} is not KEY=VALUE (for example --set training.max_steps=5)")
-    leaf_name = key.strip().rsplit(".", 1)[-1]
-    # A reward's text options (a judge prompt, a chat template) are taken as typed, not as YAML.
-    parsed = value if leaf_name in TEXT_OPTIONS else yaml12.parse_value(value, f"--set {item!r}")
-    node: Any = data
-    *parents, leaf = key.strip().split(".")
-    for depth, part in enumerate(parents):
-        if isinstance(node, list):
-            node = node[_list_index(node, part, item)]
-        elif not isinstance(node, dict):
-            raise ConfigError(f"--set {item!r}: {'.'.join(parents[:depth])} is a value, not a section")
-        else:
-            if node.get(part) is None:
-                node[part] = {}
-            node = node[part]
-    if isinstance(node, list):
-        node[_list_index(node, leaf, item)] = parsed
-    elif isinstance(node, dict):
-        node[leaf] = parsed
-    else:
-        raise ConfigError(f"--set {item!r}: {'.'.join(parents)} is a value, not a section")
-
-
-def _list_index(node: list, part: str, item: str) -> int:
-    if not part.isdigit() or int(part) >= len(node):
-        raise ConfigError(f"--set {item!r}: {part!r} is not an index of a list of {len(node)} (0..{len(node) - 1})")
-    return int(part)
-
-
 def parse_recipe(data: dict[str, Any], base_dir: Path = Path("."), name: str = "recipe") -> Recipe:
     """Validate a recipe's raw mapping into a :class:`Recipe` (see :func:`load_recipe`)."""
     data = dict(data)
@@ -194,17 +164,19 @@ def parse_recipe(data: dict[str, Any], base_dir: Path = Path("."), name: str = "
         data["rewards"] = [data.pop("reward")]
     known = [f.name for f in dataclasses.fields(Recipe)]
     _reject_unknown(data, known, f"{name}: unknown recipe key", here="")
-    for required in ("trainer", "model", "rewards", "dataset"):
+    if data.get("trainer") is not None and data["trainer"] not in TRAINERS:
+        raise ConfigError(f"trainer={data['trainer']!r} is not one of {TRAINERS}")
+    iterations, needs_rewards = check_preference(data, data["trainer"]) if data.get("trainer") is not None else (None, True)
+    for required in ("trainer", "model", "dataset") + (("rewards",) if needs_rewards else ()):
         if data.get(required) is None:
             raise ConfigError(f"{name}: missing section {required!r} (a recipe needs trainer, model, rewards, dataset)")
-    if data["trainer"] not in TRAINERS:
-        raise ConfigError(f"trainer={data['trainer']!r} is not one of {TRAINERS}")
     sections = {key: _section(SECTIONS[key], data[key], key) for key in SECTIONS if data.get(key) is not None}
-    rewards = data["rewards"]
-    if not isinstance(rewards, list) or not rewards:
+    rewards = data.get("rewards") or []
+    if not isinstance(rewards, list) or (needs_rewards and not rewards):
         raise ConfigError("rewards must be a non-empty list of reward entries (each with 'source' or 'function')")
     training = check_training(data["trainer"], data.get("training") or {})
-    check_batch(data["trainer"], training)
+    if data["trainer"] in ("rloo", "grpo"):
+        check_batch(data["trainer"], training)
     recipe = Recipe(
         trainer=data["trainer"],
         model=sections["model"],
@@ -217,6 +189,8 @@ def parse_recipe(data: dict[str, Any], base_dir: Path = Path("."), name: str = "
         plot=data.get("plot", "reward.png"),
         seed=check_value("seed", data.get("seed", 0), int),
         threads=check_value("threads", data.get("threads"), int | None),
+        iterations=iterations,
+        pairs=parse_pairs(data["pairs"], parse_reward, _reject_unknown) if data.get("pairs") is not None else None,
     )
     if "reward_weights" in training:
         raise ConfigError("training.reward_weights: give each reward's 'weight' in the rewards list instead")
@@ -231,6 +205,12 @@ def parse_recipe(data: dict[str, Any], base_dir: Path = Path("."), name: str = "
         raise ConfigError(f"dataset.format={recipe.dataset.format!r} is not one of {PROMPT_FORMATS}")
     fill_group_size(recipe)  # a pairwise judge judges TRL's own groups (remote_rewards.py)
     resolve_files(recipe, base_dir)
+    if recipe.trainer in PREFERENCE_TRAINERS:
+        check_engine_iterations(recipe.pairs, recipe.iterations)
+        if recipe.pairs is None:
+            check_preference_dataset(recipe.dataset.path, recipe.trainer)
+        if recipe.evaluation is not None and not recipe.rewards and recipe.pairs is None:
+            raise ConfigError("evaluation: scoring held-out answers needs a reward: give 'rewards' (or a pairs: section)")
     return recipe
 
 
@@ -276,13 +256,20 @@ def load_function(spec: str, where: str = "function"):
 def check_training(trainer: str, training: Any) -> dict[str, Any]:
     """Every key a field of TRL's config class for ``trainer``, every value of its type."""
     if not isinstance(training, dict):
-        raise ConfigError("training must be a mapping of RLOOConfig/GRPOConfig fields")
-    from trl import GRPOConfig, RLOOConfig
+        raise ConfigError(f"training must be a mapping of the fields of TRL's config for trainer={trainer!r}")
+    from trl import DPOConfig, GRPOConfig, RLOOConfig
 
-    config_class = {"rloo": RLOOConfig, "grpo": GRPOConfig}[trainer]
+    from .rpo import RPOConfig
+
+    config_class = {"rloo": RLOOConfig, "grpo": GRPOConfig, "dpo": DPOConfig, "rpo": RPOConfig}[trainer]
     fields = {f.name: f.type for f in dataclasses.fields(config_class)}
     _reject_unknown(training, list(fields), "training: unknown key", f"(not a field of TRL's {config_class.__name__})", here="training")
-    return {key: check_value(f"training.{key}", value, fields[key]) for key, value in training.items()}
+    checked = {key: check_value(f"training.{key}", value, fields[key]) for key, value in training.items()}
+    if trainer == "rpo":
+        from .rpo import check_rpo_options
+
+        check_rpo_options({k: v for k, v in checked.items() if k in fields})
+    return checked
 
 
 def check_peft(peft: Any) -> dict[str, Any]:
@@ -313,7 +300,8 @@ def resolve_files(recipe: Recipe, base_dir: Path) -> None:
         check_first_row(dataset)
     if recipe.evaluation is not None:
         recipe.evaluation.prompts = str(_existing(recipe.evaluation.prompts, base_dir, "evaluation.prompts"))
-    for where, spec in [("model.path", recipe.model)] + [(f"rewards[{i}].source", r) for i, r in enumerate(recipe.rewards)]:
+    extra = [("pairs.reward.source", recipe.pairs.reward)] if recipe.pairs is not None else []
+    for where, spec in [("model.path", recipe.model)] + [(f"rewards[{i}].source", r) for i, r in enumerate(recipe.rewards)] + extra:
         attr = "path" if where == "model.path" else "source"
         value = getattr(spec, attr)
         if value is None or value.startswith(("pkg:", "http://", "https://")):

@@ -30,7 +30,10 @@ def trainer_default(trainer: str, key: str) -> Any:
 
 
 def fill_group_size(recipe: Any) -> None:
-    """Give each pairwise judge ``group_size = training.num_generations``; refuse another value."""
+    """Give each pairwise judge ``group_size = training.num_generations``; refuse another value.
+    (GRPO and RLOO only: the preference trainers score pairs, not TRL's generation groups.)"""
+    if recipe.trainer not in ("grpo", "rloo"):
+        return
     generations = recipe.training.get("num_generations", trainer_default(recipe.trainer, "num_generations"))
     for index, spec in enumerate(recipe.rewards):
         if spec.source is None or spec.options.get("protocol") != "genrm":

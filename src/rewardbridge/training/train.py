@@ -21,8 +21,9 @@ from typing import Any, Callable, Sequence
 
 from transformers import TrainerCallback
 
+from ..errors import ConfigError
 from .prompts import read_rows
-from .recipe import Recipe, RewardSpec, load_function, load_recipe, resolve_path  # noqa: F401  (CLI imports load_recipe here)
+from .recipe import Recipe, RewardSpec, load_recipe, resolve_path  # noqa: F401  (load_recipe: its old home)
 
 __all__ = ["build_trainer", "load_recipe", "run"]
 
@@ -155,6 +156,8 @@ def run(recipe: Recipe, resume: bool = False) -> list[dict]:
 
     ``resume``: continue from the last checkpoint in ``training.output_dir``.
     """
+    if recipe.trainer not in ("rloo", "grpo"):
+        raise ConfigError(f"trainer={recipe.trainer!r} runs in rewardbridge.training.iterations.run_preference (the CLI picks it)")
     started = time.monotonic()
     trainer = build_trainer(recipe)
     main = trainer.accelerator.is_main_process
