@@ -9,6 +9,7 @@ second, else 4. The rewards below are that verdict folded by hand (simple_tiebre
 
 import json
 import pickle
+import re
 from collections import Counter
 
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from rewardbridge import Conversation, load_reward
 from rewardbridge.comparisons import Judgement, comparison_pairs, fold, length_weights, split_reasoning
 from rewardbridge.errors import ConfigError, InputError, OptionTypeError, RemoteError
-from rewardbridge.protocols.genrm import Unparsed, parse_judgement
+from rewardbridge.protocols.genrm import Unparsed, json_objects, parse_judgement
 from rewardbridge.resolve import resolve
 from servers.faulty import Fault, FaultyServer, free_port
 from servers.judge import compared, judge_answer, unreadable_fault
@@ -108,12 +109,87 @@ VERDICT = Judgement(4.0, 2.0, 2.0)
         ('{"score_1": true, "score_2": 2, "ranking": 2}', False, Unparsed("score_1=True is not a number")),
         ("I cannot decide.", False, Unparsed("no JSON object in the answer")),
         ('<think>{"score_1": 4, "score_2": 2, "ranking": 2}</think> no verdict', False, Unparsed("no JSON object in the answer")),
+        # A <think> never closed: all of it is reasoning, its draft verdict is not the answer.
+        ('<think>maybe {"score_1": 4, "score_2": 2, "ranking": 2} but', False, Unparsed("no JSON object in the answer")),
+        # Off the judge's scale (scores 1-5, ranking 1-6): not a verdict, asked again; never clamped.
+        ('{"score_1": 7, "score_2": 2, "ranking": 2}', False, Unparsed("score_1=7 is outside 1-5")),
+        ('{"score_1": 4, "score_2": 0.5, "ranking": 2}', True, Unparsed("score_2=0.5 is outside 1-5")),
+        ('{"score_1": 4, "score_2": 2, "ranking": 0}', False, Unparsed("ranking=0 is outside 1-6")),
+        ('{"score_1": 4, "score_2": 2, "ranking": 6.5}', False, Unparsed("ranking=6.5 is outside 1-6")),
+        ('{"score_1": 5, "score_2": 1, "ranking": 6}', False, Judgement(5.0, 1.0, 6.0)),  # the ends of the scale are in it
+        # A malformed outer object is skipped whole (genrm_compare's brace counter): its nested verdict is not read.
+        ('{"x": {"score_1": 4, "score_2": 2, "ranking": 2}, oops}', False, Unparsed("no JSON object in the answer")),
     ],
     ids=["fenced", "prose", "nested-overall", "fenced-first", "last-object", "after-think", "neutral-fill",
-         "missing-key", "boolean", "none", "only-in-reasoning"],
+         "missing-key", "boolean", "none", "only-in-reasoning", "unclosed-think", "score-above", "score-below-neutral",
+         "ranking-below", "ranking-above", "scale-ends", "malformed-outer"],
 )
 def test_parse_judgement(text, neutral, result):
     assert parse_judgement(text, neutral) == result
+
+
+@pytest.mark.parametrize(
+    "text, objects",
+    [
+        ('first {"a": 1} then {"b": {"c": 2}} and {oops}', [{"a": 1}, {"b": {"c": 2}}]),
+        ('{"x": {"a": 1}, oops}', []),  # malformed outer: nothing, not its nested {"a": 1}
+        ('{"x": {"a": 1}, oops} {"b": 2}', [{"b": 2}]),  # the next top-level object is still read
+        ('unbalanced { then {"a": 1}', [{"a": 1}]),  # a { never closed is passed over
+        ('{"s": "a } in a string", "n": 1}', [{"s": "a } in a string", "n": 1}]),  # braces in strings do not count
+        ('{"s": "an \\" escaped quote {"}', [{"s": 'an " escaped quote {'}]),
+        ("[1, 2] {}", [{}]),
+    ],
+    ids=["top-level", "malformed-outer", "after-malformed", "unbalanced", "brace-in-string", "escaped-quote", "array"],
+)
+def test_json_objects_are_the_top_level_ones(text, objects):
+    assert json_objects(text) == objects
+
+
+@pytest.mark.parametrize(
+    "text, parts",
+    [
+        ("<think>2+2 is 4</think> 4", ("<think>2+2 is 4</think>", " 4")),
+        ("4", ("", "4")),
+        ("<think>still thinking", ("<think>still thinking", "")),  # opened, never closed: no answer
+        ("<think>a</think>b<think>c", ("<think>a</think>b<think>c", "")),  # a second one never closed
+        ("reasoning the template opened</think>4", ("reasoning the template opened</think>", "4")),
+    ],
+    ids=["closed", "none", "never-closed", "reopened", "template-opened"],
+)
+def test_split_reasoning(text, parts):
+    assert split_reasoning(text) == parts
+
+
+def response(content, finish="stop", **message):
+    import httpx
+
+    body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": content, **message}, "finish_reason": finish}]}
+    return httpx.Response(200, json=body)
+
+
+VERDICT_JSON = '{"score_1": 4, "score_2": 2, "ranking": 2}'
+
+
+@pytest.mark.parametrize(
+    "content, finish, message, read",
+    [
+        (f"<think>so far {VERDICT_JSON}", "length", {}, False),  # cut inside an opened <think>
+        (f"the template opened the think; so far {VERDICT_JSON}", "length", {}, False),  # cut before any </think>
+        (f"<think>done</think>{VERDICT_JSON} and some more words", "length", {}, True),  # cut after the reasoning ended
+        (f"{VERDICT_JSON} and more", "length", {"reasoning_content": "done thinking"}, True),  # vLLM's parser moved it out
+        (f"the template opened the think {VERDICT_JSON}", "stop", {}, True),  # not cut: read as it is
+    ],
+    ids=["cut-in-think", "cut-no-close", "cut-after-close", "cut-after-parsed-reasoning", "not-cut"],
+)
+def test_a_judge_cut_at_max_tokens_while_reasoning_has_no_verdict(content, finish, message, read):
+    from rewardbridge.options import RewardOptions
+    from rewardbridge.protocols.genrm import GenRMClient
+
+    result = GenRMClient(RewardOptions(protocol="genrm")).parse(response(content, finish, **message))
+    if read:
+        assert result == VERDICT
+    else:
+        assert isinstance(result, Unparsed) and "cut at max_tokens=16384 before its reasoning ended" in result.reason
 
 
 # -- rewards through the real judge server ------------------------------------------------------------
@@ -229,12 +305,21 @@ def test_comparisons_fail_over_across_judge_replicas(judge):
     assert len(live.requests) == 9
 
 
-def test_a_failed_judge_raises_or_skips(judge):
+def test_a_failed_judge_raises_or_skips(judge, caplog):
     server = judge()
     server.script += [Fault(status=503)] * 10
     reward = load_reward(server.url, protocol="genrm", max_retries=1, retry_wait=0.01, timeout=5.0, max_concurrency=1)
-    with pytest.raises(RemoteError, match=r"comparing samples \d and \d: genrm endpoint .* answered HTTP 503"):
+    with pytest.raises(RemoteError, match=r"^genrm endpoint .* answered HTTP 503 .* for samples (\d) and (?!\1)\d after 2 attempts") as error:
         reward(prompts=PROMPTS, completions=COMPLETIONS)
+    assert str(error.value).count("samples") == 1  # named once, as a pair (not "samples 2 and 0: ... samples 2-0")
+    server.script[:] = [Fault(status=503)]
+    skipping = load_reward(server.url, protocol="genrm", on_error="skip", max_retries=0, timeout=5.0, max_concurrency=1)
+    with caplog.at_level("WARNING", logger="rewardbridge.scorers.pairwise"):
+        rewards = skipping(prompts=["Q"] * 3, completions=["a", "b c", "d e f"])
+    # circular (0,1), (1,2), (2,0): the first one sent, (0,1), gets the 503: 0 and 1 are None; 2 is (3 + 3) / 2.
+    assert rewards == [None, None, 3.0]
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and messages[0].count("samples") == 1 and "for samples 0 and 1;" in messages[0]
 
 
 def test_a_group_of_one_is_refused_naming_num_generations(judge):
@@ -272,6 +357,57 @@ def test_chat_prompts_and_reasoning_policies(judge):
     assert [m["role"] for m in json.loads(server.requests[0][2])["messages"]] == ["system", "user", "response_1", "response_2"]
     with pytest.raises(InputError, match="prompt ends with a 'assistant' message"):
         reward(prompts=[[*prompt, {"role": "assistant", "content": "Sure:"}]] * 2, completions=["a", "b"])
+
+
+def test_a_policy_still_thinking_is_sent_as_no_answer_and_all_its_text_counts_as_reasoning(judge):
+    server = judge()
+    reward = load_reward(server.url, protocol="genrm", reasoning_length_penalty=1.0, **FAST)
+    rewards = reward(prompts=["Q"] * 2, completions=["<think>still thinking about it", "four"])
+    # The judge reads "None" for the unfinished one: (0,1) None|four ties 1|1, ranking 3 (4 chars <= 4) -> 1.5 | 0.5,
+    # (1,0) four|None likewise -> 1.5 | 0.5: means 1.0, 1.0. Reasoning lengths 23 and 0: w = -0.5, +0.5.
+    assert set(compared(server)) == {("None", "four"), ("four", "None")}
+    assert rewards == [0.5, 1.5]
+
+
+def test_a_verdict_off_the_judge_s_scale_is_asked_again(judge):
+    from servers.judge import completion
+
+    server = judge()
+    off_scale = Fault(body=completion('```json\n{"score_1": 9, "score_2": 2, "ranking": 7}\n```'), headers={"Content-Type": "application/json"})
+    server.script += [off_scale]
+    reward = load_reward(server.url, protocol="genrm", name="g", **FAST)
+    logged = {}
+    rewards = reward(prompts=PROMPTS, completions=COMPLETIONS, log_metric=lambda k, v: logged.__setitem__(k, v))
+    assert rewards == pytest.approx(expected(CIRCULAR), abs=1e-6)  # the off-scale answer was not used
+    assert len(server.requests) == 9 + 1 and logged["g/parse_retries"] == 1
+    server.script += [off_scale] * 4  # both comparisons of a pair, twice each: never a readable verdict
+    once = load_reward(server.url, protocol="genrm", parse_retries=1, **FAST)
+    with pytest.raises(RemoteError, match=r"could not be read after 2 attempt\(s\): score_1=9 is outside 1-5"):
+        once(prompts=["Q"] * 2, completions=["a", "b"])
+
+
+def test_a_reasoning_length_penalty_on_a_policy_that_never_reasons_warns_once(judge):
+    from rewardbridge.errors import RewardBridgeWarning
+
+    reward = load_reward(judge().url, protocol="genrm", reasoning_length_penalty=0.3, **FAST)
+    with pytest.warns(RewardBridgeWarning, match="reasoning_length_penalty=0.3 does nothing here"):
+        reward(prompts=["Q"] * 2, completions=["a", "b c"])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reward(prompts=["Q"] * 2, completions=["a", "b c"])  # once per reward, not every step
+        reward(prompts=["Q"] * 2, completions=["<think>x</think>a", "b c"])
+
+
+def test_the_70b_principle_prompt_is_defined_once():
+    from pathlib import Path
+
+    import rewardbridge
+    from rewardbridge.presets import NEMOTRON_70B_PRINCIPLE_PROMPT  # noqa: F401
+
+    package = Path(rewardbridge.__file__).parent
+    assert sum(p.read_text().count("NEMOTRON_70B_PRINCIPLE_PROMPT = ") for p in package.rglob("*.py")) == 1
 
 
 def test_a_genrm_reward_pickles_and_scores_after(judge):
@@ -350,6 +486,17 @@ def test_principle_judge_reads_the_column_and_fails_without_an_answer_token(judg
         (dict(protocol="principle"), ConfigError, "needs principle= .* or principle_column="),
         (dict(protocol="principle", principle="c", token_id=[9642, 2822]), ConfigError, r"token_id as the \(yes, no\) pair"),
         (dict(protocol="principle", principle="c", principle_prompt="no slot"), ConfigError, "must contain {principle}"),
+        # Options a judge never reads: refused by name, with either judge (the judge's own template renders).
+        *[(dict(protocol=p, principle="c", **{key: value}), ConfigError, rf"\['{key}'\] would be ignored: protocol='{p}'")
+          for p in ("genrm", "principle")
+          for key, value in (("system_prompt", "Be kind."), ("render", "chat"), ("chat_template", "{{ messages }}"))],
+        *[(dict(protocol=p, principle="c", request_batch_size=8), ConfigError,
+           rf"\['request_batch_size'\] do nothing with protocol='{p}': each request holds one") for p in ("genrm", "principle")],
+        # OpenAI's range for temperature is 0-2.
+        (dict(protocol="genrm", temperature=50), ConfigError, r"temperature must be in \[0, 2\]"),
+        (dict(protocol="principle", principle="c", temperature=-0.1), ConfigError, r"temperature must be in \[0, 2\]"),
+        (dict(protocol="genrm", group_size=1), ConfigError, "group_size must be 2 or more"),
+        (dict(protocol="principle", principle="c", group_size=4), ConfigError, "option group_size is read only by protocol='genrm'"),
     ],
 )
 def test_bad_judge_options_are_refused_before_any_request(options, error, message):
@@ -369,11 +516,40 @@ def test_a_missing_key_variable_is_a_config_error_not_a_skipped_comparison(judge
         reward(prompts=["Q", "Q"], completions=["a", "b"])
 
 
+def test_temperature_at_the_top_of_openai_s_range_is_sent(judge):
+    server = judge()
+    load_reward(server.url, protocol="genrm", temperature=2, **FAST)(prompts=["Q"] * 2, completions=["a", "b"])
+    assert {json.loads(b)["temperature"] for _, _, b in server.requests} == {2}
+
+
+@pytest.mark.parametrize("protocol", ["genrm", "principle"])
+def test_inspect_shows_only_what_the_judge_is_sent(protocol):
+    resolved = resolve("http://judge:8000", protocol=protocol, principle="Be brief.")
+    rows = resolved.describe()
+    labels = [label for label, _ in rows]
+    assert labels.count("example") == 1 and "judge request" not in labels and labels.count("input") == 1
+    example = dict(rows)["example"]
+    # The example is the request the client really sends (not a [user, assistant] pair the judge never sees).
+    from rewardbridge.protocols import protocol_module
+
+    codec = protocol_module(protocol).CLIENT(resolved.options)
+    if protocol == "genrm":
+        sent = codec.request([{"role": "user", "content": "What is 2+2?"}], "4", "5", "Be brief.")
+    else:
+        sent = codec.request([(Conversation([{"role": "user", "content": "What is 2+2?"}], ({"role": "assistant", "content": "4"},)),
+                               "Be brief.")])
+    assert example == repr(sent.json["messages"])
+    assert "request_batch_size" not in resolved.format()  # one comparison / response per request: no batch to size
+    assert "worst case" in labels
+
+
 def test_inspect_describes_the_judge():
     text = resolve("http://judge:8000", protocol="genrm", pairs="all_pairs", length_penalty=0.35, principle="Be brief.").format()
     assert "genrm: POST /v1/chat/completions per comparison" in text
     assert "all_pairs: N(N-1)/2 comparisons per prompt" in text and "length_penalty 0.35" in text
     assert "temperature 0.6, top_p 0.95, max_tokens 16384" in text
+    # timeout 60, max_retries 4, parse_retries 3: 4 x (5 x 60 + 4 x 300 s of Retry-After at most) = 6000 s.
+    assert re.search(r"worst case +6000 s before a hung comparison fails", text)
     assert "{'role': 'principle', 'content': 'Be brief.'}, {'role': 'response_1', 'content': '4'}" in text
 
 
@@ -450,25 +626,29 @@ def test_groups_split_across_two_ranks_score_as_one_process_and_each_comparison_
     assert Counter(compared(direct)) == plan(prompts, completions)  # every comparison once, none twice
     assert sum(plan(prompts, completions).values()) == 3 + 3 + 2
 
-    # GRPO (per_device_train_batch_size=3, num_generations=2: TRL splits groups across the ranks).
+    # GRPO (per_device_train_batch_size=3, num_generations=2: TRL splits groups across the ranks), group_size=2:
+    # the groups are TRL's, each 2 consecutive rows of the gathered order, whatever the prompts repeat.
     calls = list(zip(ranks[0]["grpo"], ranks[1]["grpo"]))
     assert len(calls) == 2
-    split = 0
+    split = repeated = 0
     expected_pairs = Counter()
     for rank0, rank1 in calls:
         prompts = [json.dumps(p) for p in rank0["prompts"] + rank1["prompts"]]
         completions = [json.dumps(c) for c in rank0["completions"] + rank1["completions"]]
         split += len(set(map(json.dumps, rank0["prompts"])) & set(map(json.dumps, rank1["prompts"])))
-        reference = load_reward(judge().url, protocol="genrm", normalize="zscore", **FAST)
+        reference = load_reward(judge().url, protocol="genrm", normalize="zscore", group_size=2, **FAST)
         alone = reference(prompts=rank0["prompts"] + rank1["prompts"], completions=rank0["completions"] + rank1["completions"])
         assert rank0["rewards"] + rank1["rewards"] == pytest.approx(alone, abs=1e-5)
-        groups = group_indices(prompts)
+        groups = [list(range(start, start + 2)) for start in range(0, len(prompts), 2)]
+        assert all(prompts[g[0]] == prompts[g[1]] for g in groups)  # TRL's groups: one prompt each
+        repeated += len({prompts[g[0]] for g in groups}) < len(groups)
         for g in groups:
             for i, j, _ in comparison_pairs("circular", len(g)):
                 first, second = (json.loads(completions[g[k]]) for k in (i, j))
                 expected_pairs[(first[0]["content"] if isinstance(first, list) else first,
                                 second[0]["content"] if isinstance(second, list) else second)] += 1
     assert split >= 1  # at least one group really was split across the two processes
+    assert repeated >= 1  # and one batch held a question twice (seed 0: 3 groups, 2 questions), judged as 2 groups
     assert Counter(compared(grpo)) == expected_pairs and len(grpo.requests) == sum(expected_pairs.values())
     assert ranks[0]["logged"] and all(entry["genrm/comparisons"] > 0 for entry in ranks[0]["logged"])
 

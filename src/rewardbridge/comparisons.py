@@ -15,7 +15,7 @@ from typing import NamedTuple, Sequence
 
 RANKING_MIDPOINT = 3.5  # rankings run 1-6; below 3.5 favours response 1 (genrm_compare utils.py)
 NEUTRAL_SCORE, NEUTRAL_RANKING = 3.0, 3.5  # genrm_compare's default_score / default_ranking
-REASONING_END = "</think>"
+REASONING_START, REASONING_END = "<think>", "</think>"
 EMPTY_ANSWER = "None"  # genrm_compare sends this for an empty answer (EMPTY_OUTPUT_PLACEHOLDER)
 
 
@@ -39,12 +39,15 @@ class Comparison(NamedTuple):
 def comparison_pairs(strategy: str, n: int, judges: int = 1, both_orders: bool = False) -> list[tuple[int, int, int]]:
     """The (first, second, judge) triples compared among n responses.
 
-    ``circular``: (0,1), (1,2), ..., (n-1,0): n comparisons (for n = 2, the one pair once).
-    ``all_pairs``: every i < j: n(n-1)/2. ``both_orders`` adds (j, i) for each (i, j), to
-    cancel a judge's position bias. Each pair is judged ``judges`` times.
+    ``circular``: (0,1), (1,2), ..., (n-1,0): n comparisons; for n = 2 that is (0,1) and
+    (1,0), the one pair in both orders (genrm_compare's ``generate_comparison_pairs`` does the
+    same). ``all_pairs``: every i < j: n(n-1)/2. ``both_orders`` adds (j, i) for each (i, j),
+    to cancel a judge's position bias. Each pair is judged ``judges`` times.
 
     >>> comparison_pairs("circular", 3)
     [(0, 1, 0), (1, 2, 0), (2, 0, 0)]
+    >>> comparison_pairs("circular", 2)
+    [(0, 1, 0), (1, 0, 0)]
     >>> comparison_pairs("all_pairs", 3, both_orders=True)
     [(0, 1, 0), (1, 0, 0), (0, 2, 0), (2, 0, 0), (1, 2, 0), (2, 1, 0)]
     """
@@ -53,7 +56,6 @@ def comparison_pairs(strategy: str, n: int, judges: int = 1, both_orders: bool =
     if strategy == "all_pairs":
         pairs = list(itertools.combinations(range(n), 2))
     elif strategy == "circular":
-        # n = 2 gives (0,1) and (1,0): the one pair in both orders, as genrm_compare does.
         pairs = [(i, (i + 1) % n) for i in range(n)]
     else:
         raise ValueError(f"pairs={strategy!r} is not 'circular' or 'all_pairs'")
@@ -63,14 +65,21 @@ def comparison_pairs(strategy: str, n: int, judges: int = 1, both_orders: bool =
 
 
 def split_reasoning(text: str) -> tuple[str, str]:
-    """(reasoning, answer): everything up to the last ``</think>`` is reasoning.
+    """(reasoning, answer): everything up to the last ``</think>`` is reasoning. A ``<think>``
+    opened after it (or with no ``</think>`` at all) and never closed makes the whole text
+    reasoning and the answer empty: the text stopped while still thinking, so none of it is
+    an answer.
 
     >>> split_reasoning("<think>2+2 is 4</think> 4")
     ('<think>2+2 is 4</think>', ' 4')
     >>> split_reasoning("4")
     ('', '4')
+    >>> split_reasoning("<think>still thinking")
+    ('<think>still thinking', '')
     """
     head, sep, tail = text.rpartition(REASONING_END)
+    if REASONING_START in tail:
+        return text, ""
     return (head + sep, tail) if sep else ("", text)
 
 
@@ -152,7 +161,7 @@ def fold(
     if texts is not None and (length_penalty or reasoning_length_penalty):
         parts = [split_reasoning(t) for t in texts]
         answers = length_weights([len(answer.strip()) for _, answer in parts])
-        reasonings = length_weights([len(reasoning.replace("<think>", "").replace(REASONING_END, "").strip()) for reasoning, _ in parts])
+        reasonings = length_weights([len(reasoning.replace(REASONING_START, "").replace(REASONING_END, "").strip()) for reasoning, _ in parts])
         rewards = [r + length_penalty * a + reasoning_length_penalty * b for r, a, b in zip(rewards, answers, reasonings)]
     out.rewards = rewards
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Sequence
 
+from .errors import ConfigError
 from .normalize import gather_objects, rank_and_world
 
 
@@ -36,13 +37,37 @@ def gather_rows(rows: Sequence[Any], problem: Any = None) -> Gathered:
     """All ranks' rows (picklable), in rank order; a collective when distributed.
 
     ``problem``: what this rank found wrong with its rows (an exception), gathered too, so
-    that every rank can raise it together instead of leaving the others waiting.
+    that every rank can raise it together instead of leaving the others waiting
+    (``Gathered.problems``: (rank, exception) pairs, see :func:`raise_problems`).
     """
     rank, world = rank_and_world()
     per_rank = gather_objects((list(rows), problem))
     offset = sum(len(r) for r, _ in per_rank[:rank])
-    problems = [p for _, p in per_rank if p is not None]
+    problems = [(r, p) for r, (_, p) in enumerate(per_rank) if p is not None]
     return Gathered([row for part, _ in per_rank for row in part], slice(offset, offset + len(rows)), rank, world, problems)
+
+
+def raise_problems(gathered: Gathered) -> None:
+    """Raise the first rank's problem on every rank alike, naming the rank(s) it came from.
+
+    >>> raise_problems(Gathered([], slice(0, 0), problems=[(0, ValueError("bad row"))]))
+    Traceback (most recent call last):
+    ValueError: bad row
+    """
+    if not gathered.problems:
+        return
+    rank, error = gathered.problems[0]
+    if gathered.world == 1:
+        raise error
+    same = [r for r, e in gathered.problems if str(e) == str(error)]
+    where = f"rank {same[0]}" if len(same) == 1 else f"ranks {same}"
+    others = len(gathered.problems) - len(same)
+    more = f"; {others} other rank(s) found other problems" if others else ""
+    try:
+        named = type(error)(f"{error} (on {where} of {gathered.world}{more})")
+    except Exception:  # noqa: BLE001: an exception type that takes other arguments: raise it as it came
+        raise error from None
+    raise named from error
 
 
 def group_indices(keys: Sequence[Hashable]) -> list[list[int]]:
@@ -55,6 +80,45 @@ def group_indices(keys: Sequence[Hashable]) -> list[list[int]]:
     for i, key in enumerate(keys):
         groups.setdefault(key, []).append(i)
     return list(groups.values())
+
+
+def consecutive_blocks(keys: Sequence[Hashable], size: int) -> list[list[int]]:
+    """Row indices in consecutive blocks of ``size``, each holding one key: TRL's own advantage
+    groups (``num_generations`` consecutive completions of one prompt, in the gathered order).
+
+    >>> consecutive_blocks(["p", "p", "p", "p"], 2)  # one prompt, two TRL groups
+    [[0, 1], [2, 3]]
+    """
+    if len(keys) % size:
+        raise ConfigError(
+            f"group_size={size} splits a call's completions into TRL's groups of num_generations consecutive completions, "
+            f"but this call has {len(keys)} (on all ranks together), not a multiple of {size}; set group_size to the "
+            "trainer's num_generations, or drop it to group completions by prompt"
+        )
+    blocks = [list(range(start, start + size)) for start in range(0, len(keys), size)]
+    for block in blocks:
+        if len({keys[i] for i in block}) > 1:
+            raise ConfigError(
+                f"group_size={size}: completions {block[0]}-{block[-1]} (a group of {size} consecutive ones) answer "
+                f"{len({keys[i] for i in block})} different prompts (or principles), so they are not one TRL group; set "
+                "group_size to the trainer's num_generations, or drop it to group completions by prompt"
+            )
+    return blocks
+
+
+def runs_of(indices: Sequence[int]) -> list[int]:
+    """Lengths of the runs of consecutive indices in ascending ``indices``.
+
+    >>> runs_of([0, 1, 2, 7, 8])
+    [3, 2]
+    """
+    lengths = [1] if indices else []
+    for before, after in zip(indices, indices[1:]):
+        if after == before + 1:
+            lengths[-1] += 1
+        else:
+            lengths.append(1)
+    return lengths
 
 
 def share(count: int, gathered: Gathered) -> list[int]:

@@ -14,10 +14,15 @@ from .errors import ConfigError
 PAIR_STRATEGIES = ("circular", "all_pairs")
 ON_PARSE_FAILURE = ("fail", "neutral")
 JUDGE_PROTOCOLS = ("genrm", "principle")
+MAX_TEMPERATURE = 2.0  # OpenAI's chat completions accept 0-2
+# Each judge request holds one comparison (genrm) or one response (principle): no batch to size.
+# (Rendering options a judge's server would ignore are refused in option_checks.py, as for NIM.)
+UNREAD_BY_JUDGES = ("request_batch_size",)
 # option -> the protocols that read it
 READERS = {
     **{key: JUDGE_PROTOCOLS for key in ("principle", "principle_column", "temperature", "top_p", "max_tokens", "parse_retries")},
-    **{key: ("genrm",) for key in ("pairs", "judges_per_pair", "on_parse_failure", "length_penalty", "reasoning_length_penalty")},
+    **{key: ("genrm",) for key in ("pairs", "judges_per_pair", "group_size", "on_parse_failure", "length_penalty",
+                                   "reasoning_length_penalty")},
     "principle_prompt": ("principle",),
 }
 
@@ -39,8 +44,11 @@ def check_judge_options(options: Any) -> None:
             raise ConfigError(f"{key} must be 1 or more, got {getattr(options, key)}")
     if options.parse_retries < 0:
         raise ConfigError(f"parse_retries must be 0 or more, got {options.parse_retries}")
-    if options.temperature is not None and options.temperature < 0:
-        raise ConfigError(f"temperature must be 0 or more, got {options.temperature}")
+    if options.temperature is not None and not 0 <= options.temperature <= MAX_TEMPERATURE:
+        raise ConfigError(f"temperature must be in [0, {MAX_TEMPERATURE:g}] (OpenAI's chat completions range), got {options.temperature}")
+    if options.group_size is not None and options.group_size < 2:
+        raise ConfigError(f"group_size must be 2 or more (the trainer's num_generations: a pairwise judge compares "
+                          f"several responses to a prompt), got {options.group_size}")
     if options.top_p is not None and not 0 < options.top_p <= 1:
         raise ConfigError(f"top_p must be in (0, 1], got {options.top_p}")
     for key in ("length_penalty", "reasoning_length_penalty"):
@@ -58,6 +66,12 @@ def check_judge_options(options: Any) -> None:
 
 def _check_judge_protocol(options: Any) -> None:
     protocol = options.protocol
+    unread = [key for key in UNREAD_BY_JUDGES if key in options.changed()]
+    if unread:
+        raise ConfigError(
+            f"option(s) {unread} do nothing with protocol={protocol!r}: each request holds one "
+            f"{'comparison' if protocol == 'genrm' else 'response'}; drop them"
+        )
     if options.attributes is not None or options.attribute_weights is not None:
         raise ConfigError(f"protocol={protocol!r} gives one reward per response, no attributes; drop attributes/attribute_weights")
     if options.normalize == "reference" or options.normalize_target != "reward":

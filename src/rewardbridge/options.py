@@ -112,6 +112,7 @@ class RewardOptions:
     # Generative judges over chat completions: protocol="genrm" (pairwise) and "principle" (pointwise).
     pairs: str = "circular"  # genrm: which responses of a prompt are compared (circular: N, all_pairs: N(N-1)/2)
     judges_per_pair: int = 1  # genrm: independent judgements of each pair
+    group_size: int | None = None  # genrm: TRL's num_generations: groups are consecutive runs of this many rows
     principle: str | None = None  # the judging principle sent to the judge (or principle_column, per row)
     principle_column: str | None = None
     principle_prompt: str | None = None  # principle: a user turn with {principle}, instead of a "principle" message
@@ -355,6 +356,7 @@ OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model_name": (_str, "the endpoint's model name"),
     "pairs": (_str, f"one of {PAIR_STRATEGIES}"),
     "judges_per_pair": (_int, "a whole number"),
+    "group_size": (_optional(_int), "a whole number (the trainer's num_generations)"),
     "principle": (_optional(_str), "the judging principle as text"),
     "principle_column": (_optional(_str), "a dataset column name"),
     "principle_prompt": (_optional(_str), "a string with {principle}"),

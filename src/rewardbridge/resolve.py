@@ -138,8 +138,8 @@ class Resolved:
                 ("model class", self.model_class.__name__),
                 ("readout", self.readout),
             ]
-        rows.append(("input", self.input))
-        rows.append(("example", self.example()))
+        labels = {label for label, _ in rows}  # a judge's codec says what it sends itself
+        rows += [(label, text()) for label, text in (("input", lambda: self.input), ("example", self.example)) if label not in labels]
         if opts.attributes:
             weights = opts.weight_vector() if opts.attribute_weights is not None else None
             named = [f"{a}={w:g}" for a, w in zip(opts.attributes, weights)] if weights else list(opts.attributes)
@@ -162,14 +162,14 @@ class Resolved:
         codec = protocol_module(opts.protocol).CLIENT
         key_env = opts.api_key_env or DEFAULT_KEY_ENV.get(opts.protocol)
         key = "no key sent" if not key_env else f"${key_env} ({'set' if os.environ.get(key_env) else 'not set: no key sent'})"
+        batch = f"request_batch_size {opts.request_batch_size}, " if codec.batches else ""  # else one per request
         return [
             ("protocol", f"{opts.protocol}: {codec.summary}"),
             ("model_name", opts.model_name),
             ("key", key),
             ("transport", f"timeout {opts.timeout:g} s, max_retries {opts.max_retries}, retry_wait {opts.retry_wait:g} s, "
-                          f"max_concurrency {opts.max_concurrency}, request_batch_size {opts.request_batch_size}, "
-                          f"on_error {opts.on_error!r}"),
-        ] + (codec.describe(opts) if hasattr(codec, "describe") else [])  # a judge's own rows (pairs, sampling, ...)
+                          f"max_concurrency {opts.max_concurrency}, {batch}on_error {opts.on_error!r}"),
+        ] + (codec.describe(opts) if hasattr(codec, "describe") else [])  # a judge's own rows (pairs, sampling, ..., input, example)
 
     def example(self) -> str:
         """The example conversation as the model reads it: for a local model the text decoded from

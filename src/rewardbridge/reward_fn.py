@@ -154,7 +154,15 @@ class RewardFunction:
         log_extra: Callable[[str, list], None] | None = None,
         **columns: Any,
     ) -> list[float | None]:
-        conversations = conversations_from_trl(prompts, completions)  # a bare string, an empty sample: refused here
+        try:
+            conversations = conversations_from_trl(prompts, completions)  # a bare string, an empty sample: refused here
+        except InputError as error:
+            # A scorer that gathers whole groups has the other ranks waiting in its collective:
+            # it raises this error on every rank together.
+            fail = getattr(self.scorer, "raise_together", None)
+            if fail is not None:
+                fail(error)
+            raise
         if self.options.normalize == "reference":
             self._check_reference_column(columns, len(conversations))
         # Called even with no conversations: a ZeRO-3 scorer's forwards are collectives, as is a
@@ -201,7 +209,8 @@ class RewardFunction:
             return raw, None
         if opts.normalize == "reference":
             return raw - self._reference_scores(conversations, columns), None
-        keys = [c.prompt_key() for c in conversations]
+        # The groups a judge compared in (prompt and principle, TRL's runs), else the prompt.
+        keys = scores.groups if scores.groups is not None else [c.prompt_key() for c in conversations]
         if opts.normalize_target == "attributes":
             if len(scores) == 0:
                 matrix = torch.empty(0, len(opts.attributes))

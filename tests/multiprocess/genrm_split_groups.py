@@ -1,8 +1,9 @@
 """Run under `torchrun --nproc_per_node 2`: a pairwise judge (protocol="genrm") whose groups span ranks.
 
 Part 1: a real GRPOTrainer (per_device_train_batch_size=3, num_generations=2, so TRL itself
-splits groups) against the second judge; each rank records the prompts, completions and
-rewards of every call. Part 2: a direct call with uneven local sizes (3 and 5 rows) and two
+splits groups) against the second judge, with group_size=2 (TRL's own groups, even when a
+question comes twice in a batch: the dataset holds each question 3 times); each rank records
+the prompts, completions and rewards of every call. Part 2: a direct call with uneven local sizes (3 and 5 rows) and two
 prompts split across the ranks, against the first judge. Each rank writes OUT_DIR/rank<r>.json;
 the test recomputes every call in one process and counts the comparisons at the servers.
 """
@@ -11,6 +12,7 @@ import json
 import os
 import sys
 
+import torch.distributed as dist
 from datasets import Dataset
 from transformers import AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
@@ -35,7 +37,7 @@ class Recorder:
         return rewards
 
 
-recorder = Recorder(load_reward(url_grpo, protocol="genrm", name="genrm", normalize="zscore", timeout=30))
+recorder = Recorder(load_reward(url_grpo, protocol="genrm", name="genrm", normalize="zscore", group_size=2, timeout=30))
 questions = ["What is the capital of France?", "Tell me a joke.", "How many legs does a spider have?", "Explain gradient descent."]
 args = GRPOConfig(
     output_dir=os.path.join(out_dir, "grpo"), use_cpu=True, bf16=False, per_device_train_batch_size=3, num_generations=2,
@@ -54,8 +56,13 @@ local = {
     0: (["Q1", "Q1", "Q2"], ["yes", "it is four", "a"]),
     1: (["Q2", "Q2", "Q1", "Q3", "Q3"], ["b c", "d e f g h i", "the answer is four", "j k", "l m n"]),
 }[rank]
-reward = load_reward(url_direct, protocol="genrm", name="genrm", timeout=30, max_concurrency=4)
+reward = load_reward(url_direct, protocol="genrm", name="genrm_direct", timeout=30, max_concurrency=4)
 results["direct"] = {"prompts": local[0], "completions": local[1], "rewards": reward(prompts=local[0], completions=local[1])}
 
 with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
     json.dump(results, f)
+
+# Leave the process group cleanly: a gloo group still alive at interpreter exit can abort the
+# process ("terminate called without an active exception"), seen once under a loaded machine.
+dist.barrier()
+dist.destroy_process_group()

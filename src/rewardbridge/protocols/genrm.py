@@ -10,8 +10,10 @@ them in). Sampling as genrm_compare's config: temperature 0.6, top_p 0.95, max_t
 
 Answer: ``choices[0].message.content``; after any reasoning (``</think>``), the JSON
 ``{"score_1": 1-5, "score_2": 1-5, "ranking": 1-6}``: fenced ```json blocks first, then the
-last top-level ``{...}`` that parses and has one of the keys (``{"overall": {...}}`` is read
-too). A reply with none of them is :class:`Unparsed` (asked again, ``parse_retries``).
+last top-level ``{...}`` that parses, has one of the keys and holds values in range
+(``{"overall": {...}}`` is read too). A reply with none of them, or one cut at ``max_tokens``
+(``finish_reason: "length"``) before its reasoning ended, is :class:`Unparsed` (asked again,
+``parse_retries``).
 
 The judge is an LLM served by vLLM or NIM; ``rewardbridge serve`` does not judge pairs, so
 there are no server routes.
@@ -25,13 +27,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..comparisons import NEUTRAL_RANKING, NEUTRAL_SCORE, Judgement, split_reasoning
+from ..comparisons import NEUTRAL_RANKING, NEUTRAL_SCORE, REASONING_END, Judgement, split_reasoning
 from ..errors import InputError
 from ..scorers.transport import ProtocolError, Request
 from .base import Codec
 
 PATH = "/v1/chat/completions"
 KEYS = ("score_1", "score_2", "ranking")
+# The judge's scale (genrm_compare's prompt): scores 1-5, ranking 1-6. A value outside it is
+# not a verdict on that scale, so it is read as no answer (asked again), never clamped.
+RANGES = {"score_1": (1.0, 5.0), "score_2": (1.0, 5.0), "ranking": (1.0, 6.0)}
 SAMPLING = {"temperature": 0.6, "top_p": 0.95, "max_tokens": 16384}  # genrm_compare.yaml
 
 
@@ -64,23 +69,71 @@ def chat_content(response: Any) -> tuple[str | None, str | None]:
     return content, choice.get("finish_reason")
 
 
+def reasoning_ended(response: Any, content: str) -> bool:
+    """Whether the judge finished reasoning: a ``</think>`` in ``content``, or an endpoint that
+    moved the reasoning out of it (vLLM's ``--reasoning-parser`` fills ``reasoning_content``
+    and leaves ``content`` empty until ``</think>`` came)."""
+    if REASONING_END in content:
+        return True
+    try:
+        message = response.json()["choices"][0]["message"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return False
+    if isinstance(message, list):
+        message = next((m for m in message if isinstance(m, dict)), {})
+    moved = message.get("reasoning_content") or message.get("reasoning") if isinstance(message, dict) else None
+    return isinstance(moved, str) and bool(moved.strip()) and bool(content.strip())
+
+
 def json_objects(text: str) -> list[dict]:
-    """The top-level JSON objects in ``text``, in order (json's own decoder at each ``{``).
+    """The top-level JSON objects in ``text``, in order.
+
+    A top-level object is a balanced ``{...}`` span (braces inside JSON strings not counted);
+    a span that is not valid JSON is skipped whole, nested objects included, as
+    genrm_compare's brace counter does; an unbalanced ``{`` is passed over.
 
     >>> json_objects('first {"a": 1} then {"b": {"c": 2}} and {oops}')
     [{'a': 1}, {'b': {'c': 2}}]
+    >>> json_objects('{"x": {"a": 1}, oops} {"b": 2}')
+    [{'b': 2}]
     """
-    decoder, found, i = json.JSONDecoder(), [], text.find("{")
+    found, i = [], text.find("{")
     while i != -1:
-        try:
-            value, end = decoder.raw_decode(text, i)
-        except ValueError:
+        end = _balanced_end(text, i)
+        if end is None:  # never closed: not an object; try the next brace
             i = text.find("{", i + 1)
             continue
+        try:
+            value = json.loads(text[i:end])
+        except ValueError:
+            value = None
         if isinstance(value, dict):
             found.append(value)
         i = text.find("{", end)
     return found
+
+
+def _balanced_end(text: str, start: int) -> int | None:
+    """One past the ``}`` closing the ``{`` at ``start``, or None; braces in strings do not count."""
+    depth, in_string, escaped = 0, False, False
+    for j in range(start, len(text)):
+        ch = text[j]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return j + 1
+    return None
 
 
 def _number(value: Any) -> float | None:
@@ -111,6 +164,9 @@ def read_judgement(candidate: dict, neutral: bool) -> Judgement | str:
         number = _number(candidate[key])
         if number is None:
             return f"{key}={candidate[key]!r} is not a number"
+        low, high = RANGES[key]
+        if not low <= number <= high:
+            return f"{key}={candidate[key]!r} is outside {low:g}-{high:g}"
         values.append(number)
     return Judgement(*values)
 
@@ -156,6 +212,7 @@ class GenRMClient(Codec):
 
     protocol = "genrm"
     renders_here = False  # the judge's own chat template renders the response_1/response_2 roles
+    batches = False  # one comparison per request
     scorer = "pairwise"  # needs whole groups: scorers/pairwise.py
     summary = (
         "POST /v1/chat/completions per comparison of two responses to one prompt: the conversation, "
@@ -179,14 +236,24 @@ class GenRMClient(Codec):
         principle = repr(options.principle) if options.principle else (
             f"column {options.principle_column!r}" if options.principle_column else "none (no principle message)")
         length = ", ".join(f"{key} {getattr(options, key):g}" for key in ("length_penalty", "reasoning_length_penalty"))
+        from ..scorers.remote import worst_case_seconds
+
         example = cls(options).request([{"role": "user", "content": "What is 2+2?"}], "4", "5", options.principle or None)
+        groups = (f"group_size {options.group_size}: each {options.group_size} consecutive completions (TRL's groups)"
+                  if options.group_size else "by prompt (and principle); group_size=<num_generations> for TRL's positional groups")
         return [
             ("pairs", f"{options.pairs}: {per} comparisons per prompt of N responses{judges}, one request each"),
+            ("groups", groups),
             ("sampling", ", ".join(f"{k} {v:g}" for k, v in cls.sampling_of(options).items())),
             ("principle", principle),
-            ("parse", f"parse_retries {options.parse_retries}, on_parse_failure {options.on_parse_failure!r}"),
+            ("parse", f"parse_retries {options.parse_retries}, on_parse_failure {options.on_parse_failure!r}; "
+                      "scores 1-5 and ranking 1-6, else asked again"),
             ("length", f"{length} (reward += coeff x zero-mean weight, shortest highest)"),
-            ("judge request", repr(example.json["messages"])),
+            ("worst case", f"{worst_case_seconds(options):g} s before a hung comparison fails (keep it under the trainer's "
+                           "ddp_timeout, 1800 s by default)"),
+            ("input", "the prompt's messages, [a principle message], then each answer without its reasoning as "
+                      "response_1 and response_2; the judge's chat template renders them"),
+            ("example", repr(example.json["messages"])),
         ]
 
     def request(self, history: list[dict], first: str, second: str, principle: str | None = None) -> Request:
@@ -202,6 +269,11 @@ class GenRMClient(Codec):
         content, finish = chat_content(response)
         if not content or not content.strip():
             return Unparsed(f"empty answer (finish_reason={finish!r}; raise max_tokens if the judge ran out of tokens)")
+        if finish == "length" and not reasoning_ended(response, content):
+            # Cut while still reasoning (a <think> the chat template opened, or an unclosed one):
+            # any JSON in it is a draft, not the verdict.
+            return Unparsed(f"the answer was cut at max_tokens={self.sampling()['max_tokens']} before its reasoning "
+                            f"ended (no {REASONING_END}); raise max_tokens")
         result = parse_judgement(content, neutral=self.options.on_parse_failure == "neutral")
         if isinstance(result, Unparsed) and finish == "length":
             return Unparsed(f"{result.reason}; the answer was cut at max_tokens={self.sampling()['max_tokens']}")

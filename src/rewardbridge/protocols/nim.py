@@ -60,6 +60,7 @@ class NimClient(Codec):
 
     protocol = "nim"
     renders_here = False  # NIM applies the model's own template
+    batches = False  # one conversation per request
     summary = "POST /v1/chat/completions, one conversation per request; the answer's content is name:value pairs"
 
     def chunks(self, conversations: list[Conversation]) -> list[list[int]]:

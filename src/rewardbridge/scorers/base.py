@@ -20,11 +20,15 @@ class Scores:
             NaN marks a conversation that could not be scored (a remote failure).
         attributes (dict[str, torch.Tensor]): name -> shape (B,); a multi-output head.
         num_truncated (int): conversations cut to fit ``max_length``.
+        groups (list | None): B hashable keys, the group each conversation was judged in
+            (equal keys on every rank mean one group), for ``normalize=`` to use the same
+            groups; None: group by prompt (every scorer that scores one response at a time).
     """
 
     values: torch.Tensor | None
     attributes: dict[str, torch.Tensor] = field(default_factory=dict)
     num_truncated: int = 0
+    groups: list | None = None
 
     def __len__(self) -> int:
         if self.values is not None:

@@ -63,9 +63,13 @@ class PrincipleScorer(RemoteScorer):
         self.options = options
 
     def score(self, conversations, columns: dict | None = None) -> Scores:
+        """Rewards (B,); ``Scores.groups`` is each row's (prompt, principle): a reward is judged
+        against its principle, so ``normalize=`` compares rows of one prompt and one principle."""
         conversations = list(conversations)
         principles = row_principles(self.options, columns, len(conversations))
-        return super().score(list(zip(conversations, principles)))
+        scores = super().score(list(zip(conversations, principles)))
+        scores.groups = [(c.prompt_key(), p) for c, p in zip(conversations, principles)]
+        return scores
 
     async def _score_chunks(self, conversations, chunks) -> list:
         async def one(chunk):

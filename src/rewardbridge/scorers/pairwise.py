@@ -5,7 +5,14 @@ A reward that needs the group: each call gathers every rank's rows (``groups.py`
 group TRL split across processes is whole again; the comparisons of the step are dealt out
 round-robin, each sent once, all in flight at once (up to ``max_concurrency``) on the
 shared transport; the judgements are gathered back, every rank folds every group the same
-way and keeps its own rows. ``normalize=`` then applies to these rewards as to any other.
+way and keeps its own rows. ``normalize=`` then applies to these rewards over the same
+groups (``Scores.groups``).
+
+A group is every row with the same prompt and principle, or, with ``group_size=N`` (the
+trainer's ``num_generations``), each block of N consecutive rows in the gathered order:
+TRL's own advantage groups, so a prompt that appears twice in a batch is judged as two
+groups. Anything wrong with one rank's rows is found before the first request and raised
+on every rank together (``groups.raise_problems``), naming the rank.
 
 Cost per step, for G prompts of N responses: ``circular`` N comparisons per prompt,
 ``all_pairs`` N(N-1)/2, times ``judges_per_pair``; each comparison is one judge request
@@ -17,14 +24,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Sequence
 
 import torch
 
-from ..comparisons import NEUTRAL_RANKING, NEUTRAL_SCORE, Comparison, Judgement, answer_text, comparison_pairs, fold
-from ..errors import ConfigError, InputError, RemoteError
-from ..groups import gather_results, gather_rows, group_indices, share
+from ..comparisons import NEUTRAL_RANKING, NEUTRAL_SCORE, Comparison, Judgement, answer_text, comparison_pairs, fold, split_reasoning
+from ..errors import ConfigError, InputError, RemoteError, warn
+from ..groups import consecutive_blocks, gather_results, gather_rows, group_indices, raise_problems, runs_of, share
 from .base import Scores
 from .judges import exchange_parsed, row_principles
 from .transport import Transport, display_url
@@ -74,6 +82,7 @@ class PairwiseScorer:
         self.codec, self.options, self.protocol = codec, options, codec.protocol
         self.transport = Transport(urls, codec.protocol, options)
         self._metrics: dict[str, float] = {}
+        self._warned: set[str] = set()
 
     def __repr__(self) -> str:
         return f"PairwiseScorer({self.protocol!r}, {[display_url(u) for u in self.transport.urls]}, pairs={self.options.pairs!r})"
@@ -82,26 +91,36 @@ class PairwiseScorer:
         raise TypeError("a PairwiseScorer does not pickle; pickle the RewardFunction (it carries the URL and options)")
 
     def score(self, conversations, columns: dict | None = None) -> Scores:
-        """Rewards (B,) for this rank's conversations; a collective when distributed (every rank calls it)."""
+        """Rewards (B,) for this rank's conversations; a collective when distributed (every rank calls it).
+
+        ``Scores.groups`` holds each row's group number among all ranks' groups.
+        """
         conversations = list(conversations)
         try:
-            principles, problem = row_principles(self.options, columns, len(conversations)), None
+            principles, problem = row_principles(self.options, columns, len(conversations)), self._key_problem()
         except InputError as error:  # raised below on every rank together, none left waiting in a collective
             principles, problem = [None] * len(conversations), error
         gathered = gather_rows([((c.prompt_key(), p), c, p) for c, p in zip(conversations, principles)], problem)
-        if gathered.problems:
-            raise gathered.problems[0]
-        groups = []
-        for indices in group_indices([key for key, _, _ in gathered.rows]):
-            first, principle = gathered.rows[indices[0]][1], gathered.rows[indices[0]][2]
-            groups.append(Group(first.prompt_messages(), principle, indices, [gathered.rows[i][1].completion_text() for i in indices]))
+        raise_problems(gathered)
+        groups = self._groups(gathered)
         self._check_groups(groups)
+        self._warn_on_no_reasoning(groups)
         opts = self.options
         plan = self.plan(groups, opts.pairs)
         mine = share(len(plan), gathered)
         outcomes = gather_results(self.transport.run(self._judge_all({k: plan[k] for k in mine}, groups)))
         rewards = self._fold(groups, plan, outcomes, len(gathered.rows), opts.length_penalty, opts.reasoning_length_penalty)
-        return Scores(values=rewards[gathered.mine])
+        number = [0] * len(gathered.rows)
+        for g, group in enumerate(groups):
+            for row in group.rows:
+                number[row] = g
+        return Scores(values=rewards[gathered.mine], groups=number[gathered.mine])
+
+    def raise_together(self, error: Exception) -> None:
+        """Raise ``error`` (found in this rank's input before :meth:`score`) on every rank: the
+        other ranks are in :meth:`score`'s gather, and get it there. A collective."""
+        raise_problems(gather_rows([], error))
+        raise error  # not reached: the gather holds this rank's error
 
     def judge_groups(self, groups: list[Group], both_orders: bool = True) -> list[list[float]]:
         """One process, no collectives (``rewardbridge eval``): every pair of each group, in both
@@ -131,6 +150,46 @@ class PairwiseScorer:
 
     # -- internals ------------------------------------------------------------------------------
 
+    def _key_problem(self) -> Exception | None:
+        """A key variable named but not set here: found before the gather, so the error names this
+        rank instead of every rank failing at its first request."""
+        env = self.options.api_key_env
+        if env and not os.environ.get(env):
+            return ConfigError(f"api_key_env={env!r}, but that environment variable is not set; set it to the key on every process")
+        return None
+
+    def _groups(self, gathered) -> list[Group]:
+        """Every rank's rows as groups, in one order all ranks agree on (see the module docstring)."""
+        keys = [key for key, _, _ in gathered.rows]
+        size = self.options.group_size
+        indices = consecutive_blocks(keys, size) if size else group_indices(keys)
+        groups = []
+        for rows in indices:
+            first, principle = gathered.rows[rows[0]][1], gathered.rows[rows[0]][2]
+            groups.append(Group(first.prompt_messages(), principle, rows, [gathered.rows[i][1].completion_text() for i in rows]))
+        if not size:
+            self._warn_on_split_runs(groups)
+        return groups
+
+    def _warn_on_split_runs(self, groups: list[Group]) -> None:
+        # TRL's groups are positional; a prompt in two places, each a run of several rows, looks
+        # like two TRL groups merged into one here (interleaved rows, as OnlineDPO sends, do not).
+        for group in groups:
+            runs = runs_of(group.rows)
+            if len(runs) > 1 and min(runs) > 1 and "split-runs" not in self._warned:
+                self._warned.add("split-runs")
+                prompt = next((m["content"] for m in reversed(group.history) if m.get("role") == "user"), "")
+                warn(f"protocol={self.protocol!r}: the prompt {str(prompt)[:60]!r} comes as {len(runs)} separate runs of "
+                     f"completions ({runs}), judged as one group of {len(group.rows)}; if they are separate TRL groups, "
+                     "pass group_size=<the trainer's num_generations> to judge each alone")
+
+    def _warn_on_no_reasoning(self, groups: list[Group]) -> None:
+        if self.options.reasoning_length_penalty and "no-reasoning" not in self._warned:
+            if not any(split_reasoning(t)[0] for group in groups for t in group.texts):
+                self._warned.add("no-reasoning")
+                warn(f"reasoning_length_penalty={self.options.reasoning_length_penalty:g} does nothing here: no completion "
+                     "has a <think>...</think> part (a policy that does not reason); drop it, or train a reasoning policy")
+
     def _check_groups(self, groups: list[Group]) -> None:
         from ..protocols.genrm import check_history
 
@@ -157,8 +216,8 @@ class PairwiseScorer:
         retries = self.options.parse_retries
         try:
             result, asked_again, why = await exchange_parsed(self.transport, request, self.codec.parse, [a, b], retries)
-        except RemoteError as error:
-            return Outcome(None, f"comparing samples {a} and {b}: {error}")
+        except RemoteError as error:  # the transport's message names the endpoint and samples a and b
+            return Outcome(None, str(error))
         except Exception as error:  # noqa: BLE001: carried to every rank and raised there (no rank left waiting)
             return Outcome(None, str(error), fatal=error)
         if why is None:

@@ -114,3 +114,27 @@ def load_remote_scorer(resolved) -> RemoteScorer:
 
     codec = protocol_module(resolved.options.protocol).CLIENT(resolved.options, renderer=resolved.renderer)
     return RemoteScorer(resolved.urls, codec, resolved.options)
+
+
+def worst_case_seconds(options: Any) -> float:
+    """The longest one request to a remote reward can take before it is given up on, in seconds.
+
+    The transport makes ``max_retries + 1`` attempts of at most ``timeout`` each, waiting
+    between them at most the backoff (``retry_wait`` doubling, capped at 30 s) or, when a
+    server says so, its ``Retry-After`` (capped at 300 s); a generative judge asks again
+    ``parse_retries`` times when an answer holds nothing to read, each a full exchange. A
+    multi-process trainer's ranks wait for the slowest one in a collective, so this must stay
+    under the collective timeout (transformers' ``ddp_timeout``, 1800 s by default). Requests
+    beyond ``max_concurrency`` on one rank queue behind the others and add to it.
+
+    >>> from types import SimpleNamespace as Options
+    >>> worst_case_seconds(Options(timeout=60.0, max_retries=1, retry_wait=0.5, protocol="nim"))  # 60 + 300 + 60
+    420.0
+    """
+    from ..judge_options import JUDGE_PROTOCOLS
+    from .transport import MAX_BACKOFF_S, MAX_RETRY_AFTER_S
+
+    waits = [max(min(MAX_BACKOFF_S, options.retry_wait * 2**n), MAX_RETRY_AFTER_S) for n in range(options.max_retries)]
+    exchange = (options.max_retries + 1) * options.timeout + sum(waits)
+    asks = options.parse_retries + 1 if options.protocol in JUDGE_PROTOCOLS else 1
+    return float(asks * exchange)

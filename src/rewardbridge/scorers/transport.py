@@ -304,7 +304,7 @@ class Transport:
     def _remote_error(self, error: Exception, url: str, path: str, indices: list[int], attempts: int) -> Exception:
         if isinstance(error, ConfigError):
             return error
-        samples = f"sample {indices[0]}" if len(indices) == 1 else f"samples {indices[0]}-{indices[-1]}"
+        samples = f"sample {indices[0]}" if len(indices) == 1 else f"samples {indices[0]}{' and ' if len(indices) == 2 else '-'}{indices[-1]}"
         status = getattr(error, "status", None)
         where = f"{self.protocol} endpoint {display_url(url)}{path}"
         if isinstance(error, ProtocolError):

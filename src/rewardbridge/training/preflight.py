@@ -2,8 +2,10 @@
 
 :func:`preflight` checks the policy's folder (not a file, with a tokenizer), reads the prompts (a folder that is not a dataset, a missing ``prompt``
 column, a hub id that cannot be reached), resolves every reward model without its weights and
-builds every rule (:func:`check_rewards`, which also refuses two rewards under one name), all
-before TRL's trainers are imported or any model loads. The batch arithmetic TRL would refuse
+builds every rule (:func:`check_rewards`, which also refuses two rewards under one name), and,
+with several processes, refuses a remote reward whose worst request outlasts ``ddp_timeout``
+(``remote_rewards.check_collective_timeout``), all before TRL's trainers are imported or any
+model loads. The batch arithmetic TRL would refuse
 is checked earlier still, when the recipe is read (``recipe.check_batch``).
 """
 
@@ -16,9 +18,13 @@ from .recipe import Recipe, RewardSpec, load_function, resolve_path
 
 def preflight(recipe: Recipe) -> tuple[Any, list[Callable | None]]:
     """(the prompt dataset, the rule rewards built: None for reward models), or a clear error."""
+    import os
+
     from ..errors import ConfigError, InputError
     from .prompts import load_prompts
+    from .remote_rewards import check_collective_timeout
 
+    check_collective_timeout(recipe, int(os.environ.get("WORLD_SIZE", "1")))  # torchrun / accelerate set WORLD_SIZE
     check_policy(recipe)
     try:
         prompts = load_prompts(recipe.dataset)

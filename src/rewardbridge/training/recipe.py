@@ -28,6 +28,7 @@ from ..errors import ConfigError, RewardBridgeError
 from .early_checks import check_batch, check_first_row
 from .overrides import apply_override
 from .preference import PREFERENCE_TRAINERS, check_engine_iterations, check_preference, check_preference_dataset, parse_pairs
+from .remote_rewards import fill_group_size
 from .typecheck import check_value
 
 TRAINERS = ("rloo", "grpo", *PREFERENCE_TRAINERS)
@@ -202,6 +203,7 @@ def parse_recipe(data: dict[str, Any], base_dir: Path = Path("."), name: str = "
         )
     if recipe.dataset.format not in PROMPT_FORMATS:
         raise ConfigError(f"dataset.format={recipe.dataset.format!r} is not one of {PROMPT_FORMATS}")
+    fill_group_size(recipe)  # a pairwise judge judges TRL's own groups (remote_rewards.py)
     resolve_files(recipe, base_dir)
     if recipe.trainer in PREFERENCE_TRAINERS:
         check_engine_iterations(recipe.pairs, recipe.iterations)
