@@ -40,6 +40,7 @@ LOCAL_ONLY = (
 )
 REMOTE_ONLY = (
     "protocol", "timeout", "max_retries", "retry_wait", "max_concurrency", "request_batch_size", "api_key_env", "model_name",
+    "retry_budget",
 )
 
 
@@ -83,12 +84,15 @@ class RewardOptions:
     gguf_file: str | None = None
     # Remote endpoints (URL sources); see scorers/transport.py.
     timeout: float = 60.0
-    max_retries: int = 4
+    max_retries: int | None = None  # None: as many as retry_budget allows
     max_concurrency: int = 32
     request_batch_size: int = 64
     api_key_env: str | None = None
     retry_wait: float = 0.5  # first backoff in seconds; doubles per retry, capped at 30 s
     model_name: str = "reward_model"  # the "model" field (NIM, vLLM, native) / Triton's model name
+    # Issue 15 §6: the seconds a request may keep retrying, from its first attempt (a reward
+    # server's restart, 28 s measured, is survived; a dead endpoint raises within 2 minutes).
+    retry_budget: float = 120.0
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> RewardOptions:
@@ -134,8 +138,10 @@ class RewardOptions:
                 raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
         if self.timeout <= 0:
             raise ConfigError(f"timeout must be positive (seconds per request), got {self.timeout}")
-        if self.max_retries < 0:
-            raise ConfigError(f"max_retries must be 0 or more, got {self.max_retries}")
+        if self.max_retries is not None and self.max_retries < 0:
+            raise ConfigError(f"max_retries must be 0 or more (or None: as many as retry_budget allows), got {self.max_retries}")
+        if self.retry_budget < 0:
+            raise ConfigError(f"retry_budget must be 0 or more seconds (how long a request may keep retrying), got {self.retry_budget}")
         if self.retry_wait < 0:
             raise ConfigError(f"retry_wait must be 0 or more seconds, got {self.retry_wait}")
         if not self.model_name.strip():
@@ -302,10 +308,11 @@ OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "tokenizer": (_optional(_str), "a tokenizer directory or hub id"),
     "gguf_file": (_optional(_str), "a GGUF file name inside the source directory"),
     "timeout": (_number, "a number of seconds"),
-    "max_retries": (_int, "a whole number"),
+    "max_retries": (_optional(_int), "a whole number, or None (as many as retry_budget allows)"),
     "max_concurrency": (_int, "a whole number"),
     "request_batch_size": (_int, "a whole number"),
     "api_key_env": (_optional(_str), "the name of an environment variable"),
     "retry_wait": (_number, "a number of seconds"),
     "model_name": (_str, "the endpoint's model name"),
+    "retry_budget": (_number, "a number of seconds"),
 }

@@ -145,7 +145,8 @@ class Resolved:
             ("protocol", f"{opts.protocol}: {codec.summary}"),
             ("model_name", opts.model_name),
             ("key", key),
-            ("transport", f"timeout {opts.timeout:g} s, max_retries {opts.max_retries}, retry_wait {opts.retry_wait:g} s, "
+            ("transport", f"timeout {opts.timeout:g} s, retry_budget {opts.retry_budget:g} s, max_retries "
+                          f"{'none (the budget decides)' if opts.max_retries is None else opts.max_retries}, retry_wait {opts.retry_wait:g} s, "
                           f"max_concurrency {opts.max_concurrency}, request_batch_size {opts.request_batch_size}, "
                           f"on_error {opts.on_error!r}"),
         ]

@@ -63,11 +63,13 @@ class Codec:
 
     ``renders_here``: the protocol carries rendered text, so the client renders (with
     ``default_render`` unless ``render=`` says otherwise; ``resolve.py`` builds the renderer).
-    ``summary``: one line for ``rewardbridge inspect``.
+    ``summary``: one line for ``rewardbridge inspect``. ``batches``: a request may carry
+    several conversations, so the client may pool concurrent calls into one (``scorers/coalesce.py``).
     """
 
     protocol: str = ""
     summary: str = ""
+    batches: bool = True
     renders_here: bool = False
     default_render: str = "auto"
 
