@@ -172,36 +172,6 @@ def test_dynamic_batching_gives_each_request_its_own_rows(classifier_server, loc
     assert calls_after - calls_before < 12  # coalesced: fewer scorer calls than requests
 
 
-def test_batcher_splits_rows_back_exactly():
-    import torch
-
-    from rewardbridge.scorers.base import Scores
-    from rewardbridge.server import Batcher
-
-    calls = []
-
-    def score(kind, items):  # row value = the item itself
-        calls.append(len(items))
-        return Scores(values=torch.tensor(items, dtype=torch.float32))
-
-    async def run():
-        batcher = Batcher(score, max_batch_size=8, max_wait_s=0.05)
-        sizes = [3, 4, 2, 20, 1]
-        requests, start = [], 0
-        for n in sizes:
-            requests.append(list(range(start, start + n)))
-            start += n
-        results = await asyncio.gather(*[batcher.submit("chat", r) for r in requests])
-        batcher.executor.shutdown()
-        return requests, results
-
-    requests, results = asyncio.run(run())
-    for request, result in zip(requests, results):
-        assert result.values.tolist() == request
-    # 3+4 fit in 8; 2 would overflow -> next batch 2; 20 > 8 rides alone; then 1.
-    assert calls == [7, 2, 20, 1]
-
-
 @pytest.mark.parametrize(
     "path, body, headers, status, message",
     [
