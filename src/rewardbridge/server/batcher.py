@@ -55,15 +55,11 @@ class _Pending:
 
     __slots__ = ("kind", "items", "sizes", "future", "arrived", "next", "parts")
 
-    def __init__(self, kind: str, items: list, sizes: list[int], future: asyncio.Future):
+    def __init__(self, kind: str, items: list, sizes: Sequence[int], future: asyncio.Future):
         self.kind, self.items, self.sizes, self.future = kind, items, sizes, future
         self.arrived = time.monotonic()
         self.next = 0  # the first row not yet handed to a round
         self.parts: list[Scores] = []
-
-    @property
-    def live(self) -> bool:
-        return not self.future.done()
 
 
 class Batcher:
@@ -85,27 +81,32 @@ class Batcher:
         self.on_batch = on_batch or (lambda n: None)
         self.on_abandoned = on_abandoned or (lambda n: None)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rewardbridge-score")
+        # Waiting requests: arrival order, except that a request which had rows in a round goes
+        # to the back (its turn came), so the next round starts with the others.
         self.queue: list[_Pending] = []
-        self.waiting_rows = 0  # rows queued and not yet handed to a round
+        self.waiting: dict[str, int] = {}  # kind -> rows queued and not yet handed to a round
+        self._cancelled = False  # a queued request's client left: drop it before the next round
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
 
-    async def submit(self, kind: str, items: list, sizes: list[int] | None = None) -> Scores:
+    async def submit(self, kind: str, items: list, sizes: Sequence[int] | None = None) -> Scores:
         """Queue ``items`` (their ``sizes`` in characters, for the round budget) and wait for their scores."""
         loop = asyncio.get_running_loop()
         if self._worker is None:
             self._arrived = asyncio.Event()
             self._worker = loop.create_task(self._work())
+        if not items:  # nothing to share a round with; still the scorer's own answer shape
+            return await loop.run_in_executor(self.executor, self.score, kind, [])
         pending = _Pending(kind, items, sizes if sizes is not None else [1] * len(items), loop.create_future())
-        if not items:
-            return await self._run(kind, [])  # nothing to share a round with; still the scorer's answer shape
+        pending.future.add_done_callback(self._on_done)
         self.queue.append(pending)
-        self.waiting_rows += len(items)
+        self.waiting[kind] = self.waiting.get(kind, 0) + len(items)
         self._arrived.set()
         return await pending.future
 
-    async def _run(self, kind: str, items: list) -> Scores:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self.score, kind, items)
+    def _on_done(self, future: asyncio.Future) -> None:
+        if future.cancelled():
+            self._cancelled = True
 
     async def _work(self) -> None:
         while True:
@@ -114,10 +115,11 @@ class Batcher:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            oldest = self.queue[0]
-            # Wait for company until the round would be full or the oldest request has waited enough.
-            deadline = oldest.arrived + self.max_wait_s
-            while self._rows_waiting(oldest.kind) < self.max_batch_size and (remaining := deadline - time.monotonic()) > 0:
+            head = self.queue[0]
+            # Wait for company until the round would be full or the head request has waited enough
+            # (one that already had a round arrived long ago: no wait).
+            deadline = head.arrived + self.max_wait_s
+            while self.waiting.get(head.kind, 0) < self.max_batch_size and (remaining := deadline - time.monotonic()) > 0:
                 self._arrived.clear()
                 try:
                     await asyncio.wait_for(self._arrived.wait(), remaining)
@@ -132,55 +134,57 @@ class Batcher:
             self.on_batch(len(items))
             await self._score_round(members, kind, items)
 
-    def _rows_waiting(self, kind: str) -> int:
-        return sum(len(p.items) - p.next for p in self.queue if p.kind == kind and p.live)
-
     def _drop_abandoned(self) -> None:
+        if not self._cancelled:
+            return
+        self._cancelled = False
         kept = []
         for pending in self.queue:
-            if pending.live:
+            if not pending.future.done():
                 kept.append(pending)
-            else:
-                unscored = len(pending.items) - pending.next
-                self.waiting_rows -= unscored
-                if pending.future.cancelled() and unscored:
-                    self.on_abandoned(unscored)
+                continue
+            unscored = len(pending.items) - pending.next
+            self.waiting[pending.kind] -= unscored
+            if pending.future.cancelled() and unscored:
+                self.on_abandoned(unscored)
         self.queue = kept
 
     def _take_round(self, kind: str) -> list[tuple[_Pending, int, int]]:
-        """Round-robin over the waiting requests of ``kind``, oldest first, one row each in turn,
+        """Round-robin over the waiting requests of ``kind`` in queue order, one row each in turn,
         until the round is full; -> (request, first row, end row) per member, rows contiguous."""
-        candidates = [p for p in self.queue if p.kind == kind]
-        taken = {id(p): 0 for p in candidates}
+        taken: dict[_Pending, int] = {}
         rows = chars = 0
-        progress = True
-        while progress and rows < self.max_batch_size:
+        full = False
+        while not full:
             progress = False
-            for pending in candidates:
-                position = pending.next + taken[id(pending)]
+            for pending in self.queue:
+                if pending.kind != kind:
+                    continue
+                position = pending.next + taken.get(pending, 0)
                 if position >= len(pending.items):
                     continue
                 size = pending.sizes[position]
                 if rows and chars + size > self.max_batch_chars:
-                    progress = False  # the round's character budget is spent (its first row always fits)
+                    full = True  # the round's character budget is spent (its first row always fits)
                     break
-                taken[id(pending)] += 1
+                taken[pending] = taken.get(pending, 0) + 1
                 rows, chars, progress = rows + 1, chars + size, True
                 if rows >= self.max_batch_size:
+                    full = True
                     break
+            full = full or not progress
         members = []
-        for pending in candidates:
-            count = taken[id(pending)]
-            if count:
-                members.append((pending, pending.next, pending.next + count))
-                pending.next += count
-                self.waiting_rows -= count
-        self.queue = [p for p in self.queue if p.next < len(p.items)]  # fully handed out: off the queue
+        for pending, count in taken.items():
+            members.append((pending, pending.next, pending.next + count))
+            pending.next += count
+        self.waiting[kind] -= rows
+        # Members with rows left go to the back: the next round starts with the others.
+        self.queue = [p for p in self.queue if p not in taken] + [p for p in taken if p.next < len(p.items)]
         return members
 
     async def _score_round(self, members: list, kind: str, items: list) -> None:
         try:
-            scores = await self._run(kind, items)
+            scores = await asyncio.get_running_loop().run_in_executor(self.executor, self.score, kind, items)
         except Exception as error:  # noqa: BLE001: isolated below, then handed to its own request
             if len(members) == 1:
                 self._fail(members[0][0], error)
@@ -192,20 +196,20 @@ class Batcher:
         offset = 0
         for pending, start, stop in members:
             n = stop - start
-            if pending.live:
+            if not pending.future.done():
                 pending.parts.append(slice_scores(scores, offset, offset + n) if len(members) > 1 else scores)
-                if stop == len(pending.items) and sum(len(s) for s in pending.parts) == len(pending.items):
+                if stop == len(pending.items):
                     pending.future.set_result(concat_scores(pending.parts))
             offset += n
 
     def _fail(self, pending: _Pending, error: Exception) -> None:
-        if pending.live:
+        """The request's rows raised: it gets the error, and its rows not yet scored never are."""
+        if not pending.future.done():
             pending.future.set_exception(error)
-        unscored = len(pending.items) - pending.next
-        self.waiting_rows -= unscored
-        pending.next = len(pending.items)  # its remaining rows are not scored: the request has failed
-        if pending in self.queue:
-            self.queue.remove(pending)
+        if pending.next < len(pending.items):
+            self.waiting[pending.kind] -= len(pending.items) - pending.next
+            pending.next = len(pending.items)
+            self.queue = [p for p in self.queue if p is not pending]
 
     def close(self) -> None:
         if self._worker is not None:
