@@ -107,6 +107,11 @@ class RewardApp:
         self.settings = state.settings
         self._key = api_key.encode() if api_key else None
 
+    @property
+    def routes(self) -> list[SimpleNamespace]:
+        """Every route served, as ``.path`` and ``.methods`` (for introspection and tests)."""
+        return [SimpleNamespace(path=path, methods=methods) for path, methods in self.router.table()]
+
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
             await self._http(scope, receive, send)

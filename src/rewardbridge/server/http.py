@@ -38,12 +38,17 @@ class Router:
                 self.fixed.setdefault(route.path, {})[route.method] = route.handler
                 continue
             pattern = re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(route.path)) + "$")
-            for known, template, methods in self.templated:
+            for _, template, methods in self.templated:
                 if template == route.path:
                     methods[route.method] = route.handler
                     break
             else:
                 self.templated.append((pattern, route.path, {route.method: route.handler}))
+
+    def table(self) -> list[tuple[str, set[str]]]:
+        """(path or template, methods) for every route served."""
+        return [(path, set(methods)) for path, methods in self.fixed.items()] + [
+            (template, set(methods)) for _, template, methods in self.templated]
 
     def match(self, method: str, path: str) -> tuple[Callable, dict[str, str], str]:
         methods, params, label = self.fixed.get(path), {}, path
