@@ -240,13 +240,9 @@ def _one_of(name: str, value: Any, allowed: tuple, allow_none: bool = False) -> 
 
 
 def _check_device(device: str) -> None:
-    import torch
-
-    try:
-        kind = torch.device(device if device != "auto" else "cpu").type
-    except RuntimeError:
-        kind = None
-    if kind not in ("cpu", "cuda", "mps"):  # "meta" parses but holds no weights to score with
+    # The device strings torch.device parses for these three types, read without importing torch
+    # (every RewardOptions checks this, a remote reward's too: issue 18).
+    if device != "auto" and not re.fullmatch(r"(cpu|cuda|mps)(:\d+)?", device):  # "meta" parses but holds no weights
         raise ConfigError(f"device={device!r} is not a device to score on; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
 
 

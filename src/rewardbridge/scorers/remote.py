@@ -14,8 +14,6 @@ import logging
 import math
 from typing import Any, Sequence
 
-import torch
-
 from ..conversation import Conversation
 from ..errors import RemoteError
 from .base import Scores
@@ -57,6 +55,8 @@ class RemoteScorer:
         conversations = list(conversations)
         n = len(conversations)
         if n == 0:
+            import torch
+
             return Scores(values=torch.empty(0))
         if self.coalescer is not None:
             chunks, results = self.transport.run(self.coalescer.submit(conversations))
@@ -81,6 +81,8 @@ class RemoteScorer:
         return await asyncio.gather(*tasks, return_exceptions=True)
 
     def _assemble(self, n: int, chunks: list[list[int]], results: list) -> Scores:
+        import torch  # here, not at the top: building a remote reward imports no torch
+
         # Filled as lists and turned into tensors once: a tensor op per chunk would cost more
         # than the request itself at one conversation per request.
         values = [math.nan] * n
