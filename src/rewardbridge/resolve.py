@@ -124,10 +124,11 @@ class Resolved:
             named = [f"{a}={w:g}" for a, w in zip(opts.attributes, weights)] if weights else list(opts.attributes)
             rows.append(("attributes", ", ".join(named) + ("" if weights else " (no weights)")))
         if not self.remote:
-            from .scorers.tokens import DEFAULT_MAX_TOKENS_PER_BATCH
+            from .scorers.tokens import default_max_tokens_per_batch
 
+            budget = opts.max_tokens_per_batch or f"{default_max_tokens_per_batch(self.device)} (the default on {self.device})"
             rows.append(("limits", f"max_length {self.max_length} tokens ({self.why['max_length']}), truncation "
-                                   f"{opts.truncation!r}, max_tokens_per_batch {opts.max_tokens_per_batch or DEFAULT_MAX_TOKENS_PER_BATCH}"))
+                                   f"{opts.truncation!r}, max_tokens_per_batch {budget}"))
             rows.append(("device", f"{self.device}, {str(self.dtype).removeprefix('torch.')} ({self.why['device']})"))
             rows.append(("zero3", "off" if self.zero3_config is None else _describe_zero3(self.zero3_config)))
         rows.append(("normalize", opts.normalize if opts.normalize != "reference" else f"reference ({opts.reference_column!r})"))
