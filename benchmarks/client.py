@@ -13,12 +13,14 @@ cheaper than any client), so what differs between contenders is the client alone
   max_concurrency=64)`` called from a thread, as TRL calls it.
 
 Two shapes: 64 one-conversation requests in flight (NIM traffic, or ``request_batch_size=1``)
-and 8 requests of 64 conversations. A third part, ``coalesce``, calls the reward from 64
-threads at once with one conversation each and counts the requests that reached the stub.
+and 8 requests of 64 conversations; then the first shape again against a real
+``rewardbridge serve`` of a tiny model (the issue's set-up: the server shares the machine, so
+its cost is in every contender's figure). A last part calls the reward from 64 threads at
+once with one conversation each and counts the requests that reached the stub (coalescing).
 Each round runs every contender once (interleaved); figures are medians over rounds.
 Prints requests/s, client CPU ms per request, and each contender's ratio to aiohttp.
 
-    python benchmarks/client.py              # about a minute
+    python benchmarks/client.py              # about two minutes
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ def aiohttp_contender(url: str, payloads: list[dict], loop: LoopThread):
     import aiohttp
 
     session = loop.run(_make_aiohttp_session())
+    _SESSIONS.append(session)
 
     async def post(body):
         async with session.post(url + "/v1/score", json=body) as response:
@@ -116,6 +119,9 @@ def aiohttp_contender(url: str, payloads: list[dict], loop: LoopThread):
         return await asyncio.gather(*(post(b) for b in payloads))
 
     return lambda: loop.run(once())
+
+
+_SESSIONS: list = []  # closed at the end, so aiohttp has nothing to warn about
 
 
 async def _make_aiohttp_session():
@@ -198,6 +204,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=10, help="calls per contender per round")
+    parser.add_argument("--no-serve", action="store_true", help="skip the shape against a real rewardbridge serve")
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)  # the stub's own process
     args = parser.parse_args()
     if args.serve is not None:
@@ -225,11 +232,49 @@ def main() -> None:
             for name, figures in results.items():
                 print(f"{label:<26}{name:<14}{figures['req_per_s']:>9.0f}{figures['cpu_ms_per_req']:>12.2f}"
                       f"{figures['req_per_s'] / base:>11.2f}x")
+        if not args.no_serve:
+            served = served_shape(loop, args)
+            base = served["aiohttp"]["req_per_s"]
+            for name, figures in served.items():
+                print(f"{'64 x 1, rewardbridge serve':<26}{name:<14}{figures['req_per_s']:>9.0f}{figures['cpu_ms_per_req']:>12.2f}"
+                      f"{figures['req_per_s'] / base:>11.2f}x")
         sent, wall = coalescing(url, port, 64)
         print(f"coalescing: 64 threads x 1 conversation each -> {sent} requests ({wall * 1000:.0f} ms)")
     finally:
+        for session in _SESSIONS:
+            loop.run(session.close())
         stub.terminate()
         stub.wait()
+
+
+def served_shape(loop: LoopThread, args) -> dict:
+    """64 x 1 conversation against a real `rewardbridge serve` of the tests' tiny classifier."""
+    import tempfile
+
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    from rewardbridge.testing import build_tokenizer, llama_config, save_model
+
+    workdir = tempfile.mkdtemp()
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    source = save_model(f"{workdir}/reward", LlamaForSequenceClassification(llama_config(tokenizer, num_labels=1)), tokenizer)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "REWARDBRIDGE_API_KEY"}
+    server = subprocess.Popen([sys.executable, "-m", "rewardbridge.cli", "serve", source, "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_up(port, server)
+        url = f"http://127.0.0.1:{port}"
+        payloads = bodies(64, 1)
+        contenders = {"aiohttp": aiohttp_contender(url, payloads, loop), "openrlhf": openrlhf_contender(url, payloads, loop),
+                      "rewardbridge": rewardbridge_contender(url, payloads)}
+        repeated = {name: (lambda run=run: [run() for _ in range(args.calls)]) for name, run in contenders.items()}
+        return measure(repeated, 64 * args.calls, args.rounds)
+    finally:
+        server.terminate()
+        server.wait()
 
 
 if __name__ == "__main__":

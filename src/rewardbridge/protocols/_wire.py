@@ -41,12 +41,12 @@ def _lone_surrogate(data: Any) -> str | None:
                 value.encode("utf-8")
             except UnicodeEncodeError:
                 return path or "(the body)"
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                stack.append((f"{path}.{key}" if path else key, key))
+        elif isinstance(value, dict):  # pushed in reverse, so the first bad string is found first
+            for key, item in reversed(value.items()):
                 stack.append((f"{path}.{key}" if path else key, item))
+                stack.append((f"{path}.{key}" if path else key, key))
         elif isinstance(value, list):
-            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+            stack.extend((f"{path}[{i}]", value[i]) for i in range(len(value) - 1, -1, -1))
     return None
 
 
