@@ -366,6 +366,10 @@ def test_launcher_is_shellcheck_clean(script):
         (["--option", "normalize=zscore"], "normalize in the trainer"),
         (["--max-batch-size", "0"], "--max-batch-size"),
         (["--max-wait-ms", "-1"], "--max-wait-ms"),
+        (["--max-batch-chars", "0"], "--max-batch-chars"),
+        (["--read-timeout", "0"], "--read-timeout"),
+        (["--graceful-timeout", "-1"], "--graceful-timeout"),
+        (["--option", "retry_budget=30"], "apply to remote endpoints only"),
     ],
 )
 def test_serve_refuses_what_it_cannot_honour_before_loading(classifier_dir, capsys, argv, message):
