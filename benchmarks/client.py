@@ -14,8 +14,8 @@ cheaper than any client), so what differs between contenders is the client alone
 
 Two shapes: 64 one-conversation requests in flight (NIM traffic, or ``request_batch_size=1``)
 and 8 requests of 64 conversations; then the first shape again against a real
-``rewardbridge serve`` of a tiny model (the issue's set-up: the server shares the machine, so
-its cost is in every contender's figure). A last part calls the reward from 64 threads at
+``rewardbridge serve`` of a tiny model with batching off (the issue's set-up: the server
+shares the machine, so its cost is in every contender's figure). A last part calls the reward from 64 threads at
 once with one conversation each and counts the requests that reached the stub (coalescing).
 Each round runs every contender once (interleaved); figures are medians over rounds.
 Prints requests/s, client CPU ms per request, and each contender's ratio to aiohttp.
@@ -236,7 +236,7 @@ def main() -> None:
             served = served_shape(loop, args)
             base = served["aiohttp"]["req_per_s"]
             for name, figures in served.items():
-                print(f"{'64 x 1, rewardbridge serve':<26}{name:<14}{figures['req_per_s']:>9.0f}{figures['cpu_ms_per_req']:>12.2f}"
+                print(f"{'64 x 1, serve (1 per fwd)':<26}{name:<14}{figures['req_per_s']:>9.0f}{figures['cpu_ms_per_req']:>12.2f}"
                       f"{figures['req_per_s'] / base:>11.2f}x")
         sent, wall = coalescing(url, port, 64)
         print(f"coalescing: 64 threads x 1 conversation each -> {sent} requests ({wall * 1000:.0f} ms)")
@@ -262,7 +262,10 @@ def served_shape(loop: LoopThread, args) -> dict:
     source = save_model(f"{workdir}/reward", LlamaForSequenceClassification(llama_config(tokenizer, num_labels=1)), tokenizer)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REWARDBRIDGE_API_KEY"}
-    server = subprocess.Popen([sys.executable, "-m", "rewardbridge.cli", "serve", source, "--port", str(port)], env=env,
+    # Batching off: each request is scored as it comes. With batching on, whether a burst of 64
+    # lands within one --max-wait-ms window (one round) or two decides the figure, not the client.
+    server = subprocess.Popen([sys.executable, "-m", "rewardbridge.cli", "serve", source, "--port", str(port),
+                               "--max-batch-size", "1", "--max-wait-ms", "0"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until_up(port, server)

@@ -4,8 +4,9 @@ Three servers, each a subprocess on 127.0.0.1 under the same uvicorn (httptools 
 serving the same tiny reward model through the same ``ServedModel.score``:
 
 - ``minimal``: a bare ASGI app: read the body, ``json.loads``, one ``Conversation``, score it
-  in a worker thread, ``json.dumps`` a NIM answer. No auth, limits, routing or metrics: the
-  floor for a Python server that scores each request on its own;
+  on one worker thread (as the server does: forwards never overlap), ``json.dumps`` a NIM
+  answer. No auth, limits, routing, metrics or batching: the floor for a Python server that
+  scores each request on its own;
 - ``serve, batching off``: ``rewardbridge serve --max-batch-size 1``;
 - ``serve, batching on``: ``rewardbridge serve`` (``--max-batch-size 64 --max-wait-ms 5``).
 
@@ -42,7 +43,10 @@ def serve_minimal(source: str, port: int) -> None:
     from rewardbridge.conversation import Conversation
     from rewardbridge.server import ServedModel
 
+    from concurrent.futures import ThreadPoolExecutor
+
     model = ServedModel(source, {})
+    worker = ThreadPoolExecutor(max_workers=1)  # one scoring thread, as the server has: forwards never overlap
 
     async def app(scope, receive, send):
         if scope["type"] != "http":
@@ -56,7 +60,7 @@ def serve_minimal(source: str, port: int) -> None:
         else:
             messages = json.loads(body)["messages"]
             conversation = Conversation.from_trl(messages[:-1], messages[-1:])
-            scores = await asyncio.get_running_loop().run_in_executor(None, model.score, "chat", [conversation])
+            scores = await asyncio.get_running_loop().run_in_executor(worker, model.score, "chat", [conversation])
             out = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant",
                                                                     "content": f"reward:{float(scores.values[0])!r}"}}]}).encode()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
