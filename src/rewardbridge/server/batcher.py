@@ -20,6 +20,7 @@ request arrived (company to batch with).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
@@ -29,6 +30,8 @@ import torch
 from ..scorers.base import Scores
 
 DEFAULT_MAX_BATCH_CHARS = 256 * 1024
+
+logger = logging.getLogger("rewardbridge.server")
 
 
 def slice_scores(scores: Scores, start: int, stop: int) -> Scores:
@@ -130,9 +133,14 @@ class Batcher:
                 continue
             kind = self.queue[0].kind
             members = self._take_round(kind)
-            items = [item for pending, start, stop in members for item in pending.items[start:stop]]
-            self.on_batch(len(items))
-            await self._score_round(members, kind, items)
+            try:
+                items = [item for pending, start, stop in members for item in pending.items[start:stop]]
+                self.on_batch(len(items))
+                await self._score_round(members, kind, items)
+            except Exception as error:  # noqa: BLE001: a bug here must fail these requests, not stop the worker
+                logger.exception("a scoring round failed outside the scorer")
+                for pending, _, _ in members:
+                    self._fail(pending, error)
 
     def _drop_abandoned(self) -> None:
         if not self._cancelled:

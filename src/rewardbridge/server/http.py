@@ -126,6 +126,7 @@ def error_answer(status: int, message: str, headers: dict[str, str] | None = Non
 
 async def send_answer(send: Callable, answer: Answer, close: bool = False) -> None:
     headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.items()]
+    headers.append((b"content-length", str(len(answer.body)).encode()))
     if close:  # the rest of the body is not read: the connection cannot carry another request
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
@@ -134,7 +135,7 @@ async def send_answer(send: Callable, answer: Answer, close: bool = False) -> No
 
 async def send_json(send: Callable, data: Any) -> None:
     body = json.dumps(data).encode()
-    await send({"type": "http.response.start", "status": 200, "headers": JSON})
+    await send({"type": "http.response.start", "status": 200, "headers": [*JSON, (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
 
