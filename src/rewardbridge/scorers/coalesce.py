@@ -136,7 +136,7 @@ class Coalescer:
         else:
             samples = f"{len(members)} samples of {len(calls)} concurrent calls"
         try:
-            return await self.transport.exchange_for(request, lambda response: self.codec.parse(response, len(members)), samples)
+            return await self.transport.exchange(request, lambda response: self.codec.parse(response, len(members)), samples)
         except Exception as error:  # noqa: BLE001: every call with rows in this request gets it
             return error
 

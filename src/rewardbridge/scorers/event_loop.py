@@ -16,6 +16,17 @@ import weakref
 from typing import Any
 
 
+PID = os.getpid()  # this process's id, kept current across forks (os.getpid() is a system call)
+
+
+def _forked() -> None:
+    global PID
+    PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class EventLoopThread:
     """One event loop per process on a daemon thread; rebuilt after a fork."""
 

@@ -41,6 +41,7 @@ from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigError, RemoteError
+from . import event_loop
 from .event_loop import EventLoopThread, env_proxy, watch_session
 
 # Default key variables per protocol (None: send no key unless api_key_env names one).
@@ -197,13 +198,10 @@ class Transport:
         """Run ``coroutine`` on the process's transport loop and wait for it (from any thread)."""
         return asyncio.run_coroutine_threadsafe(coroutine, EventLoopThread.loop()).result()
 
-    async def exchange(self, request: Request, parse: Callable[[Any], Any], indices: list[int]) -> Any:
+    async def exchange(self, request: Request, parse: Callable[[Any], Any], indices: list[int] | str) -> Any:
         """Send ``request`` (retried, failed over) and ``parse`` its :class:`Response`; RemoteError
-        names the endpoint and the samples ``indices`` when it cannot be had."""
-        return await self.exchange_for(request, parse, describe_samples(indices))
-
-    async def exchange_for(self, request: Request, parse: Callable[[Any], Any], samples: str) -> Any:
-        """:meth:`exchange`, with the samples already described (``"samples 0-7 of 3 calls"``)."""
+        names the endpoint and the samples when it cannot be had: ``indices``, or a description
+        of them (``"12 samples of 3 concurrent calls"``)."""
         self._ensure_session()
         start = next(self._next_endpoint)
         began = time.monotonic()
@@ -217,7 +215,7 @@ class Transport:
                 wait = self._wait(error, attempt)
                 spent = time.monotonic() - began
                 if (self.max_retries is not None and attempt > self.max_retries) or spent + wait > self.retry_budget:
-                    raise self._remote_error(error, url, request.path, samples, attempt, spent) from None
+                    raise self._remote_error(error, url, request.path, indices, attempt, spent) from None
                 with self._metrics_lock:
                     self._retries += 1
                 if spent + wait >= 5.0:  # a longer outage: say so while it lasts, not only at the end
@@ -226,13 +224,14 @@ class Transport:
                 if wait > 0:
                     await asyncio.sleep(wait)
             except Exception as error:  # noqa: BLE001: every other failure becomes one RemoteError
-                raise self._remote_error(error, url, request.path, samples, attempt, time.monotonic() - began) from None
+                raise self._remote_error(error, url, request.path, indices, attempt, time.monotonic() - began) from None
 
     def pop_metrics(self) -> dict[str, float]:
         """Retries and request latencies since the last call (``RewardFunction`` logs them)."""
         with self._metrics_lock:
-            retries, latencies = self._retries, sorted(self._latencies_ms)
-            self._retries, self._latencies_ms = 0, []
+            retries, self._retries = self._retries, 0
+            latencies, self._latencies_ms = self._latencies_ms, []
+        latencies = sorted(latencies)  # a copy: an append racing the swap lands in the old list, never mid-sort
         metrics = {"retries": float(retries)}
         if latencies:
             metrics["latency_ms_p50"] = _percentile(latencies, 50)
@@ -254,7 +253,7 @@ class Transport:
     # -- on the loop thread -----------------------------------------------------------------
 
     def _ensure_session(self) -> None:
-        if self._session is None or self._pid != os.getpid():
+        if self._session is None or self._pid != event_loop.PID:
             import aiohttp
 
             # limit=max_concurrency: the pool never makes a request wait that the semaphore let through.
@@ -264,12 +263,13 @@ class Transport:
             self._proxies = {url: env_proxy(url) for url in self.urls}
             self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout))
             self._semaphore = asyncio.Semaphore(self.max_concurrency)
-            self._pid = os.getpid()
+            # Looked up once: an import statement per request costs as much as a header.
+            self._errors = (aiohttp.ClientSSLError, (aiohttp.ClientError, asyncio.TimeoutError, OSError))
+            self._pid = event_loop.PID
             watch_session(self, self._session)  # closed when this transport is dropped, or at exit
 
     async def _send(self, url: str, request: Request) -> Response:
-        import aiohttp
-
+        tls_error, transport_errors = self._errors
         key = self._api_key()
         headers = {**request.headers, "Authorization": f"Bearer {key}"} if key else request.headers
         # aiohttp's fast paths: json= serializes and sets Content-Type; no headers skips merging them.
@@ -282,9 +282,9 @@ class Transport:
                 async with self._session.post(url + request.path, **body, headers=headers or None,
                                               proxy=proxy, proxy_auth=proxy_auth) as answer:
                     response = Response(answer.status, answer.headers, await answer.read())
-            except aiohttp.ClientSSLError as error:  # retrying will not make it speak TLS
+            except tls_error as error:  # retrying will not make it speak TLS
                 raise _Unreachable(f"TLS failed ({error}); if the server speaks plain HTTP, use http://") from None
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+            except transport_errors as error:
                 timed_out = isinstance(error, asyncio.TimeoutError)
                 failure = _TransportError(
                     f"no answer within timeout={self.timeout:g} s" if timed_out else f"{type(error).__name__}: {error}", timed_out,
@@ -296,8 +296,7 @@ class Transport:
             raise RetryableStatus(status, _snippet(response), retry_after_seconds(response.headers.get("Retry-After")))
         if status >= 400:
             raise FinalStatus(status, _snippet(response))
-        with self._metrics_lock:
-            self._latencies_ms.append((time.perf_counter() - began) * 1000)
+        self._latencies_ms.append((time.perf_counter() - began) * 1000)  # list.append is atomic: no lock per request
         return response
 
     def _endpoint(self, start: int, attempt: int) -> str:
@@ -334,9 +333,10 @@ class Transport:
             raise ConfigError(f"api_key_env={self.api_key_env!r}, but that environment variable is not set; set it to the key")
         return key or None
 
-    def _remote_error(self, error: Exception, url: str, path: str, samples: str, attempts: int, spent: float) -> Exception:
+    def _remote_error(self, error: Exception, url: str, path: str, indices: list[int] | str, attempts: int, spent: float) -> Exception:
         if isinstance(error, ConfigError):
             return error
+        samples = indices if isinstance(indices, str) else describe_samples(indices)
         status = getattr(error, "status", None)
         where = f"{self.protocol} endpoint {display_url(url)}{path}"
         if isinstance(error, ProtocolError):
