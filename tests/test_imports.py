@@ -17,11 +17,12 @@ PROBE = "import sys, json; {code}; print('\\nHEAVY=' + json.dumps([m for m in {h
     "from rewardbridge.cli import main; main(['--help'])",
     "from rewardbridge.cli import main; main(['inspect', 'http://127.0.0.1:9', '--option', 'protocol=nim'])",
     *[f"from rewardbridge import load_reward; load_reward('http://127.0.0.1:9', protocol={p!r})"
-      for p in ("rewardbridge", "nim", "vllm", "openrlhf", "triton")],
+      for p in ("rewardbridge", "nim", "vllm", "openrlhf", "triton", "genrm")],
+    "from rewardbridge import load_reward; load_reward('http://127.0.0.1:9', protocol='principle', principle='correctness')",
     "from rewardbridge.scorers.transport import Transport; from rewardbridge.protocols import protocol_module; "
     "[protocol_module(p) for p in ('nim', 'vllm', 'openrlhf', 'rewardbridge')]",
 ], ids=["import", "help", "inspect-url", "remote-rewardbridge", "remote-nim", "remote-vllm", "remote-openrlhf", "remote-triton",
-        "transport-and-codecs"])
+        "remote-genrm", "remote-principle", "transport-and-codecs"])
 def test_nothing_heavy_is_imported(code):
     wrapped = f"try:\n    {code}\nexcept SystemExit:\n    pass\n"  # argparse's --help exits
     probe = PROBE.format(code=f"exec({wrapped!r})", heavy=HEAVY)

@@ -131,3 +131,44 @@ def test_a_pair_model_without_its_preset_needs_its_kind(pair_rm_dir, tmp_path):
         reward(prompts=["hi"], completions=["yo"])
     got = load_reward(str(source), trust_remote_code=True, kind="pair_regression", alpha=10)(prompts=QUESTIONS, completions=ANSWERS)
     assert got == pytest.approx([card_pair_score(pair_rm_dir, q, a) for q, a in zip(QUESTIONS, ANSWERS)], abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def cross_encoder_dir(tmp_path_factory):
+    """A plain BERT cross-encoder (BertForSequenceClassification, one output, no chat template), as
+    OpenAssistant's reward-model-deberta cards use: tokenizer(question, answer) -> logits[0]."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from conftest import build_bert_tokenizer
+
+    tok = build_bert_tokenizer()
+    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=512, num_labels=1, pad_token_id=tok.pad_token_id,
+                        initializer_range=0.5)  # wide weights: tiny random encoders otherwise score every input alike
+    torch.manual_seed(7)
+    folder = tmp_path_factory.mktemp("cross_encoder")
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+def test_a_bert_cross_encoder_reads_question_answer_pairs(cross_encoder_dir):
+    from rewardbridge.resolve import resolve
+
+    resolved = resolve(cross_encoder_dir)
+    assert resolved.kind == "pair_regression" and "an encoder (bert) with no chat template" in resolved.why["kind"]
+    reward = load_reward(cross_encoder_dir)
+    tokenizer, model = card_load(cross_encoder_dir, AutoModelForSequenceClassification)
+    with torch.no_grad():  # the card: model(**tokenizer(question, answer)).logits[0]
+        expected = [model(**tokenizer(q, a, return_tensors="pt")).logits[0, 0].item() for q, a in zip(QUESTIONS, ANSWERS)]
+        one_segment = [model(**tokenizer(q + a, return_tensors="pt")).logits[0, 0].item() for q, a in zip(QUESTIONS, ANSWERS)]
+    assert reward(prompts=QUESTIONS, completions=ANSWERS) == pytest.approx(expected, abs=1e-5)
+    assert expected != pytest.approx(one_segment, abs=1e-3)  # what it scored before: one segment, other numbers
+    assert len({round(v, 3) for v in expected}) == 3
+
+
+def test_a_cross_encoder_with_a_chat_template_renders_and_says_why(cross_encoder_dir):
+    from rewardbridge.resolve import resolve
+
+    resolved = resolve(cross_encoder_dir, chat_template="{% for m in messages %}{{ m['content'] }} {% endfor %}")
+    assert resolved.kind == "classifier" and "kind='pair_regression' reads (question, answer) pairs instead" in resolved.why["kind"]

@@ -60,6 +60,8 @@ def good_recipe(tmp_path, causal_dir, classifier_dir):
     }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "config.json").write_text("{}")  # a model folder where the prompts should be
     return path
 
 
@@ -92,6 +94,24 @@ BAD_RECIPES = [
     (["training.max_steps"], ConfigError, ["is not KEY=VALUE", "training.max_steps=5"]),
     (["rewards.3.weight=1"], ConfigError, ["'3' is not an index of a list of 1"]),
     (["trainer.x=1"], ConfigError, ["'trainer.x=1'", "trainer is a value, not a section"]),
+    # Issue 15 §5: a key one level off, and what TRL, the dataset or the rewards would refuse only after the weights.
+    (["max_steps=2"], ConfigError, ["unknown recipe key 'max_steps'", "did you mean training.max_steps?"]),
+    (["dataset.max_steps=2"], ConfigError, ["dataset: unknown key 'max_steps'", "did you mean training.max_steps?"]),
+    (["training.gguf_file=x.gguf"], ConfigError, ["training: unknown key 'gguf_file'", "model.gguf_file or rewards[0].gguf_file"]),
+    (["normalize=zscore"], ConfigError, ["unknown recipe key 'normalize'", "rewards[0].normalize"]),
+    (["training.num_generations=3"], ConfigError, ["per_device_train_batch_size=8 x 1 process(es) x steps_per_generation=1 = 8",
+                                                   "not a multiple of num_generations=3"]),
+    (["training.per_device_train_batch_size=3"], ConfigError, ["= 3 completions", "num_generations=2"]),
+    (["training.generation_batch_size=6", "training.num_generations=4"], ConfigError, ["generation_batch_size=6", "num_generations=4"]),
+    (["training.num_generations=1"], ConfigError, ["training.num_generations=1", "2 or more"]),
+    (["dataset.path=."], ConfigError, ["dataset.path:", "not one datasets' save_to_disk wrote"]),
+    (["dataset.path=sub"], ConfigError, ["dataset.path:", "is a model folder (it has config.json)"]),
+    (["dataset.prompt_column=question"], ConfigError, ["no 'question' column", "set dataset.prompt_column"]),
+    (['rewards=[{function: "rewardbridge.rules:WordLimit", kwargs: {max_words: 3}}, {function: "rewardbridge.rules:WordLimit", kwargs: {max_words: 3}}]'],
+     ConfigError, ["rewards[0] and rewards[1] are both named 'word_limit_3'", "merge them"]),
+    (["rewards.0.judge_prompt=Q: {prompt} A: {response}"], ConfigError, ["rewards[0]", "judge_prompt asks a causal LM"]),
+    (["model.path=sub/config.json"], ConfigError, ["model.path=", "is a file", "pass its folder"]),
+    (["model.path=sub"], ConfigError, ["model.path", "has no tokenizer files"]),
 ]
 
 
@@ -123,3 +143,56 @@ def test_the_cli_prints_one_line_and_exits_2(good_recipe, no_weights, capsys):
     assert cli_main(["train", str(good_recipe), "--set", "training.max_steps=abc"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["rewardbridge: error: training.max_steps='abc' should be int, got str"]
+
+
+@pytest.fixture
+def no_model_weights(monkeypatch):
+    """Model weights fail to load; tokenizers load (resolving a reward reads its tokenizer)."""
+    import transformers
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("weights were loaded before the recipe was validated")
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(refuse))
+    monkeypatch.setattr(_BaseAutoModelClass, "from_pretrained", classmethod(refuse))
+
+
+def test_two_reward_models_under_one_name_are_refused_before_any_weights(good_recipe, classifier_dir, no_model_weights):
+    twin = {"source": classifier_dir, "normalize": "zscore"}  # both named after the folder
+    with pytest.raises(ConfigError, match=r"rewards\[0\] and rewards\[1\] are both named .*give each its own 'name:'"):
+        run(load_recipe(good_recipe, [f"rewards={json.dumps([twin, twin])}"]))
+
+
+def test_a_reward_folder_beside_the_recipe_needs_no_dot_slash(good_recipe, classifier_dir):
+    import shutil
+
+    shutil.copytree(classifier_dir, good_recipe.parent / "models" / "rm")
+    recipe = load_recipe(good_recipe, ["rewards.0.source=models/rm"])  # was a 50 s hub lookup for 'models/rm'
+    assert recipe.rewards[0].source == str(good_recipe.parent / "models" / "rm")
+
+
+def test_a_hub_dataset_that_cannot_be_reached_fails_before_any_weights(good_recipe, no_weights, monkeypatch):
+    import datasets
+
+    def unreachable(*args, **kwargs):  # what datasets raises with no hub (after its retries)
+        raise ConnectionError("Couldn't reach 'org/prompts' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    with pytest.raises(ConfigError, match=r"dataset.path='org/prompts' is not a local file, and loading it as a hub dataset failed"):
+        run(load_recipe(good_recipe, ["dataset.path=org/prompts"]))
+
+
+def test_a_recipe_error_comes_before_the_runner_imports(good_recipe):
+    import subprocess
+    import sys
+
+    # A fresh process: which modules the error left imported says how far the run got.
+    code = (
+        "import sys; from rewardbridge.cli import main; "
+        f"code = main(['train', {str(good_recipe)!r}, '--set', 'training.num_generations=3']); "
+        "print(code, [m for m in ('trl.trainer.rloo_trainer', 'trl.trainer.grpo_trainer', 'rewardbridge.training.train') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "not a multiple of num_generations=3" in out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "2 []"  # exit status 2; neither the runner nor TRL's trainers imported

@@ -335,6 +335,70 @@ def test_chat_data_goes_to_vllm_as_messages_without_a_local_template(serve):
     assert len(server.requests) == 4  # one chat per request: vLLM's /classify takes one `messages`
 
 
+# -- issue 15: endpoints written as their docs write them, answers that are no number ------------------
+
+@pytest.mark.parametrize("suffix", ["/v1", "/v1/", "/v1/chat/completions"])
+def test_a_base_url_ending_in_v1_or_the_route_reaches_the_route(serve, suffix):
+    server = serve(nim_answer(scalar=True))  # asserts the path is /v1/chat/completions, not /v1/v1/...
+    reward = load_reward(server.url + suffix, protocol="nim", **FAST)
+    assert reward(prompts=PROMPTS[:1], completions=COMPLETIONS[:1]) == pytest.approx([len(COMPLETIONS[0]) / 10], abs=1e-4)
+    assert [path for path, _, _ in server.requests] == ["/v1/chat/completions"]
+
+
+def test_inspect_says_which_route_was_cut_off(capsys):
+    from rewardbridge.cli import main
+
+    assert main(["inspect", "http://127.0.0.1:9/v2/models/reward_model/infer", "--option", "protocol=triton"]) == 0
+    assert "http://127.0.0.1:9 (the route '/v2/models/reward_model/infer' cut off: requests add it)" in capsys.readouterr().out
+
+
+def test_https_to_an_http_server_fails_at_once_and_says_use_http(serve):
+    server = serve(nim_answer(scalar=True))
+    reward = load_reward(server.url.replace("http://", "https://"), protocol="nim", timeout=5.0, max_retries=4, retry_wait=0.5)
+    began = time.monotonic()
+    with pytest.raises(RemoteError) as caught:
+        reward(prompts=PROMPTS[:1], completions=COMPLETIONS[:1])
+    message = str(caught.value)
+    assert "could not make an https (TLS) connection" in message and f"use {server.url}" in message
+    assert "attempts" not in message and time.monotonic() - began < 2  # not retried: it would say the same 5 times
+
+
+def test_a_404_from_a_server_of_another_protocol_says_to_check_protocol(serve):
+    server = serve(lambda path, body, headers: (404, {"Content-Type": "application/json"}, b'{"detail": "Not Found"}'))
+    with pytest.raises(RemoteError, match=r"HTTP 404 .*/classify is not a route of this server: check that it speaks protocol='vllm'"):
+        load_reward(server.url, protocol="vllm", **FAST)(prompts=PROMPTS[:1], completions=COMPLETIONS[:1])
+
+
+@pytest.mark.parametrize("protocol, body", [
+    ("openrlhf", b'{"rewards": [NaN, 1.0]}'),  # Python's json reads NaN, Infinity and 1e400 (as inf)
+    ("openrlhf", b'{"rewards": [1.0, Infinity]}'),
+    ("rewardbridge", b'{"rewards": [1e400, 1.0], "attributes": {}}'),
+    ("vllm", b'{"data": [{"index": 0, "probs": [-Infinity]}, {"index": 1, "probs": [1.0]}]}'),
+], ids=["nan", "infinity", "1e400", "vllm-minus-infinity"])
+def test_a_non_finite_score_from_an_endpoint_is_a_failure(serve, protocol, body, caplog):
+    server = serve(lambda path, request, headers: (200, {"Content-Type": "application/json"}, body))
+    with pytest.raises(RemoteError, match=r"the answer's reward for sample [01] is -?(nan|inf), not a finite number"):
+        load_reward(server.url, protocol=protocol, **FAST)(prompts=PROMPTS[:2], completions=COMPLETIONS[:2])
+    skip = load_reward(server.url, protocol=protocol, on_error="skip", **FAST)
+    logged = {}
+    with caplog.at_level("WARNING"):
+        assert skip(prompts=PROMPTS[:2], completions=COMPLETIONS[:2], log_metric=logged.__setitem__) == [None, None]
+    assert logged[f"{skip.__name__}/failed_frac"] == 1.0 and "not a finite number" in caplog.text  # counted and warned
+
+
+def test_a_nim_scores_inf_for_one_sample_only_that_sample_fails(serve):
+    scalar = nim_answer(scalar=True)
+
+    def answer(path, body, headers):
+        if b"Say hi." in body:
+            return 200, {"Content-Type": "application/json"}, json.dumps({"choices": [{"message": {"content": "reward:inf"}}]}).encode()
+        return scalar(path, body, headers)
+
+    server = serve(answer)
+    out = load_reward(server.url, protocol="nim", on_error="skip", **FAST)(prompts=PROMPTS, completions=COMPLETIONS)
+    assert out[2] is None and out[:2] + out[3:] == pytest.approx([len(c) / 10 for i, c in enumerate(COMPLETIONS) if i != 2], abs=1e-4)
+
+
 # -- the client's edges (issue 15 §6) and its per-request path (issue 18) -----------------------
 
 
@@ -433,12 +497,3 @@ def test_the_retry_budget_outlasts_a_restart_and_bounds_a_dead_endpoint(serve):
     with pytest.raises(RemoteError, match=r"retry_budget=0.5 s.*raise retry_budget"):
         load_reward(dead, protocol="rewardbridge", retry_wait=0.1, retry_budget=0.5)(prompts=["q"], completions=["a"])
     assert time.monotonic() - began < 1.5
-
-
-def test_https_to_a_plain_http_endpoint_is_not_retried(serve):
-    server = serve(native_answer)
-    reward = load_reward(server.url.replace("http://", "https://"), protocol="rewardbridge", **FAST)
-    began = time.monotonic()
-    with pytest.raises(RemoteError, match="use http://"):
-        reward(prompts=["q"], completions=["a"])
-    assert time.monotonic() - began < 1.0 and server.requests == []

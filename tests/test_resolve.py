@@ -2,6 +2,7 @@
 in (load_reward, score, eval, serve, train, inspect) goes through it."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -40,7 +41,7 @@ def test_a_preset_is_applied_once_and_named_as_the_reason(tmp_path, tokenizer, n
     resolved = resolve(str(folder))
     assert resolved.preset.match == "llama-3.1-nemotron-70b-reward"
     assert (resolved.kind, resolved.token_ids, resolved.max_length) == ("causal_logit", (0,), 4096)
-    assert resolved.why["kind"] == "kind='causal_logit' from the preset" and resolved.why["max_length"] == "from the preset"
+    assert resolved.why["kind"].startswith("kind='causal_logit' from the preset 'llama-3.1-nemotron-70b-reward'") and resolved.why["max_length"] == "from the preset"
     # Resolving the resolved options again (what an unpickled reward does) changes nothing.
     from rewardbridge.resolve import resolve_options
 
@@ -116,3 +117,83 @@ def test_serve_and_train_refuse_before_starting(causal_dir, tmp_path, no_weights
     })
     with pytest.raises(ConfigError, match=rf"rewards\[0\] .*{TWO_TOKENS}"):
         build_rewards(recipe.rewards)
+
+
+def test_an_unpickled_reward_keeps_an_explicit_default_the_preset_would_change(pair_rm_dir, tmp_path):
+    # alpha=1.0 is the option's default and the preset's is 10: given explicitly, it must survive a pickle.
+    import pickle
+
+    reward = load_reward(pair_rm_dir, trust_remote_code=True, alpha=1.0)
+    assert reward.scorer.readout.alpha == 1.0
+    blob = pickle.dumps(reward)
+    code = ("import pickle, sys; r = pickle.loads(sys.stdin.buffer.read()); "
+            "print(r.scorer.readout.alpha, r(prompts=['Qual é a capital?'], completions=['Paris'])[0])")
+    out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    alpha, score = out.stdout.decode().split()
+    assert float(alpha) == 1.0
+    assert float(score) == pytest.approx(reward(prompts=["Qual é a capital?"], completions=["Paris"])[0], abs=1e-6)
+
+
+def test_the_default_length_limit_reads_the_config_class_name_for_positions(tmp_path, no_weights):
+    # GPT-2 calls its position count n_positions; the tokenizer here has no limit of its own.
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from rewardbridge.testing import build_tokenizer, save_model
+
+    tok = build_tokenizer(chat_template=None)
+    tok.model_max_length = int(1e30)
+    config = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=1, n_head=2, num_labels=1, pad_token_id=0,
+                        bos_token_id=1, eos_token_id=2)
+    folder = save_model(tmp_path / "gpt2", GPT2ForSequenceClassification(config), tok)
+    assert resolve(folder).max_length == 128
+
+
+@pytest.mark.parametrize("folder, options, words", [
+    # A preset matched by the folder's own name must fit the checkpoint's architecture.
+    ("Llama-3.1-Nemotron-70B-Reward-HF", {}, "from the preset 'llama-3.1-nemotron-70b-reward', matched by the model's name, "
+     "but this checkpoint is a sequence classifier"),
+    ("rm", {"kind": "causal_logit", "token_id": 0}, "kind='causal_logit' was given, but this checkpoint is a sequence classifier"),
+])
+def test_a_kind_the_checkpoint_has_no_head_for_is_refused(tmp_path, tokenizer, no_weights, folder, options, words):
+    from transformers import LlamaForSequenceClassification
+
+    from rewardbridge.testing import llama_config, save_model
+
+    path = save_model(tmp_path / folder, LlamaForSequenceClassification(llama_config(tokenizer, num_labels=1)), tokenizer)
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        resolve(path, **options)
+
+
+def test_a_causal_lm_read_as_a_classifier_is_refused(causal_dir, no_weights):
+    with pytest.raises(ConfigError, match="this checkpoint is a causal LM .* randomly initialized head"):
+        resolve(causal_dir, kind="classifier")
+
+
+def test_presets_match_the_models_own_name_not_the_folders_above_it(tmp_path, tokenizer, no_weights):
+    from transformers import LlamaForCausalLM
+
+    from rewardbridge.testing import llama_config, save_model
+
+    path = save_model(tmp_path / "skywork-reward-runs" / "my-judge", LlamaForCausalLM(llama_config(tokenizer)), tokenizer)
+    resolved = resolve(path, token_id=0)
+    assert resolved.preset is None and resolved.kind == "causal_logit"
+
+
+def test_inspect_shows_the_text_decoded_from_the_ids_the_scorer_feeds(classifier_dir, capsys, no_weights):
+    from rewardbridge import Conversation
+    from rewardbridge.scorers.local import LocalScorer
+
+    resolved = resolve(classifier_dir)
+    scorer = LocalScorer(None, resolved.tokenizer, resolved.renderer, None, max_length=resolved.max_length)
+    conversation = Conversation([{"role": "user", "content": "What is 2+2?"}], ({"role": "assistant", "content": "4"},))
+    ids, _ = scorer.tokenize([conversation])
+    assert resolved.example() == repr(resolved.tokenizer.decode(ids[0]))
+
+
+def test_a_warning_found_deep_inside_points_at_the_callers_line(attributes_dir):
+    from rewardbridge.errors import RewardBridgeWarning
+
+    with pytest.warns(RewardBridgeWarning, match="gives no weight to") as record:
+        load_reward(attributes_dir, attributes=["a", "b", "c"], attribute_weights={"a": 1.0})
+    assert record[0].filename == __file__

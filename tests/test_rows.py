@@ -58,3 +58,29 @@ def test_folders_and_files_that_cannot_be_read(tmp_path):
         list(read_rows(str(tmp_path / "x.txt")))
     with pytest.raises(InputError, match="no such file"):
         list(read_rows(str(tmp_path / "missing.jsonl")))
+
+
+def test_a_csv_cell_holding_a_python_repr_is_refused_and_text_with_a_bracket_is_kept(tmp_path):
+    import pandas as pd
+
+    messages = [{"role": "user", "content": "What is 2+2?"}]
+    path = tmp_path / "pandas.csv"
+    # What pandas writes for a list of dicts: its Python repr, single quotes and all.
+    pd.DataFrame({"prompt": [messages, "[INST] plain text [/INST]", json.dumps(messages)], "completion": ["4", "4", "4"]}).to_csv(path, index=False)
+    repr_row, text_row, json_row = read_rows(str(path))
+    assert repr_row.data is None and "column 'prompt' holds a Python repr" in repr_row.error and "json.dumps" in repr_row.error
+    assert text_row.data["prompt"] == "[INST] plain text [/INST]"  # text that starts with a bracket stays text
+    assert json_row.data["prompt"] == messages
+
+
+@pytest.mark.parametrize("files, words", [
+    ({"config.json": "{}"}, ["is a model folder (it has config.json), not data", "other way round"]),
+    ({"notes.txt": "x"}, ["is a folder but not one datasets' save_to_disk wrote", ".jsonl"]),
+], ids=["model-folder", "other-folder"])
+def test_a_folder_that_is_not_a_dataset_is_named_as_such(tmp_path, files, words):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        count_rows(str(tmp_path))
+    for word in words:
+        assert word in str(caught.value)

@@ -60,6 +60,17 @@ def nim_stand_in(tmp_path_factory, tokenizer):
 
 
 @pytest.fixture(scope="module")
+def genrm_stand_in():
+    """The test judge (servers/judge.py), answering as a vLLM-served GenRM does."""
+    from servers.faulty import FaultyServer
+    from servers.judge import judge_answer
+
+    server = FaultyServer(judge_answer()).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def nine_attributes_dir(tmp_path_factory, tokenizer):
     """A tiny 9-output head, standing in for Nemotron-4-340B-Reward's attributes."""
     from transformers import LlamaForSequenceClassification
@@ -115,7 +126,9 @@ def tiny_recipe(path: Path, tmp_path: Path, models: dict) -> dict:
 def test_every_recipe_builds_its_trainer_and_trains_a_step(path, tmp_path, causal_dir, classifier_dir, judge_dir, nine_attributes_dir,
                                                           request, monkeypatch):
     models = {"causal": causal_dir, "classifier": classifier_dir, "judge": judge_dir, "nine": nine_attributes_dir}
-    if "source: http" in path.read_text():
+    if "protocol: genrm" in path.read_text():  # a pairwise judge: the test judge stands in
+        models["endpoint"] = request.getfixturevalue("genrm_stand_in")
+    elif "source: http" in path.read_text():
         models["endpoint"] = request.getfixturevalue("nim_stand_in")
         monkeypatch.setenv("NVIDIA_API_KEY", NIM_KEY)  # the recipe's api_key_env; the server checks it
     recipe = parse_recipe(tiny_recipe(path, tmp_path, models), base_dir=path.parent, name=path.name)
@@ -126,7 +139,8 @@ def test_every_recipe_builds_its_trainer_and_trains_a_step(path, tmp_path, causa
     for name in names:
         assert f"rewards/{name}/mean" in steps[0], f"{name} was not called"
     if "endpoint" in models:  # every rollout was scored through the endpoint: none skipped as a failure
-        assert steps[0]["nemotron340b/failed_frac"] == 0 and steps[0]["nemotron340b/latency_ms_p50"] > 0
+        remote = next(spec.options["name"] for spec in recipe.rewards if (spec.source or "").startswith("http"))
+        assert steps[0][f"{remote}/failed_frac"] == 0 and steps[0][f"{remote}/latency_ms_p50"] > 0
     assert (tmp_path / "out" / "log_history.json").exists()
 
 

@@ -15,6 +15,30 @@ from .presets import explain_kind
 MODEL_AUTO_CLASSES = ("AutoModelForSequenceClassification", "AutoModel")
 
 
+def from_pretrained_or_explain(auto_class, source: str, what: str, **kwargs):
+    """``auto_class.from_pretrained``, with transformers' hub errors turned into what to do."""
+    try:
+        return auto_class.from_pretrained(source, **kwargs)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot load the {what} of {source!r}: it is not a local folder, and the hub did not provide it "
+            f"({' '.join(str(error).split())[:300]}). Pass a local model directory, or a hub id this machine can reach"
+        ) from error
+
+
+def max_positions(config: dict) -> int | None:
+    """The positions the model was trained on, under whatever name its config class gives them
+    (GPT-2: ``n_positions``; transformers maps it to ``max_position_embeddings``)."""
+    from transformers import CONFIG_MAPPING
+
+    names = ["max_position_embeddings"]
+    config_class = CONFIG_MAPPING.get(config.get("model_type")) if config.get("model_type") in CONFIG_MAPPING else None
+    if config_class is not None and "max_position_embeddings" in getattr(config_class, "attribute_map", {}):
+        names.insert(0, config_class.attribute_map["max_position_embeddings"])
+    names += ["n_positions", "max_sequence_length", "seq_length"]  # custom code without a registered class
+    return next((config[name] for name in names if isinstance(config.get(name), int)), None)
+
+
 def resolve_device(device: str):
     """``"auto"``: this rank's GPU if there is one, else CPU; a GPU asked for must exist. Returns (device, why)."""
     import torch
@@ -49,8 +73,6 @@ def resolve_dtype(dtype, device):
 def config_dict(source: str, options) -> dict:
     """config.json as a plain dict: read without running any of the model's own code."""
     from transformers import AutoConfig, PretrainedConfig
-
-    from .scorers.loading import from_pretrained_or_explain
 
     if options.gguf_file:  # a GGUF file carries a standard architecture, never custom code
         return from_pretrained_or_explain(AutoConfig, source, "config", gguf_file=options.gguf_file).to_dict()
@@ -109,7 +131,8 @@ def check_output_count(config: dict, kind: str, attributes) -> None:
     if kind not in ("classifier", "attributes"):
         return
     # transformers saves id2label for every classifier; num_labels is derived from it.
-    outputs = len(config["id2label"]) if config.get("id2label") else config.get("num_labels", 1)
+    # Without either, transformers builds 2 labels (PretrainedConfig's default).
+    outputs = len(config["id2label"]) if config.get("id2label") else config.get("num_labels", 2)
     if attributes and len(attributes) != outputs:
         raise ConfigError(
             f"the reward model has {outputs} outputs but attributes names {len(attributes)}: "
@@ -122,7 +145,57 @@ def check_output_count(config: dict, kind: str, attributes) -> None:
         )
 
 
-# Config classes in these auto_map entries are the model's own code (ArmoRM, the BERT RewardModel).
+def check_kind_fits(kind: str, config: dict, why: str) -> None:
+    """Refuse a kind whose head the checkpoint does not have: transformers would initialize it
+    at random and every score would be noise (a causal LM read as a classifier, or the reverse)."""
+    implied, arch_why = explain_kind(config)
+    wants_classifier_head = kind in ("classifier", "attributes")
+    if implied == "causal_logit" and wants_classifier_head:
+        raise ConfigError(
+            f"{why}, but this checkpoint is a causal LM ({arch_why}) with no sequence-classification head: "
+            f"kind={kind!r} would score with a randomly initialized head. Pass kind='causal_logit' with token_id "
+            "(the logit that is the reward), or point source at the classifier checkpoint"
+        )
+    if implied == "classifier" and kind == "causal_logit":
+        raise ConfigError(
+            f"{why}, but this checkpoint is a sequence classifier ({arch_why}) with no language-model head: "
+            "kind='causal_logit' would read next-token logits from a randomly initialized head. Pass kind='classifier'"
+        )
+
+
+def reads_pairs(kind: str, why: str, config: dict, options, has_template: bool) -> tuple[str, str]:
+    """A one-output encoder classifier (BERT, RoBERTa, DeBERTa: a cross-encoder) with no chat template
+    reads (question, answer) as a tokenizer pair, as such cards do (``tokenizer(question, answer)``),
+    not one segment of prompt + completion: ``pair_regression``. Returns (kind, why)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    model_type = config.get("model_type")
+    encoder = model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.get("is_decoder", False)
+    outputs = len(config["id2label"]) if config.get("id2label") else config.get("num_labels", 2)
+    if kind != "classifier" or not encoder or outputs != 1 or options.attributes:
+        return kind, why
+    if has_template or options.render != "auto":
+        reason = "it has a chat template" if has_template else f"render={options.render!r} was given"
+        return kind, f"{why}; an encoder ({model_type}), but {reason}, so the conversation is rendered (kind='pair_regression' reads (question, answer) pairs instead)"
+    return "pair_regression", f"{why}: an encoder ({model_type}) with no chat template, so a cross-encoder reading (question, answer) as a pair"
+
+
+# Any of these makes a folder a tokenizer transformers can load (sentencepiece, BPE, WordPiece, tiktoken).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model",
+                   "spiece.model", "sentencepiece.bpe.model")
+
+
+def check_tokenizer_files(folder: str, what: str) -> None:
+    """A local folder must hold a tokenizer; transformers would otherwise ask to install sentencepiece."""
+    if not os.path.isdir(folder):
+        return  # a hub id: transformers fetches it
+    names = os.listdir(folder)
+    if any(name in TOKENIZER_FILES or name.endswith((".model", ".tiktoken")) for name in names):
+        return
+    raise ConfigError(
+        f"{what} {folder} has no tokenizer files (none of {', '.join(TOKENIZER_FILES[:5])}, ...); a fine-tuned checkpoint often "
+        "lacks them: copy them from its base model into the folder, or pass tokenizer='<the base model's folder or hub id>'"
+    )
 
 
 def token_ids_for(token_id, tokenizer) -> tuple[int, ...]:
@@ -147,7 +220,7 @@ def token_ids_for(token_id, tokenizer) -> tuple[int, ...]:
 
 def model_max_length(tokenizer, config: dict) -> int:
     """The model's own limit: the tokenizer's, else the position embeddings' (config.json)."""
-    limits = [config.get("max_position_embeddings")]
+    limits = [max_positions(config)]
     if getattr(tokenizer, "model_max_length", None) and tokenizer.model_max_length < 10**7:
         limits.append(tokenizer.model_max_length)  # tokenizers without a limit say ~1e30
     limits = [n for n in limits if n]

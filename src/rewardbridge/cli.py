@@ -42,12 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--on-bad-row", choices=("stop", "skip"), default="stop",
                        help="stop at a malformed row (default), or skip it into OUTPUT.rejects.jsonl")
 
-    evaluate = commands.add_parser("eval", help="RewardBench-protocol accuracy on prompt/chosen/rejected/subset rows")
-    evaluate.add_argument("source", help="reward model: directory, hub id, or http(s):// URL")
-    evaluate.add_argument("data", help="rows of {prompt, chosen, rejected, subset}")
+    evaluate = commands.add_parser("eval", help="RewardBench / RewardBench 2 scores on prompt/chosen/rejected/subset rows")
+    evaluate.add_argument("source", help="reward model: directory, hub id, or http(s):// URL (a GenRM compares directly)")
+    evaluate.add_argument("data", help="rows of {prompt, chosen, rejected, subset}; RewardBench 2: chosen/rejected are lists")
+    evaluate.add_argument("--benchmark", choices=("auto", "rewardbench", "rewardbench2"), default="auto",
+                          help="which protocol scores the rows (default: told by the first row)")
     evaluate.add_argument("--output", "-o", default=None, help="write the JSON report here")
     evaluate.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE", help=OPTION_HELP)
-    evaluate.add_argument("--batch-size", type=int, default=64, help="pairs scored per reward call (default 64)")
+    evaluate.add_argument("--batch-size", type=int, default=64, help="rows scored per reward call (default 64)")
 
     inspect = commands.add_parser("inspect", help="say what rewardbridge will do with a reward source, without loading its weights")
     inspect.add_argument("source", help="reward model: directory, hub id, or http(s):// URL")
@@ -75,7 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a request's headers, then its body, must arrive within this long (default 30)")
     serve.add_argument("--graceful-timeout", type=float, default=30.0, metavar="SECONDS",
                        help="on SIGTERM, how long requests in flight may take to finish (default 30)")
+    for command in commands.choices.values():  # --debug after the subcommand too, as the error hint says
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="print the full traceback on errors")
     return parser
+
+
+def check_key_value_flags(argv: list[str]) -> None:
+    """``--option normalize zscore`` (a space, not ``=``) would pass ``zscore`` as a positional
+    (the input file, the data) and fail far from the mistake: refuse it here, naming the fix.
+
+    >>> check_key_value_flags(["score", "m", "d", "--option", "normalize", "zscore"])
+    Traceback (most recent call last):
+    ...
+    rewardbridge.errors.ConfigError: --option normalize zscore: write --option normalize=zscore (KEY=VALUE, no space)
+    """
+    for flag, value, following in zip(argv, argv[1:], argv[2:] + [None]):
+        if flag in ("--option", "--set") and "=" not in value and not value.startswith("-"):
+            if following is not None and not following.startswith("-"):
+                raise ConfigError(f"{flag} {value} {following}: write {flag} {value}={following} (KEY=VALUE, no space)")
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:
@@ -103,9 +122,12 @@ def parse_options(items: list[str]) -> dict[str, Any]:
 
 def run_command(args: argparse.Namespace) -> int:
     if args.command == "train":
-        from .training.train import load_recipe, run
+        from .training.recipe import load_recipe  # checked before the runner's imports (transformers, TRL)
 
-        run(load_recipe(args.recipe, args.overrides), resume=args.resume)
+        recipe = load_recipe(args.recipe, args.overrides)
+        from .training.train import run
+
+        run(recipe, resume=args.resume)
         return 0
     if args.command == "score":
         options = parse_options(args.options)
@@ -121,7 +143,8 @@ def run_command(args: argparse.Namespace) -> int:
         options = parse_options(args.options)
         from .jobs.evaluate import evaluate_file
 
-        evaluate_file(args.source, args.data, output=args.output, options=options, batch_size=args.batch_size)
+        evaluate_file(args.source, args.data, output=args.output, options=options, batch_size=args.batch_size,
+                      benchmark=args.benchmark)
         return 0
     if args.command == "inspect":
         from .resolve import resolve
@@ -145,6 +168,14 @@ def run_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        check_key_value_flags(argv)
+    except ConfigError as error:
+        if "--debug" in argv:
+            raise
+        print(f"rewardbridge: error: {error}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)  # argparse itself prints usage and exits 2 on bad flags
     try:
         return run_command(args)

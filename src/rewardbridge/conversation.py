@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError, InputError
+from .messages import Namer, message_text, read_turns, sample_namer  # noqa: F401 (message_text: re-exported)
 from .options import RENDER_MODES
 
 Message = dict[str, Any]
@@ -43,11 +44,17 @@ class Conversation:
 
     @classmethod
     def from_trl(
-        cls, prompt: str | Sequence[Message], completion: str | Sequence[Message], index: int | None = None
+        cls, prompt: str | Sequence[Message], completion: str | Sequence[Message], index: int | None = None,
+        names: tuple[Namer, Namer] | None = None,
     ) -> Conversation:
-        """Check and normalize one sample; errors name the sample ``index`` and the field."""
+        """Read one sample (``messages.py``, the reading every route shares); errors name the sample
+        ``index`` and the field, or with ``names`` the places a request body gives them."""
         where = "sample" if index is None else f"sample {index}"
-        return cls(text_or_messages(prompt, f"{where}: prompt"), text_or_messages(completion, f"{where}: completion"))
+        prompt_name, completion_name = names or (sample_namer(f"{where}: prompt"), sample_namer(f"{where}: completion"))
+        conversation = cls(read_turns(prompt, prompt_name), read_turns(completion, completion_name, completion=True))
+        if conversation.prompt == "" and conversation.completion == "":
+            raise InputError(f"{prompt_name(())} and {completion_name(())} are both empty: there is nothing to score")
+        return conversation
 
     @property
     def is_chat(self) -> bool:
@@ -111,59 +118,21 @@ def parse_flattened_turns(prompt: str) -> list[Message]:
 
 def conversations_from_trl(prompts: Sequence, completions: Sequence) -> list[Conversation]:
     """Pair TRL's ``prompts`` and ``completions`` (equal lengths) into conversations."""
+    for name, value in (("prompts", prompts), ("completions", completions)):
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+            kind = "a single string" if isinstance(value, str) else f"a {type(value).__name__}"
+            raise InputError(
+                f"{name} is {kind}, where a list with one item per sample is expected (a string would be scored one "
+                f"character at a time); pass {name}=[...], e.g. prompts=[prompt], completions=[completion]"
+            )
     if len(prompts) != len(completions):
         raise InputError(f"got {len(prompts)} prompts but {len(completions)} completions; TRL passes one prompt per completion")
     return [Conversation.from_trl(p, c, index=i) for i, (p, c) in enumerate(zip(prompts, completions))]
 
 
-def text_or_messages(value: Any, where: str) -> str | tuple[Message, ...]:
-    """A string as it is, or a list of messages checked and normalized (see :func:`message_text`)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Mapping):
-        raise InputError(f"{where} is a single message dict; pass a list of messages ([{{'role': ..., 'content': ...}}]) or a string")
-    if not isinstance(value, Sequence) or isinstance(value, bytes):
-        raise InputError(f"{where} is a {type(value).__name__}; TRL passes a string or a list of {{'role', 'content'}} messages")
-    messages = []
-    for j, message in enumerate(value):
-        if not isinstance(message, Mapping):
-            raise InputError(f"{where} message {j} is a {type(message).__name__}, not a {{'role', 'content'}} dict")
-        for key in ("role", "content"):
-            if message.get(key) is None:
-                raise InputError(f"{where} message {j} has no {key!r} (it has {sorted(message)}); every message needs 'role' and 'content'")
-        if not isinstance(message["role"], str):
-            raise InputError(f"{where} message {j} has role {message['role']!r}; a role is a string such as 'user' or 'assistant'")
-        messages.append({**message, "content": message_text(message["content"], f"{where} message {j}")})
-    return tuple(messages)
-
-
-def message_text(content: Any, where: str = "message") -> str:
-    r"""A message's content as text: a string, or the text parts of a list of parts, joined.
-
-    TRL and OpenAI-style data may give ``[{"type": "text", "text": ...}, ...]``. Text parts are
-    joined with newlines, as vLLM's chat front end does; any other part (an image) is refused,
-    since a text reward model would silently score without it.
-
-    >>> message_text([{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}])
-    'Hi\nthere'
-    """
-    if isinstance(content, str):
-        return content
-    if isinstance(content, Sequence) and not isinstance(content, (bytes, Mapping)):
-        texts = []
-        for k, part in enumerate(content):
-            if isinstance(part, str):
-                texts.append(part)
-            elif isinstance(part, Mapping) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
-                texts.append(part["text"])
-            else:
-                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
-                raise InputError(
-                    f"{where} content part {k} is of type {kind!r}; reward models here read text only: "
-                    "drop non-text parts before scoring"
-                )
-        return "\n".join(texts)
-    raise InputError(f"{where} content is a {type(content).__name__}; content is a string or a list of text parts")
+def text_or_messages(value: Any, where: str, completion: bool = False) -> str | tuple[Message, ...]:
+    """A string as it is, or a list of messages read by :func:`rewardbridge.messages.read_turns`."""
+    return read_turns(value, sample_namer(where), completion=completion)
 
 
 @dataclass
@@ -185,7 +154,7 @@ class Renderer:
     mode: str = "auto"
     chat_template: str | None = None
     judge_prompt: str | None = None
-    system_prompt: str = STEERLM_SYSTEM
+    system_prompt: str | None = None  # chat/judge: a system turn when the data has none; steerlm: its System text
 
     def __post_init__(self):
         if self.mode not in RENDER_MODES:
@@ -231,7 +200,7 @@ class Renderer:
                 )
             return conversation.prompt + conversation.completion_text()
         if mode == "steerlm":
-            return render_steerlm(conversation, self.system_prompt)
+            return render_steerlm(conversation, self.system_prompt or STEERLM_SYSTEM)
         if not self.has_chat_template:
             raise ConfigError(
                 f"render={mode!r} needs a chat template, but the reward tokenizer has none; "
@@ -239,8 +208,20 @@ class Renderer:
             )
         if mode == "judge":
             question = self.judge_prompt.format(prompt=conversation.prompt_text(), response=conversation.completion_text())
-            return self._apply_template([{"role": "user", "content": question}], add_generation_prompt=True)
-        return self._apply_template(conversation.messages(), add_generation_prompt=False)
+            return self._apply_template(self._with_system([{"role": "user", "content": question}]), add_generation_prompt=True)
+        return self._apply_template(self._with_system(conversation.messages()), add_generation_prompt=False)
+
+    def with_system(self, conversation: Conversation) -> Conversation:
+        """``conversation`` with ``system_prompt`` as its first turn when it has no system turn of its own
+        (for a server that renders messages itself)."""
+        if not self.system_prompt or conversation.is_chat and any(m.get("role") == "system" for m in conversation.prompt):
+            return conversation
+        return Conversation(tuple(self._with_system(conversation.prompt_messages())), conversation.completion)
+
+    def _with_system(self, messages: list[Message]) -> list[Message]:
+        if self.system_prompt and not any(m.get("role") == "system" for m in messages):
+            return [{"role": "system", "content": self.system_prompt}, *messages]
+        return messages
 
     def _apply_template(self, messages: list[Message], add_generation_prompt: bool) -> str:
         kwargs = {"chat_template": self.chat_template} if self.chat_template else {}

@@ -6,9 +6,14 @@ ValueError`` code keeps working. ``OptionTypeError`` is also a TypeError (an opt
 wrong type, an unknown option name), like Python's own error for a bad keyword argument.
 ``InputError`` is bad data (a malformed row, message or file): the CLI exits 1.
 ``RemoteError`` is a reward endpoint that failed after its retries: the CLI exits 1.
+``ScoreError`` is a model that scored NaN or infinity (a local model; an endpoint's is a RemoteError).
 """
 
 from __future__ import annotations
+
+import os
+import sys
+import warnings
 
 
 class RewardBridgeError(Exception):
@@ -27,9 +32,25 @@ class InputError(RewardBridgeError, ValueError):
     """Malformed data: a row, a message, a file."""
 
 
+class ScoreError(RewardBridgeError, RuntimeError):
+    """A reward model gave a score that is not a finite number (NaN, +-inf): a failure, never a reward."""
+
+
 class RemoteError(RewardBridgeError, RuntimeError):
     """A remote reward endpoint failed after its retries (names the endpoint, status and sample)."""
 
 
 class RewardBridgeWarning(UserWarning):
     """A legal but suspicious set-up (every group a singleton, truncated inputs)."""
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn(message: str, category: type[Warning] = RewardBridgeWarning) -> None:
+    """``warnings.warn`` pointing at the first caller outside rewardbridge (the user's line, or
+    the trainer's), however deep inside the package the warning was found."""
+    level, frame = 2, sys._getframe(1)  # stacklevel 2 is warn()'s caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:  # torch is imported where it is used: `import rewardbridge` stays light (issue 18)
     import torch
@@ -140,17 +140,37 @@ def gather_across_ranks(keys: list[str], scores: torch.Tensor) -> tuple[list[str
         scores (torch.Tensor): shape (B_local,) or (B_local, K).
     """
     import torch
-    import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    rank, world = rank_and_world()
+    if world == 1:
         return keys, scores, slice(0, len(keys))
-    gathered: list = [None] * dist.get_world_size()
     # Objects, not tensors: local sizes differ, and the payload is a few hundred floats.
-    dist.all_gather_object(gathered, (list(keys), scores.float().cpu()))
-    offset = sum(len(k) for k, _ in gathered[: dist.get_rank()])
+    gathered = gather_objects((list(keys), scores.float().cpu()))
+    offset = sum(len(k) for k, _ in gathered[:rank])
     all_keys = [k for rank_keys, _ in gathered for k in rank_keys]
     all_scores = torch.cat([s for _, s in gathered], dim=0)
     return all_keys, all_scores, slice(offset, offset + len(keys))
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(this rank, number of ranks) of the default process group; (0, 1) without one."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
+def gather_objects(payload: Any) -> list[Any]:
+    """Every rank's ``payload`` (any picklable object), in rank order: ``[payload]`` with one process.
+    A collective when distributed: every rank must call it, the same number of times."""
+    import torch.distributed as dist
+
+    if rank_and_world()[1] == 1:
+        return [payload]
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, payload)
+    return gathered
 
 
 def normalize_across_ranks(keys: list[str], scores: torch.Tensor, mode: str, std_floor: float = 1e-6) -> Normalized:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError, OptionTypeError
+from .judge_options import ON_PARSE_FAILURE, PAIR_STRATEGIES, check_judge_options
 from .protocols import PROTOCOLS
 
 KINDS = ("classifier", "causal_logit", "attributes", "pair_regression", "custom")
@@ -48,8 +49,27 @@ REMOTE_ONLY = (
 TEXT_OPTIONS = (
     "kind", "protocol", "truncation", "normalize", "normalize_target", "reference_column", "on_error", "name",
     "device", "dtype", "render", "chat_template", "judge_prompt", "system_prompt", "tokenizer", "gguf_file",
-    "api_key_env", "model_name",
+    "api_key_env", "model_name", "pairs", "principle", "principle_column", "principle_prompt", "on_parse_failure",
 )
+
+
+# Options whose value is the content itself (a template, a prompt), never a path to it.
+CONTENT_OPTIONS = ("chat_template", "judge_prompt", "system_prompt")
+FILE_SUFFIXES = (".jinja", ".jinja2", ".j2", ".txt", ".md", ".tmpl", ".template", ".prompt", ".json", ".yaml", ".yml")
+
+
+def names_a_file(value: str) -> bool:
+    """An existing file, or one word ending in a file suffix: ``"my_template.jinja"``, not ``"Be brief."``.
+
+    >>> names_a_file("templates/chat.jinja"), names_a_file("Rate: {prompt} {response}"), names_a_file("Be brief.")
+    (True, False, False)
+    """
+    import os
+
+    text = value.strip()
+    if not text or "\n" in text:
+        return False
+    return os.path.isfile(os.path.expanduser(text)) or (not any(c.isspace() for c in text) and text.lower().endswith(FILE_SUFFIXES))
 
 
 @dataclass(frozen=True)
@@ -90,6 +110,19 @@ class RewardOptions:
     api_key_env: str | None = None
     retry_wait: float = 0.5  # first backoff in seconds; doubles per retry, capped at 30 s
     model_name: str = "reward_model"  # the "model" field (NIM, vLLM, native) / Triton's model name
+    # Generative judges over chat completions: protocol="genrm" (pairwise) and "principle" (pointwise).
+    pairs: str = "circular"  # genrm: which responses of a prompt are compared (circular: N, all_pairs: N(N-1)/2)
+    judges_per_pair: int = 1  # genrm: independent judgements of each pair
+    principle: str | None = None  # the judging principle sent to the judge (or principle_column, per row)
+    principle_column: str | None = None
+    principle_prompt: str | None = None  # principle: a user turn with {principle}, instead of a "principle" message
+    temperature: float | None = None  # None: genrm 0.6, principle 0.0
+    top_p: float | None = None  # None: genrm 0.95, principle not sent
+    max_tokens: int | None = None  # None: genrm 16384, principle not sent
+    parse_retries: int = 3  # a judge answer with nothing to read is asked again this many times
+    on_parse_failure: str = "fail"  # genrm: "fail" (a failed comparison) or "neutral" (3.0, 3.0, 3.5)
+    length_penalty: float = 0.0  # genrm: coeff of the group-relative answer-length bonus
+    reasoning_length_penalty: float = 0.0  # genrm: the same over the policy's reasoning (<think>...</think>)
     # Issue 15 §6: the seconds a request may keep retrying, from its first attempt (a reward
     # server's restart, 28 s measured, is survived; a dead endpoint raises within 2 minutes).
     retry_budget: float = 120.0
@@ -116,6 +149,16 @@ class RewardOptions:
         self._check_values()
 
     def _check_values(self) -> None:
+        # Options that take text, given a file's name instead: used as the literal text, they would
+        # silently render garbage (issue 15). Refuse, naming both readings.
+        for name in CONTENT_OPTIONS:
+            value = getattr(self, name)
+            if isinstance(value, str) and names_a_file(value):
+                raise ConfigError(
+                    f"{name}={value!r} looks like a file's name, but {name} takes the text itself and would use "
+                    f"{value!r} as that text. Pass the file's content: {name}=open({value!r}).read() (command line: "
+                    f"--option {name}=\"$(cat {value})\"; in a recipe, the text itself)"
+                )
         _one_of("kind", self.kind, KINDS, allow_none=True)
         _one_of("protocol", self.protocol, PROTOCOLS, allow_none=True)
         _one_of("normalize", self.normalize, NORMALIZE_MODES)
@@ -149,6 +192,7 @@ class RewardOptions:
         if self.api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
             # Someone passing the key itself here would leak it into logs and pickles.
             raise ConfigError("api_key_env takes the NAME of an environment variable holding the key (e.g. 'NVIDIA_API_KEY'), not the key")
+        check_judge_options(self)  # judge_options.py: the generative judges' options
         if isinstance(self.token_id, tuple) and len(self.token_id) not in (1, 2):
             raise ConfigError(f"token_id must be one token or a (yes, no) pair, got {len(self.token_id)} tokens: {self.token_id!r}")
         if self.judge_prompt is not None:
@@ -188,7 +232,8 @@ class RewardOptions:
         """Refuse options that would be silently ignored for this kind of source."""
         changed = self.changed()
         if remote:
-            useless = [k for k in LOCAL_ONLY if k in changed]
+            # A principle judge reads token_id remotely: its (yes, no) answer tokens, as in causal_logit.
+            useless = [k for k in LOCAL_ONLY if k in changed and not (k == "token_id" and self.protocol == "principle")]
             if useless:
                 raise ConfigError(
                     f"option(s) {useless} apply to a local model only; a remote endpoint runs its own model. "
@@ -310,5 +355,17 @@ OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "api_key_env": (_optional(_str), "the name of an environment variable"),
     "retry_wait": (_number, "a number of seconds"),
     "model_name": (_str, "the endpoint's model name"),
+    "pairs": (_str, f"one of {PAIR_STRATEGIES}"),
+    "judges_per_pair": (_int, "a whole number"),
+    "principle": (_optional(_str), "the judging principle as text"),
+    "principle_column": (_optional(_str), "a dataset column name"),
+    "principle_prompt": (_optional(_str), "a string with {principle}"),
+    "temperature": (_optional(_number), "a number"),
+    "top_p": (_optional(_number), "a number in (0, 1]"),
+    "max_tokens": (_optional(_int), "a whole number of tokens"),
+    "parse_retries": (_int, "a whole number"),
+    "on_parse_failure": (_str, f"one of {ON_PARSE_FAILURE}"),
+    "length_penalty": (_number, "a number"),
+    "reasoning_length_penalty": (_number, "a number"),
     "retry_budget": (_number, "a number of seconds"),
 }

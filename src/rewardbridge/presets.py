@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -37,6 +38,13 @@ ARMORM_ATTRIBUTES = (
 
 
 HELPSTEER_ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+
+# Llama-3.3-Nemotron-70B-Reward-Principle's card: the principle as a question in a user turn, one
+# token generated, reward = logit("Yes") - logit("No").
+NEMOTRON_70B_PRINCIPLE_PROMPT = (
+    "Evaluate the response to the previous prompt in terms of whether it satisfies this principle: {principle}. "
+    "Only answer Yes or No."
+)
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,15 @@ PRESETS = (
         # the five trained attributes, weighted as the card weighs them.
         remote={"nim": {"attributes": HELPSTEER_ATTRIBUTES, "attribute_weights": NEMOTRON_340B_WEIGHTS[4:]}},
     ),
+    # Principle judges over chat completions (protocol="principle"), as their cards ask.
+    Preset(
+        "llama-3.3-nemotron-70b-reward-principle", {}, "the card's principle question as a user turn, one token, logit(Yes) - logit(No)",
+        remote={"principle": {"principle_prompt": NEMOTRON_70B_PRINCIPLE_PROMPT, "token_id": ("Yes", "No"), "max_tokens": 1}},
+    ),
+    Preset(
+        "qwen3-nemotron-32b-genrm-principle", {}, "a principle message; the judge reasons, then answers ' Yes' or ' No'",
+        remote={"principle": {"token_id": (" Yes", " No")}},
+    ),
     Preset("skywork-reward", {"kind": "classifier"}, "sequence classifier, logits[0][0] over the chat template"),
     # Custom code in both: trust_remote_code stays the user's decision, never a preset's.
     Preset(
@@ -83,8 +100,22 @@ PRESETS = (
 
 
 def find_preset(source: str) -> Preset | None:
-    lowered = source.lower()
-    return next((p for p in PRESETS if p.match in lowered), None)
+    """The preset whose family name the model's own name contains: a hub id (``org/name``) or an
+    endpoint's ``model_name`` as a whole; a local folder by its own name (``org/name`` presets:
+    its last two parts; in a Hugging Face cache, its ``models--org--name`` part), never by the
+    folders above it.
+
+    >>> find_preset("/runs/skywork-reward-sweep/checkpoint-500") is None
+    True
+    >>> find_preset("/models/Skywork-Reward-V2-Llama-3.1-8B").match
+    'skywork-reward'
+    """
+    names = {"": source, "/": source}  # what a preset is matched against, by whether its name has an org
+    if os.path.isabs(source) or os.path.exists(source):
+        parts = os.path.normpath(os.path.abspath(source)).split(os.sep)
+        cache = next((part for part in parts if part.startswith("models--")), None)
+        names = {"": cache or parts[-1], "/": cache.replace("--", "/") if cache else "/".join(parts[-2:])}
+    return next((p for p in PRESETS if p.match in names["/" if "/" in p.match else ""].lower()), None)
 
 
 def apply_preset(
@@ -112,11 +143,6 @@ def apply_preset(
     if "attributes" in given:
         filled.pop("attribute_weights", None)
     return dataclasses.replace(options, **filled)
-
-
-def infer_kind(config: Any) -> str | None:
-    """Guess the readout from a transformers config (object or dict)."""
-    return explain_kind(config.to_dict() if hasattr(config, "to_dict") else dict(config))[0]
 
 
 def explain_kind(config: dict) -> tuple[str | None, str]:

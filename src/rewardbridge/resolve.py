@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .errors import ConfigError, RewardBridgeWarning
+from .errors import ConfigError, warn
 from .options import RewardOptions
 from .checkpoint import (
-    check_output_count, config_dict, model_class_for, model_max_length, resolve_device, resolve_dtype, resolve_kind,
-    token_ids_for,
+    check_kind_fits, check_output_count, check_tokenizer_files, config_dict, max_positions, model_class_for,
+    model_max_length, reads_pairs, resolve_device,
+    resolve_dtype, resolve_kind, token_ids_for,
 )
 from .presets import Preset, apply_preset, find_preset, log_unknown_model
+from .sources import URL_PATTERN, base_url, check_source_text, is_remote, resolve_local_source  # noqa: F401 (re-exported)
 
-URL_PATTERN = re.compile(r"^\s*https?://", re.IGNORECASE)
 EXAMPLE = ("What is 2+2?", "4")  # the conversation `inspect` renders to show the model's input
 
 
@@ -41,7 +40,8 @@ class Resolved:
         source: an absolute local path, a hub id, or comma-separated endpoint URLs.
         options: the user's options with the preset's defaults filled in.
         remote: True for an endpoint.
-        preset: the known family that filled defaults, or None.
+        preset: the known family the model's name matched, or None; ``filled``: the options
+            it filled (none when the user's options left it nothing, e.g. another kind).
         why: decision -> reason, e.g. ``{"kind": "architecture LlamaForCausalLM"}``.
         kind, config, model_class, tokenizer, token_ids, max_length, device, dtype,
             zero3_config: a local model's (None for an endpoint).
@@ -54,6 +54,7 @@ class Resolved:
     options: RewardOptions
     remote: bool
     preset: Preset | None = None
+    filled: tuple[str, ...] = ()
     why: dict[str, str] = field(default_factory=dict)
     kind: str | None = None
     config: dict = field(default_factory=dict, repr=False)
@@ -68,6 +69,15 @@ class Resolved:
     urls: tuple[str, ...] = ()
 
     @property
+    def needs_groups(self) -> bool:
+        """A judge that compares a prompt's responses with each other (genrm): it needs whole groups."""
+        if not self.remote:
+            return False
+        from .protocols import protocol_module
+
+        return getattr(protocol_module(self.options.protocol).CLIENT, "scorer", None) == "pairwise"
+
+    @property
     def input(self) -> str:
         """What the model reads, in words."""
         if self.remote and self.renderer is None:
@@ -75,8 +85,12 @@ class Resolved:
         if self.kind == "pair_regression":
             return "(question, answer) pair: the prompt's last user turn and the completion"
         renderer = self.renderer
+        if self.remote and renderer.tokenizer is None and renderer.mode == "auto":
+            return ("text: prompt + completion as plain text (standard data); chat data needs tokenizer= "
+                    "(the reward model's tokenizer) for its chat template")
         if renderer.mode != "auto":
-            return f"render={renderer.mode!r} as given"
+            given = "as given" if self.options.render != "auto" else "the protocol's default"
+            return f"render={renderer.mode!r} ({given})"
         if renderer.judge_prompt:
             return "judge: judge_prompt as one user turn"
         if renderer.has_chat_template:
@@ -107,8 +121,15 @@ class Resolved:
     def describe(self) -> list[tuple[str, str]]:
         """(label, text) rows: what ``rewardbridge inspect`` prints."""
         opts = self.options
-        preset = f"{self.preset.match!r}: {self.preset.why}" if self.preset else "none matches (nothing filled in)"
-        rows = [("source", self.source if not self.remote else ", ".join(self.urls)), ("preset", preset)]
+        if self.preset is None:
+            preset = "none matches (nothing filled in)"
+        elif not self.filled:
+            preset = f"{self.preset.match!r} matches, but the options given leave it nothing to fill"
+        else:
+            about = f" ({self.preset.why})" if not self.remote else f" (for protocol {opts.protocol!r}, matched by model_name)"
+            preset = f"{self.preset.match!r}: filled {', '.join(self.filled)}{about}"
+        source = self.source if not self.remote else ", ".join(self.urls) + (f" ({self.why['urls']})" if "urls" in self.why else "")
+        rows = [("source", source), ("preset", preset)]
         if self.remote:
             rows += self._describe_endpoint()
         else:
@@ -150,21 +171,34 @@ class Resolved:
                           f"{'none (the budget decides)' if opts.max_retries is None else opts.max_retries}, retry_wait {opts.retry_wait:g} s, "
                           f"max_concurrency {opts.max_concurrency}, request_batch_size {opts.request_batch_size}, "
                           f"on_error {opts.on_error!r}"),
-        ]
+        ] + (codec.describe(opts) if hasattr(codec, "describe") else [])  # a judge's own rows (pairs, sampling, ...)
 
     def example(self) -> str:
-        """The example conversation as the model reads it (or as the client sends it)."""
+        """The example conversation as the model reads it: for a local model the text decoded from
+        the very token ids the scorer would feed it (special tokens included); for an endpoint what
+        the client sends."""
         from .conversation import Conversation
 
-        conversation = Conversation([{"role": "user", "content": EXAMPLE[0]}], ({"role": "assistant", "content": EXAMPLE[1]},))
-        if self.kind == "pair_regression":
-            return repr(EXAMPLE)
+        chat = Conversation([{"role": "user", "content": EXAMPLE[0]}], ({"role": "assistant", "content": EXAMPLE[1]},))
         if self.renderer is None:
-            return repr(conversation.messages())
-        if self.renderer.resolved_mode(conversation) == "text":
-            conversation = Conversation(*EXAMPLE)
-        text = self.renderer.render(conversation)
-        return repr(text if len(text) <= 400 else text[:397] + "...")
+            return repr(chat.messages())
+        conversation = chat if self.renderer.has_chat_template or self.renderer.resolved_mode(chat) == "steerlm" else Conversation(*EXAMPLE)
+        if self.remote:
+            text = self.renderer.render(conversation)
+        else:
+            from .scorers.tokens import encode, encode_pairs
+
+            if self.kind == "pair_regression":
+                ids, _ = encode_pairs([EXAMPLE[0]], [EXAMPLE[1]], self.tokenizer, max_length=self.max_length)
+            else:
+                rendered = self.renderer.render(conversation)
+                add_special = self.renderer.add_special_tokens(conversation)
+                ids, _ = encode([rendered], self.tokenizer, add_special_tokens=add_special, max_length=self.max_length)
+            text = self.tokenizer.decode(ids[0], skip_special_tokens=False)
+        shown = repr(text if len(text) <= 400 else text[:397] + "...")
+        if not conversation.is_chat and not self.remote and self.kind != "pair_regression":
+            shown += "  (standard data; chat data is refused: no chat template)"
+        return shown
 
     def format(self) -> str:
         rows = self.describe()
@@ -191,6 +225,7 @@ def resolve_options(source: Any, options: RewardOptions, given: set[str] | None 
     (None: those that differ from their defaults, as after unpickling)."""
     if isinstance(source, os.PathLike):
         source = os.fspath(source)
+    check_source_text(source)  # 127.0.0.1:8000, htp://...: an endpoint mistyped, not a folder
     if isinstance(source, (list, tuple)) and is_remote(source):  # several endpoints: one comma-separated string
         source = ",".join(source)
     remote = is_remote(source)
@@ -198,32 +233,36 @@ def resolve_options(source: Any, options: RewardOptions, given: set[str] | None 
     if isinstance(options.attribute_weights, Mapping):
         unweighted = [a for a in options.attributes if a not in options.attribute_weights]
         if unweighted:
-            warnings.warn(
+            warn(
                 f"attribute_weights gives no weight to {unweighted}: they count 0 in the reward (still logged). "
-                "Give them an explicit 0 to silence this",
-                RewardBridgeWarning,
-                stacklevel=3,
+                "Give them an explicit 0 to silence this"
             )
     return _resolve_endpoint(source, options, given) if remote else _resolve_local(source, options, given)
 
 
 def _resolve_endpoint(source: str, options: RewardOptions, given: set[str] | None) -> Resolved:
+    from .option_checks import check_misapplied
     from .options import PROTOCOLS
     from .protocols import protocol_module
     from .protocols.base import remote_renderer
     from .scorers.transport import split_urls
 
-    urls = tuple(split_urls(source))
     if options.protocol is None:
         raise ConfigError(f"{source!r} is a URL; pass protocol= one of {PROTOCOLS} to say what the endpoint speaks")
+    routes = [route.path for route in protocol_module(options.protocol).ROUTES if route.method == "POST"]
+    cut = [base_url(url, routes) for url in split_urls(source)]
+    urls = tuple(url for url, _ in cut)  # http://host/v1 (as NIM's docs write it) -> http://host: no /v1/v1/...
+    why = {"urls": f"the route {next(c for _, c in cut if c)!r} cut off: requests add it"} if any(c for _, c in cut) else {}
     if options.tokenizer:
         options = dataclasses.replace(options, tokenizer=resolve_local_source(options.tokenizer, "tokenizer"))
     preset = find_preset(options.model_name)
     options, filled = _with_preset(source, options, given, remote=True)
     codec = protocol_module(options.protocol).CLIENT
     renderer = remote_renderer(options, codec.default_render) if codec.renders_here else None
-    preset = preset if filled else None
-    return Resolved(source=",".join(urls), options=options, remote=True, preset=preset, renderer=renderer, urls=urls)
+    resolved = Resolved(source=",".join(urls), options=options, remote=True, preset=preset, filled=tuple(sorted(filled)),
+                        why=why, renderer=renderer, urls=urls)
+    check_misapplied(resolved)
+    return resolved
 
 
 def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) -> Resolved:
@@ -231,7 +270,8 @@ def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) 
     from transformers import AutoTokenizer
 
     from .conversation import Renderer
-    from .scorers.loading import from_pretrained_or_explain
+    from .option_checks import check_judge, check_misapplied
+    from .checkpoint import from_pretrained_or_explain
 
     source = resolve_local_source(source)
     if options.tokenizer:
@@ -240,16 +280,15 @@ def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) 
         options = dataclasses.replace(options, zero3=os.path.abspath(os.path.expanduser(options.zero3)))
     preset = find_preset(source)
     options, filled = _with_preset(source, options, given)
-    preset = preset if filled else None  # a preset the user overrode (another kind) did nothing
     why: dict[str, str] = {}
 
     device, why["device"] = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
     if device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
-        warnings.warn(
+        warn(
             f"dtype={options.dtype!r} on CPU: most CPUs emulate half precision, often many times slower than "
             "float32; use dtype='auto' (float32 on CPU) unless you measured otherwise",
-            stacklevel=4,
+            UserWarning,
         )
     zero3_config = None
     if options.zero3:
@@ -259,33 +298,39 @@ def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) 
     config = config_dict(source, options)
     kind, why["kind"] = resolve_kind(source, options, config)
     if "kind" in filled:
-        why["kind"] = f"kind={kind!r} from the preset"
+        why["kind"] = f"kind={kind!r} from the preset {preset.match!r}, matched by the model's name"
+    check_kind_fits(kind, config, why["kind"])
+    check_judge(kind, options)
+    tokenizer_kwargs = {"trust_remote_code": options.trust_remote_code}
+    if options.gguf_file and not options.tokenizer:
+        tokenizer_kwargs["gguf_file"] = options.gguf_file
+    else:
+        check_tokenizer_files(options.tokenizer or source, "tokenizer" if options.tokenizer else "source")
+    tokenizer = from_pretrained_or_explain(AutoTokenizer, options.tokenizer or source, "tokenizer", **tokenizer_kwargs)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if options.kind is None:  # a BERT-style cross-encoder reads (question, answer) pairs, as its card does
+        kind, why["kind"] = reads_pairs(kind, why["kind"], config, options, has_template=bool(options.chat_template or tokenizer.chat_template))
     options.check_applies_to_kind(kind)
     model_class = model_class_for(kind, source, options, config)  # refuses custom code before anything loads
     # Several named outputs without attribute_weights still load: `rewardbridge score` labels data with
     # them; as a TRL reward they need weights, which RewardFunction.combine says on the first call.
     check_output_count(config, kind, options.attributes)
-    trained = config.get("max_position_embeddings")
+    trained = max_positions(config)
     if options.max_length and trained and options.max_length > trained:
-        warnings.warn(
+        warn(
             f"max_length={options.max_length} is beyond the model's max_position_embeddings={trained}: "
             "positions past it were never trained and their scores are not to be trusted; lower max_length",
-            stacklevel=4,
+            UserWarning,
         )
 
-    tokenizer_kwargs = {"trust_remote_code": options.trust_remote_code}
-    if options.gguf_file and not options.tokenizer:
-        tokenizer_kwargs["gguf_file"] = options.gguf_file
-    tokenizer = from_pretrained_or_explain(AutoTokenizer, options.tokenizer or source, "tokenizer", **tokenizer_kwargs)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     token_ids = token_ids_for(options.token_id, tokenizer) if kind == "causal_logit" else None
     renderer = Renderer(
         tokenizer=tokenizer,
         mode=options.render,
         chat_template=options.chat_template,
         judge_prompt=options.judge_prompt,
-        **({"system_prompt": options.system_prompt} if options.system_prompt else {}),
+        system_prompt=options.system_prompt,
     )
     if options.max_length:
         max_length = options.max_length
@@ -294,48 +339,17 @@ def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) 
         max_length = model_max_length(tokenizer, config)
         why["max_length"] = "the model's own limit"
     resolved = Resolved(
-        source=source, options=options, remote=False, preset=preset, why=why, kind=kind, config=config,
+        source=source, options=options, remote=False, preset=preset, filled=tuple(sorted(filled)), why=why, kind=kind, config=config,
         model_class=model_class, tokenizer=tokenizer, renderer=renderer, token_ids=token_ids, max_length=max_length,
         device=device, dtype=dtype, zero3_config=zero3_config,
     )
+    check_misapplied(resolved)
     log_unknown_model(source, kind, why["kind"], resolved.input)
     return resolved
 
 
-def is_remote(source: str | list) -> bool:
-    """True for a URL (any case of ``http://``/``https://``), a comma-separated list, or a list of them.
-
-    >>> is_remote("HTTP://rm:8000"), is_remote(["http://a", "https://b"]), is_remote("models/http_rm")
-    (True, True, False)
-    """
-    if isinstance(source, (list, tuple)):
-        return bool(source) and all(isinstance(s, str) and URL_PATTERN.match(s) for s in source)
-    return isinstance(source, str) and bool(URL_PATTERN.match(source))
-
-
 def _with_preset(source: str, options: RewardOptions, given: set[str] | None, remote: bool = False):
     """``apply_preset``, and the names of the options it filled."""
-    filled = apply_preset(source, options, given=given, remote=remote)
-    return filled, {name for name in filled.changed() if getattr(filled, name) != getattr(options, name)}
+    with_preset = apply_preset(source, options, given=given, remote=remote)
+    return with_preset, {name for name in with_preset.changed() if getattr(with_preset, name) != getattr(options, name)}
 
-
-def resolve_local_source(source: str, what: str = "source") -> str:
-    """An existing local path made absolute (a pickled reward then loads from any working
-    directory); a hub id as given; a path that does not exist, a clear error.
-
-    >>> resolve_local_source("org/model-name")  # a hub id: left to transformers
-    'org/model-name'
-    """
-    if not isinstance(source, str) or not source.strip():
-        raise ConfigError(f"{what} must be a model directory, a hub id or an http(s):// URL, got {source!r}")
-    expanded = os.path.expanduser(source)
-    if os.path.exists(expanded):
-        return os.path.abspath(expanded)
-    # A hub id is "name" or "org/name"; anything else that names no existing path is a typo'd folder.
-    looks_like_path = source.startswith((".", "/", "~")) or os.path.isabs(source) or source.count("/") > 1 or "\\" in source
-    if looks_like_path:
-        raise ConfigError(
-            f"{what}={source!r}: no such folder ({os.path.abspath(expanded)}). Pass an existing model directory, "
-            "a hub id such as 'org/name', or an http(s):// URL"
-        )
-    return source

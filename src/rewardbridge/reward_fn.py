@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 import os
 import re
-import warnings
+import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .conversation import Conversation, text_or_messages, conversations_from_trl
-from .errors import ConfigError, InputError, RewardBridgeWarning
+from .errors import ConfigError, InputError, RewardBridgeWarning, warn  # noqa: F401 (RewardBridgeWarning: its old home)
 from .normalize import (
     clip_rewards,
     combine_attributes,
@@ -42,8 +42,11 @@ def load_reward(source: str, **options: Any) -> RewardFunction:
             spread over them and a failed request moves to the next).
         protocol: what a URL speaks: ``"nim"`` (/v1/chat/completions, one conversation per
             request), ``"triton"`` (NeMo-Aligner's KServe v2 ``reward_model``, SteerLM text),
-            ``"vllm"`` (/classify), ``"openrlhf"`` (/get_reward) or ``"rewardbridge"``
-            (``rewardbridge serve``'s /v1/score).
+            ``"vllm"`` (/classify), ``"openrlhf"`` (/get_reward), ``"rewardbridge"``
+            (``rewardbridge serve``'s /v1/score), or a generative judge over chat completions:
+            ``"genrm"`` (compares a prompt's responses in pairs: ``pairs``, ``judges_per_pair``,
+            ``length_penalty``, ``on_parse_failure``, ...) or ``"principle"`` (yes/no logprobs:
+            ``principle``/``principle_column``, ``token_id``); see docs/genrm.md.
         timeout, max_retries, retry_wait: seconds per request (default 60); retries on
             connection errors, timeouts, 5xx and 429 (default 4), with exponential backoff
             from ``retry_wait`` seconds (default 0.5, jittered, capped at 30 s, a server's
@@ -83,8 +86,9 @@ def load_reward(source: str, **options: Any) -> RewardFunction:
             (``True``, a DeepSpeed config dict, or a JSON path such as
             ``configs/deepspeed/zero3_offload_cpu.json``). Load rewards before the trainer.
         render: ``"auto"`` | ``"chat"`` | ``"text"`` | ``"judge"`` | ``"steerlm"``; with
-            ``chat_template``, ``judge_prompt`` (``{prompt}``/``{response}``), ``system_prompt``,
-            ``tokenizer`` (a different tokenizer directory).
+            ``chat_template``, ``judge_prompt`` (``{prompt}``/``{response}``), ``system_prompt``
+            (the system turn of a conversation that has none), ``tokenizer`` (a different
+            tokenizer directory). Template and prompt options take the text, not a file's name.
         device, dtype: where and how the model runs (``"auto"``: this rank's GPU in bfloat16,
             else CPU in float32). ``gguf_file`` loads a GGUF checkpoint in ``source``.
         name: the metric name in TRL's logs (default from ``source``).
@@ -116,6 +120,7 @@ class RewardFunction:
         self._scorer = scorer if scorer is not None else _load_scorer(source, options)
         self._reference_cache: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._warned: set[str] = set()
+        _claim_name(self)
 
     @property
     def scorer(self) -> Scorer:
@@ -151,11 +156,13 @@ class RewardFunction:
         log_extra: Callable[[str, list], None] | None = None,
         **columns: Any,
     ) -> list[float | None]:
-        conversations = conversations_from_trl(prompts, completions)
+        conversations = conversations_from_trl(prompts, completions)  # a bare string, an empty sample: refused here
         if self.options.normalize == "reference":
             self._check_reference_column(columns, len(conversations))
-        # Called even with no conversations: a ZeRO-3 scorer's forwards are collectives.
-        scores = self.scorer.score(conversations)
+        # Called even with no conversations: a ZeRO-3 scorer's forwards are collectives, as is a
+        # generative judge's gather of whole groups (which may read dataset columns: principle_column).
+        scorer = self.scorer
+        scores = scorer.score(conversations, columns) if getattr(scorer, "reads_columns", False) else scorer.score(conversations)
         if len(scores) != len(conversations):
             raise RuntimeError(f"{self.__name__}: the scorer returned {len(scores)} scores for {len(conversations)} conversations")
         if scores.num_truncated:
@@ -224,7 +231,7 @@ class RewardFunction:
         """Legal but suspicious: say so once per reward function, not on every step."""
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, RewardBridgeWarning, stacklevel=3)
+            warn(message)
 
     def _check_reference_column(self, columns: dict, size: int) -> None:
         column = self.options.reference_column
@@ -249,7 +256,7 @@ class RewardFunction:
         for i, (key, conv, ref) in enumerate(zip(keyed, conversations, references)):
             if key not in self._reference_cache and key not in missing:
                 where = f"reference_column {self.options.reference_column!r} value {i}"
-                missing[key] = Conversation(conv.prompt, text_or_messages(ref, where))
+                missing[key] = Conversation(conv.prompt, text_or_messages(ref, where, completion=True))
         # Scored even when nothing is missing here: other ranks may be scoring (ZeRO-3 lockstep).
         fresh = self.combine(self.scorer.score(list(missing.values())))
         for key, value in zip(missing, fresh.tolist()):
@@ -293,12 +300,34 @@ class RewardFunction:
                 log_extra(f"{name}/{attribute}", column.tolist())
 
 
+# The rewards alive in this process, by name: TRL logs (and merges) rewards by name.
+_LIVE: dict[str, weakref.WeakSet] = {}
+
+
+def _claim_name(reward: RewardFunction) -> None:
+    """Warn when another live reward from another source has this name: in one trainer TRL would log
+    both under ``rewards/<name>/...`` and merge their metrics (two ``checkpoint-500`` folders). The
+    same source again (a reload, or other options) is not warned about; a recipe refuses any repeat."""
+    alive = _LIVE.setdefault(reward.__name__, weakref.WeakSet())
+    other = next((r for r in alive if r.source != reward.source), None)
+    if other is not None:
+        warn(
+            f"two rewards are named {reward.__name__!r} ({other.source} and {reward.source}); TRL logs rewards by name and "
+            "would merge their metrics: pass name='...' to load_reward (a recipe's 'name:') to tell them apart"
+        )
+    alive.add(reward)
+
+
 def _load_scorer(source: str, options: RewardOptions) -> Scorer:
-    """Resolve (again: options already hold the preset) and load, e.g. after unpickling."""
+    """Resolve again and load, e.g. after unpickling. The options already hold what the preset
+    filled, and every other value was the user's choice (an explicit default included), so the
+    preset fills nothing this time."""
+    import dataclasses
+
     from .resolve import resolve_options
     from .scorers import build_scorer
 
-    return build_scorer(resolve_options(source, options))
+    return build_scorer(resolve_options(source, options, given={f.name for f in dataclasses.fields(options)}))
 
 
 def default_name(source: str, options: RewardOptions) -> str:

@@ -52,6 +52,12 @@ def shared_reward(source: str | None = None, options: Mapping | None = None, *, 
             f"{caller}: normalize={options['normalize']!r} needs every response to a prompt in one call, but "
             f"{caller} scores one sample per call and computes group baselines itself; set normalize='none'"
         )
+    if options.get("protocol") == "genrm":
+        # A pairwise judge compares a prompt's responses with each other: it needs them all in one call.
+        raise ConfigError(
+            f"{caller}: protocol='genrm' compares every response to a prompt with the others, but {caller} scores "
+            "one sample per call; use it through TRL's GRPOTrainer/RLOOTrainer, or a pointwise judge (protocol='principle')"
+        )
     key = json.dumps([source, options], sort_keys=True, default=str)
     with _lock:
         if key not in _rewards:

@@ -1,21 +1,31 @@
-"""``rewardbridge eval``: a reward model's accuracy on preference pairs, the RewardBench way.
+"""``rewardbridge eval``: a reward model's accuracy on preference pairs, the RewardBench way,
+and RewardBench 2's best-of-N rows (``rewardbench.py``).
 
-Rows are ``{prompt, chosen, rejected, subset}``. A pair is correct iff score(chosen) >
-score(rejected), strictly: a tie is wrong (and counted). Each of RewardBench's four
-sections is the mean of its subsets' accuracies weighted by RewardBench's example counts
-(allenai/reward-bench, REFERENCE.md §5), over the subsets present; Overall is the plain mean
-of the sections present (as NVIDIA reports it). Subsets RewardBench does not have are
-reported on their own and kept out of the sections.
+RewardBench rows are ``{prompt, chosen, rejected, subset}``. A pair is correct iff
+score(chosen) > score(rejected), strictly: a tie is wrong (and counted). Each of
+RewardBench's four sections is the mean of its subsets' accuracies weighted by RewardBench's
+example counts (allenai/reward-bench, REFERENCE.md §5), over the subsets present; Overall is
+the plain mean of the sections present (as NVIDIA reports it). Subsets RewardBench does not
+have are reported on their own and kept out of the sections.
+
+A pairwise judge (``protocol="genrm"``) scores no response alone: it compares each row's
+responses directly, every pair in both orders (to cancel its position bias), and the
+folded rewards stand for the scores.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import sys
 from typing import Any, Iterable
 
 from ..errors import ConfigError, InputError
+from . import rewardbench
 from .rows import read_rows
+
+BENCHMARKS = ("auto", "rewardbench", "rewardbench2")
 
 # RewardBench's example counts per subset; math-prm is upweighted to match the code subsets' total.
 SECTIONS: dict[str, dict[str, int]] = {
@@ -37,9 +47,9 @@ SECTIONS: dict[str, dict[str, int]] = {
 def rewardbench_report(pairs: Iterable[tuple[str, float | None, float | None]]) -> dict[str, Any]:
     """The RewardBench report from (subset, score(chosen), score(rejected)) per pair.
 
-    Returns exactly ``{"overall": float, "sections": {name: float}, "subsets": {name:
-    {"accuracy": float, "n": int}}, "unknown_subsets": [names], "ties": int}``, accuracies as
-    fractions. A pair with a missing score (None: a remote failure skipped) counts as wrong.
+    Returns exactly ``{"benchmark": "rewardbench", "overall": float, "sections": {name: float},
+    "subsets": {name: {"accuracy": float, "n": int}}, "unknown_subsets": [names], "ties": int}``,
+    accuracies as fractions. A pair with a missing score (None: a remote failure skipped) counts as wrong.
     Without any RewardBench subset, ``overall`` is the plain mean of the subsets' accuracies.
 
     >>> r = rewardbench_report([("alpacaeval-easy", 1.0, 0.0), ("alpacaeval-easy", 0.5, 0.5), ("mine", 2.0, 1.0)])
@@ -69,69 +79,138 @@ def rewardbench_report(pairs: Iterable[tuple[str, float | None, float | None]]) 
         overall = sum(sections.values()) / len(sections)
     else:
         overall = sum(s["accuracy"] for s in subsets.values()) / len(subsets)
-    return {"overall": overall, "sections": sections, "subsets": subsets, "unknown_subsets": unknown, "ties": ties}
+    return {"benchmark": "rewardbench", "overall": overall, "sections": sections, "subsets": subsets, "unknown_subsets": unknown,
+            "ties": ties}
 
 
 def evaluate_file(
-    source: str, data: str, *, output: str | None = None, options: dict | None = None, batch_size: int = 64, reward: Any = None
+    source: str, data: str, *, output: str | None = None, options: dict | None = None, batch_size: int = 64,
+    reward: Any = None, benchmark: str = "auto",
 ) -> dict[str, Any]:
-    """Score every pair of ``data`` with ``source`` and return (and with ``output``, write) the report.
+    """Score every row of ``data`` with ``source`` and return (and with ``output``, write) the report.
 
     Args:
         source, options: what :func:`rewardbridge.load_reward` takes (a local model or a URL).
-        data: rows ``{prompt, chosen, rejected, subset}`` in any format ``rewardbridge score``
-            reads (JSONL, JSON, CSV, Parquet, a save_to_disk folder).
-        batch_size: pairs per scorer call.
+        data: rows in any format ``rewardbridge score`` reads (JSONL, JSON, CSV, Parquet, a
+            save_to_disk folder): RewardBench pairs ``{prompt, chosen, rejected, subset}``, or
+            RewardBench 2 rows whose chosen/rejected are lists of responses.
+        batch_size: rows per scorer call.
         reward: an already loaded RewardFunction; else loaded from ``source``.
+        benchmark: ``"rewardbench"``, ``"rewardbench2"``, or ``"auto"`` (told by the first row).
     """
     from tqdm import tqdm
 
     from ..reward_fn import load_reward
     from .rows import count_rows
-    from .formats import parse_row
-    from .score import score_conversations
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    if benchmark not in BENCHMARKS:
+        raise ConfigError(f"--benchmark {benchmark!r} is not one of {BENCHMARKS}")
     options = dict(options or {})
     if options.get("normalize", "none") != "none":
         raise ConfigError("eval compares raw scores of chosen and rejected; drop the normalize option")
+    if output:  # the report's path, before any weights load: an existing file or the data is never overwritten
+        from .output import check_not_input, check_writable
+
+        check_writable(output)
+        check_not_input(output, data)
+        if os.path.exists(output):
+            raise ConfigError(f"--output {output} already exists (a report is never overwritten); remove it or pick another path")
+    total = count_rows(data)  # a missing, unknown or model-folder input fails here
     if reward is None:
         reward = load_reward(source, **options)
-    pairs: list[tuple[str, float | None, float | None]] = []
-    batch: list[tuple[str, list]] = []
-
-    def flush():
-        conversations = [c for _, convs in batch for c in convs]
-        values, _ = score_conversations(reward, conversations)
-        pairs.extend((subset, values[2 * k], values[2 * k + 1]) for k, (subset, _) in enumerate(batch))
-        batch.clear()
-
-    for row in tqdm(read_rows(data), total=count_rows(data), unit="pair", desc="evaluating", file=sys.stderr, dynamic_ncols=True):
+    rows = iter(tqdm(read_rows(data), total=total, unit="row", desc="evaluating", file=sys.stderr, dynamic_ncols=True))
+    first = next(rows, None)
+    if first is None:
+        raise InputError(f"{data} has no rows to evaluate")
+    if benchmark == "auto":
+        benchmark = "rewardbench2" if first.data is not None and rewardbench.is_rewardbench2_row(first.data) else "rewardbench"
+    read = _read_rewardbench2 if benchmark == "rewardbench2" else _read_rewardbench
+    scored: list = []
+    batch: list = []
+    for row in itertools.chain([first], rows):
         try:
             if row.error:
                 raise InputError(row.error)
-            if "subset" not in row.data or not isinstance(row.data["subset"], str):
-                raise InputError(f"has no string 'subset' column (columns: {sorted(row.data)})")
-            if "chosen" not in row.data or "rejected" not in row.data:
-                raise InputError(f"needs prompt, chosen, rejected and subset columns, got {sorted(row.data)}")
-            parsed = parse_row(row.data)
+            batch.append(read(row.data, reward.options))
         except InputError as error:
             raise InputError(f"{data} {row.where}: {error}") from None
-        batch.append((row.data["subset"], parsed.conversations))
         if len(batch) >= batch_size:
-            flush()
+            scored += _score_batch(reward, batch)
+            batch = []
     if batch:
-        flush()
-    if not pairs:
-        raise InputError(f"{data} has no rows to evaluate")
-    report = rewardbench_report(pairs)
-    print(format_report(report))
+        scored += _score_batch(reward, batch)
+    if benchmark == "rewardbench2":
+        report = rewardbench.rewardbench2_report([rewardbench.Scored(*item) for item in scored])
+        print(rewardbench.format_rewardbench2(report))
+    else:
+        report = rewardbench_report([(subset, scores[0], scores[1]) for subset, _, scores, _ in scored])
+        print(format_report(report))
     if output:
         with open(output, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
             f.write("\n")
     return report
+
+
+def _read_rewardbench(row: dict, options: Any) -> tuple:
+    """A RewardBench pair as (subset, id, conversations [chosen, rejected], number chosen, principle)."""
+    from .formats import parse_row
+
+    if "subset" not in row or not isinstance(row["subset"], str):
+        raise InputError(f"has no string 'subset' column (columns: {sorted(row)})")
+    if "chosen" not in row or "rejected" not in row:
+        raise InputError(f"needs prompt, chosen, rejected and subset columns, got {sorted(row)}")
+    return row["subset"], row.get("id"), parse_row(row).conversations, 1, _principle(row, options)
+
+
+def _read_rewardbench2(row: dict, options: Any) -> tuple:
+    from ..conversation import Conversation
+
+    subset, identity, prompt, responses, chosen = rewardbench.read_row(row)
+    return subset, identity, [Conversation.from_trl(prompt, r) for r in responses], chosen, _principle(row, options)
+
+
+def _principle(row: dict, options: Any) -> str | None:
+    """A judge's principle for this row: the row's ``principle_column``, else ``principle``."""
+    column = getattr(options, "principle_column", None)
+    if column is None:
+        return getattr(options, "principle", None)
+    if not isinstance(row.get(column), str) or not row[column].strip():
+        raise InputError(f"principle_column {column!r} is missing or empty in this row (columns: {sorted(row)})")
+    return row[column]
+
+
+def _score_batch(reward: Any, batch: list[tuple]) -> list[tuple]:
+    """(subset, id, scores of the row's responses, number chosen) per row: a pairwise judge compares
+    each row's responses, every pair in both orders; any other reward scores each response."""
+    import math
+
+    scorer = reward.scorer
+    if getattr(scorer, "needs_groups", False):
+        from ..scorers.pairwise import Group
+
+        groups = [Group(convs[0].prompt_messages(), principle, list(range(len(convs))), [c.completion_text() for c in convs])
+                  for _, _, convs, _, principle in batch]
+        per_row = scorer.judge_groups(groups)
+    else:
+        from .score import score_conversations
+
+        conversations = [c for _, _, convs, _, _ in batch for c in convs]
+        principles = [p for _, _, convs, _, p in batch for _ in convs]
+        if getattr(scorer, "reads_columns", False):  # a principle judge: each row's principle
+            column = reward.options.principle_column or "principle"
+            values = [float(v) for v in reward.combine(scorer.score(conversations, {column: principles}))]
+        else:
+            values, _ = score_conversations(reward, conversations)
+        per_row, start = [], 0
+        for _, _, convs, _, _ in batch:
+            per_row.append(values[start:start + len(convs)])
+            start += len(convs)
+    clean = [[None if v is None or math.isnan(v) else float(v) for v in scores] for scores in per_row]
+    return [(subset, None if identity is None else str(identity), scores, chosen)
+            for (subset, identity, _, chosen, _), scores in zip(batch, clean)]
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -20,6 +20,8 @@ from ..errors import ConfigError, InputError
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 # CSV cells are strings; these columns may hold chat messages written as JSON text.
 STRUCTURED_COLUMNS = ("prompt", "completion", "chosen", "rejected", "response", "conversations")
+# What Dataset.save_to_disk (state.json, dataset_info.json) and DatasetDict.save_to_disk write.
+SAVED_MARKERS = ("state.json", "dataset_info.json", "dataset_dict.json")
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,17 @@ def file_format(path: str) -> str:
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file or folder")
     if os.path.isdir(path):
-        return "disk"
+        if any(os.path.exists(os.path.join(path, name)) for name in SAVED_MARKERS):
+            return "disk"
+        if os.path.exists(os.path.join(path, "config.json")):
+            raise ConfigError(
+                f"{path} is a model folder (it has config.json), not data; were the model and the data given the other way "
+                "round? (rewardbridge score MODEL DATA -o OUT)"
+            )
+        raise ConfigError(
+            f"{path} is a folder but not one datasets' save_to_disk wrote (none of {list(SAVED_MARKERS)}); "
+            "pass a .jsonl, .json, .csv or .parquet file, or such a folder"
+        )
     ext = os.path.splitext(path)[1].lower()
     if ext not in FORMATS:
         raise ConfigError(
@@ -134,15 +146,32 @@ def _csv(path: str) -> Iterator[Row]:
                 yield Row(index, where, None, f"has a different number of cells than the header {reader.fieldnames}",
                           json.dumps(record, default=str))
                 continue
-            yield Row(index, where, {k: _maybe_json(k, v) for k, v in record.items()})
+            try:
+                yield Row(index, where, {k: _maybe_json(k, v) for k, v in record.items()})
+            except InputError as error:
+                yield Row(index, where, None, str(error), json.dumps(record))
 
 
 def _maybe_json(column: str, value: str) -> Any:
-    if column in STRUCTURED_COLUMNS and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
+    """A chat column's cell: JSON text is parsed; a Python repr (what pandas' to_csv writes for a
+    list of dicts) is refused, since as text it would be scored as the characters of a repr."""
+    import ast
+
+    if column not in STRUCTURED_COLUMNS or value.lstrip()[:1] not in ("[", "{"):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        pass
+    try:
+        literal = ast.literal_eval(value)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return value  # text that merely starts with a bracket, such as "[INST] ..."
+    if isinstance(literal, (list, dict)):
+        raise InputError(
+            f"column {column!r} holds a Python repr ({value[:40]!r}...), not JSON; pandas' to_csv writes lists that way. "
+            f"Write the column as JSON (df[{column!r}] = df[{column!r}].map(json.dumps)) or save the rows as JSONL"
+        )
     return value
 
 

@@ -7,7 +7,8 @@ labelling needs no single reward). Scored rows are appended to OUT as each batch
 with a ``row_id`` (index + content hash); ``resume`` skips the rows OUT already holds, found
 by that identity. ``best_of_n``, ``min_zscore`` and the ``normalize`` option
 (``normalized_reward``) need every response of a prompt, so they score into
-``OUT.scored.jsonl`` and write OUT from it at the end.
+``OUT.scored.jsonl`` and write OUT from it at the end. ``output.py`` keeps the output safe:
+checked before the model loads, locked while the job runs, resumed only by the same run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from ..conversation import Conversation
 from ..errors import ConfigError, InputError
 from .formats import Parsed, parse_row
+from .output import JobOutput, RunRecord
 from .rows import Row, count_rows, read_rows
 
 
@@ -48,10 +50,15 @@ def score_file(
         best_of_n: per prompt, keep the best-scored of its first ``best_of_n`` responses.
         min_zscore: drop rows whose z-score among their prompt's responses is below this.
         steerlm_labels: NeMo-Aligner rows: labels rounded and clamped to 0-4.
-        resume: continue an interrupted run into the same ``output``.
+        resume: continue an interrupted run into the same ``output``; refused when the source,
+            options, input or settings differ from the run that wrote it (``OUT.run.json``).
         on_bad_row: ``"stop"`` raises InputError at a malformed row (naming its line);
             ``"skip"`` writes it with the reason to ``OUTPUT.rejects.jsonl`` and goes on.
         reward: an already loaded RewardFunction (tests, notebooks); else loaded from ``source``.
+
+    Every output path is checked before the model loads (``jobs/output.py``): its folder exists,
+    it is not the input, it holds no data unless ``resume``; and the output is locked while the
+    job runs, so a second run on it stops at once.
 
     Returns:
         ``{"rows", "scored", "resumed", "rejected", "written", "output"}``: rows in the input,
@@ -59,7 +66,7 @@ def score_file(
     """
     from tqdm import tqdm
 
-    from ..reward_fn import load_reward
+    from ..options import RewardOptions
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
@@ -69,20 +76,57 @@ def score_file(
         raise ConfigError(f"--min-zscore must be a finite number of standard deviations, got {min_zscore}")
     if on_bad_row not in ("stop", "skip"):
         raise ConfigError(f"--on-bad-row {on_bad_row!r} is not one of ('stop', 'skip')")
-    total = count_rows(input)  # a missing or unknown input fails here, before any file is written
-    if reward is None:
-        reward = load_reward(source, **dict(options or {}))
-    normalize = reward.options.normalize
-    if normalize == "reference" or reward.options.normalize_target != "reward":
+    chosen = reward.options if reward is not None else RewardOptions.from_kwargs(**dict(options or {}))
+    normalize = chosen.normalize
+    if normalize == "reference" or chosen.normalize_target != "reward":
         raise ConfigError(
             f"score normalizes the reward per prompt over the whole file (center, zscore, rank); "
-            f"normalize={normalize!r} with normalize_target={reward.options.normalize_target!r} is for training"
+            f"normalize={normalize!r} with normalize_target={chosen.normalize_target!r} is for training"
         )
     # Per-prompt statistics and filters need every response of a prompt: score first, write OUT at the end.
     filtering = best_of_n is not None or min_zscore is not None or normalize != "none"
     scored_path = output + ".scored.jsonl" if filtering else output
     rejects_path = output + ".rejects.jsonl"
-    done = _prepare_outputs([scored_path, rejects_path], resume)
+    job = JobOutput(output, input, [scored_path, rejects_path], final=output if filtering else None, resume=resume)
+    job.check()  # every path, before anything loads
+    total = count_rows(input)  # a missing or unknown input fails here, before any file is written
+    resolved = None
+    if reward is None:
+        from ..resolve import resolve
+
+        resolved = resolve(source, **dict(options or {}))  # every weight-free check
+    if (resolved.needs_groups if resolved is not None else getattr(reward.scorer, "needs_groups", False)):
+        raise ConfigError(
+            f"score writes rows batch by batch, but protocol={chosen.protocol!r} compares each prompt's responses "
+            "with each other and needs all of them at once; evaluate a pairwise judge with `rewardbridge eval`, or score "
+            "with a pointwise reward (a reward model, or protocol='principle')"
+        )
+    settings = {"best_of_n": best_of_n, "min_zscore": min_zscore, "steerlm_labels": steerlm_labels}
+    record = RunRecord.of("rewardbridge score", (resolved or reward).source, (resolved or reward).options, input, settings)
+    with job.locked():
+        done = job.start(record)
+        if reward is None:
+            from ..reward_fn import RewardFunction
+            from ..scorers import build_scorer
+
+            reward = RewardFunction(resolved.source, resolved.options, scorer=build_scorer(resolved))
+        stats = _score_rows(reward, input, total, scored_path, rejects_path, done, filtering, steerlm_labels,
+                            batch_size, on_bad_row, tqdm)
+        if filtering:
+            stats["written"] = _post_process(scored_path, output, reward.options, best_of_n, min_zscore, steerlm_labels)
+        else:
+            stats["written"] = _count_lines(output)
+    stats["output"] = output
+    print(
+        f"rewardbridge score: {stats['rows']} rows: {stats['scored']} scored, {stats['resumed']} already in the output "
+        f"(resumed), {stats['rejected']} rejected; {stats['written']} rows in {output}",
+        file=sys.stderr,
+    )
+    return stats
+
+
+def _score_rows(reward, input, total, scored_path, rejects_path, done, filtering, steerlm_labels, batch_size, on_bad_row, tqdm):
+    """Score the rows not in ``done`` into ``scored_path`` (rejects into ``rejects_path``); returns the counts."""
     stats = {"rows": 0, "scored": 0, "resumed": 0, "rejected": 0}
     seen_done: set[str] = set()
     batch: list[tuple[Row, Parsed]] = []
@@ -134,16 +178,6 @@ def score_file(
             f"{scored_path} holds {len(missing)} row(s) that {input} no longer has (first: {missing[0]}); "
             "the input changed since that run: remove the output or drop --resume"
         )
-    if filtering:
-        stats["written"] = _post_process(scored_path, output, reward.options, best_of_n, min_zscore, steerlm_labels)
-    else:
-        stats["written"] = _count_lines(output)
-    stats["output"] = output
-    print(
-        f"rewardbridge score: {stats['rows']} rows: {stats['scored']} scored, {stats['resumed']} already in the output "
-        f"(resumed), {stats['rejected']} rejected; {stats['written']} rows in {output}",
-        file=sys.stderr,
-    )
     return stats
 
 
@@ -176,40 +210,6 @@ def _write(f, record: dict, flush: bool = True) -> None:
     f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
     if flush:
         f.flush()
-
-
-def _prepare_outputs(paths: list[str], resume: bool) -> dict[int, str]:
-    """Start the output files, or with ``resume`` read which rows they hold: index -> row_id."""
-    if not resume:
-        for path in paths:
-            if os.path.exists(path) and os.path.getsize(path) > 0:
-                raise ConfigError(f"{path} already exists; pass --resume to continue that run, or remove it")
-        for path in paths:
-            open(path, "w").close()
-        return {}
-    done: dict[int, str] = {}
-    for path in paths:
-        if not os.path.exists(path):
-            open(path, "w").close()
-            continue
-        _drop_partial_last_line(path)
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                try:
-                    identity = json.loads(line)["row_id"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise InputError(f"{path} line {number} has no row_id: it was not written by rewardbridge score; "
-                                     "remove it or drop --resume") from None
-                done[int(identity.split(":")[0])] = identity
-    return done
-
-
-def _drop_partial_last_line(path: str) -> None:
-    """A run killed mid-write leaves a last line without its newline: that row was not finished."""
-    with open(path, "rb+") as f:
-        data = f.read()
-        if data and not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
 
 
 def _count_lines(path: str) -> int:

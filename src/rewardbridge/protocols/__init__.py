@@ -19,6 +19,8 @@ MODULES = {
     "vllm": "vllm",
     "openrlhf": "openrlhf",
     "rewardbridge": "native",
+    "genrm": "genrm",  # a pairwise generative judge (Nemotron-3's GenRM): client only
+    "principle": "principle",  # a pointwise principle judge read from logprobs: client only
 }
 PROTOCOLS = tuple(MODULES)
 

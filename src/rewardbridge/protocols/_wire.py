@@ -78,21 +78,12 @@ def field(body: Any, name: str, kind: type | tuple[type, ...], *, where: str = "
     return value
 
 
-def messages_field(value: Any, label: str) -> list[dict]:
-    """A list of {"role", "content"} messages, checked."""
-    if not isinstance(value, list) or not value:
-        raise InputError(f"field {label!r} must be a non-empty list of {{'role', 'content'}} messages")
-    for i, message in enumerate(value):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise InputError(f"field '{label}[{i}].role' is missing or not a string")
-        content = message.get("content")
-        if isinstance(content, list):  # OpenAI content parts: keep the text parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            message = {**message, "content": content}
-            value[i] = message
-        if not isinstance(message.get("content"), str):
-            raise InputError(f"field '{label}[{i}].content' is missing or not a string")
-    return value
+def messages_field(value: Any, label: str, completion: bool = False) -> list[dict]:
+    """A list of {"role", "content"} messages, read as in-process data is (``messages.read_messages``:
+    text parts joined with newlines, anything else refused), errors naming the field."""
+    from ..messages import field_namer, read_messages
+
+    return list(read_messages(value, field_namer(label), completion=completion))
 
 
 def text_list(value: Any, label: str) -> list[str]:

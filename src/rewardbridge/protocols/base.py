@@ -51,10 +51,12 @@ def remote_renderer(options: Any, default_mode: str = "auto"):
     if options.tokenizer:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(options.tokenizer, trust_remote_code=options.trust_remote_code)
+        from ..checkpoint import from_pretrained_or_explain
+
+        tokenizer = from_pretrained_or_explain(AutoTokenizer, options.tokenizer, "tokenizer", trust_remote_code=options.trust_remote_code)
     mode = options.render if options.render != "auto" else default_mode
-    kwargs = {"system_prompt": options.system_prompt} if options.system_prompt else {}
-    return Renderer(tokenizer=tokenizer, mode=mode, chat_template=options.chat_template, judge_prompt=options.judge_prompt, **kwargs)
+    return Renderer(tokenizer=tokenizer, mode=mode, chat_template=options.chat_template, judge_prompt=options.judge_prompt,
+                    system_prompt=options.system_prompt)
 
 
 class Codec:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..conversation import Conversation
-from ..errors import InputError
 from ..scorers.base import Scores
 from ..scorers.transport import ProtocolError, Request
-from ._wire import field, is_number_list, load_json, messages_field
+from ..messages import field_namer
+from ._wire import field, is_number_list, load_json
 from .base import CHAT, Call, Codec, Route, Rows, check_attribute_names
 
 PATH = "/v1/score"
@@ -65,13 +65,9 @@ def parse_request(body: bytes) -> list[Conversation]:
         where = f"conversations[{i}]."
         prompt = field(item, "prompt", (str, list), where=where)
         completion = field(item, "completion", (str, list), where=where)
-        if isinstance(prompt, list):
-            messages_field(prompt, f"{where}prompt")
-        if isinstance(completion, list):
-            messages_field(completion, f"{where}completion")
-        if isinstance(prompt, str) != isinstance(completion, str):
-            raise InputError(f"fields '{where}prompt' and '{where}completion' must both be text or both be messages")
-        conversations.append(Conversation.from_trl(prompt, completion))
+        # Read as load_reward reads a sample (text or messages, either side), errors naming the field.
+        names = (field_namer(f"conversations[{i}].prompt"), field_namer(f"conversations[{i}].completion"))
+        conversations.append(Conversation.from_trl(prompt, completion, names=names))
     return conversations
 
 

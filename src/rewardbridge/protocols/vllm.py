@@ -42,7 +42,8 @@ class VllmClient(Codec):
 
     def request(self, batch: list[Conversation]) -> Request:
         if len(batch) == 1 and self._as_messages(batch[0]):
-            return Request(CLASSIFY, json={"model": self.options.model_name, "messages": batch[0].messages()})
+            messages = self.renderer.with_system(batch[0]).messages()  # system_prompt goes as the server's system turn
+            return Request(CLASSIFY, json={"model": self.options.model_name, "messages": messages})
         return Request(CLASSIFY, json={"model": self.options.model_name, "input": [self.renderer.render(c) for c in batch]})
 
     def parse(self, response: Any, n: int) -> Rows:

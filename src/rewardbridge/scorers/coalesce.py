@@ -56,8 +56,10 @@ class Coalescer:
     Runs on the transport's loop only.
     """
 
-    def __init__(self, codec: Any, transport: Any, batch_size: int, wait_s: float = COALESCE_WAIT_S):
+    def __init__(self, codec: Any, transport: Any, batch_size: int, wait_s: float = COALESCE_WAIT_S, parse: Any = None):
         self.codec, self.transport, self.batch_size, self.wait_s = codec, transport, batch_size, wait_s
+        # parse(response, n, indices) -> Rows: the scorer's (the codec's, checked); indices name the rows in errors.
+        self.parse = parse or (lambda response, n, indices: codec.parse(response, n))
         self._reset()
 
     def _reset(self) -> None:
@@ -136,7 +138,8 @@ class Coalescer:
         else:
             samples = f"{len(members)} samples of {len(calls)} concurrent calls"
         try:
-            return await self.transport.exchange(request, lambda response: self.codec.parse(response, len(members)), samples)
+            indices = [i for _, i in members]
+            return await self.transport.exchange(request, lambda response: self.parse(response, len(members), indices), samples)
         except Exception as error:  # noqa: BLE001: every call with rows in this request gets it
             return error
 

@@ -8,6 +8,7 @@ output count, token ids, tokenizer, renderer, limits, device, the ZeRO-3 config)
 
 from __future__ import annotations
 
+from ..checkpoint import from_pretrained_or_explain
 from ..errors import ConfigError
 from .local import LocalScorer
 from .readouts import readout_for
@@ -30,7 +31,10 @@ def load_local_scorer(resolved) -> LocalScorer:
 
         with deepspeed_config_scope() as hf_deepspeed:
             hf_deepspeed.unset_hf_deepspeed_config()  # load whole even beside a ZeRO-3 trainer
-            model = from_pretrained_or_explain(resolved.model_class, resolved.source, "model", dtype=resolved.dtype, **common)
+            model, info = from_pretrained_or_explain(
+                resolved.model_class, resolved.source, "model", dtype=resolved.dtype, output_loading_info=True, **common
+            )
+        check_loaded(resolved, info)
         model.to(resolved.device)
     model.eval().requires_grad_(False)
     tokenizer = resolved.tokenizer
@@ -51,15 +55,27 @@ def load_local_scorer(resolved) -> LocalScorer:
     )
 
 
-def from_pretrained_or_explain(auto_class, source: str, what: str, **kwargs):
-    """``auto_class.from_pretrained``, with transformers' hub errors turned into what to do."""
-    try:
-        return auto_class.from_pretrained(source, **kwargs)
-    except OSError as error:
-        raise ConfigError(
-            f"cannot load the {what} of {source!r}: it is not a local folder, and the hub did not provide it "
-            f"({' '.join(str(error).split())[:300]}). Pass a local model directory, or a hub id this machine can reach"
-        ) from error
+def check_loaded(resolved, info: dict) -> None:
+    """Refuse a model whose checkpoint lacked some of its weights (transformers' "score.weight
+    MISSING"): those were initialized at random, so every score would be noise, different on each load."""
+    missing = sorted(info.get("missing_keys") or ()) + sorted(f"{k[0]} (shape)" if isinstance(k, tuple) else str(k)
+                                                             for k in info.get("mismatched_keys") or ())
+    if not missing:
+        return
+    architectures = resolved.config.get("architectures") or []
+    arch = architectures[0] if architectures else "an unknown architecture"
+    if resolved.kind in ("classifier", "attributes") and arch.endswith("ForCausalLM"):
+        hint = (f"{resolved.source} is a causal LM ({arch}) with no trained score head; read a next-token logit with "
+                "kind='causal_logit' and token_id=..., or pass the folder of a trained reward model")
+    elif resolved.kind == "causal_logit" and arch.endswith("ForSequenceClassification"):
+        hint = f"{resolved.source} is a sequence classifier ({arch}): use kind='classifier'"
+    else:
+        hint = f"check that {resolved.source} is the trained reward model and that kind={resolved.kind!r} is its kind"
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    raise ConfigError(
+        f"the checkpoint has no weights for {shown} of {resolved.model_class.__name__} (kind={resolved.kind!r}): "
+        f"transformers would initialize them at random, so every score would be noise. {hint}"
+    )
 
 
 def gguf_kwargs(gguf_file: str | None) -> dict:

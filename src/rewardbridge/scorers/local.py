@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import torch
 
 from ..conversation import Conversation, Renderer
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError, ScoreError
 from ..options import TRUNCATION_MODES
 from .base import Scores
 from .tokens import DEFAULT_MAX_TOKENS_PER_BATCH, encode, encode_pairs, pad_right, plan_micro_batches
@@ -69,9 +69,13 @@ class LocalScorer:
             )
         texts = [self.renderer.render(c) for c in conversations]
         add_special = self.renderer.add_special_tokens(conversations[0])
-        return encode(
+        ids, truncated = encode(
             texts, self.tokenizer, add_special_tokens=add_special, max_length=self.max_length, truncation=self.truncation
         )
+        empty = [i for i, row in enumerate(ids) if not row]
+        if empty:  # alone it cannot run; in a batch it would read a pad position and score 0.0
+            raise InputError(f"sample {empty[0]} renders to no tokens ({texts[empty[0]]!r}): there is nothing to score")
+        return ids, truncated
 
     def score(self, conversations: Sequence[Conversation]) -> Scores:
         ids, num_truncated = self.tokenize(conversations)
@@ -97,6 +101,7 @@ class LocalScorer:
                     attributes.setdefault(name, torch.empty(len(ids)))[index] = column.float().cpu()
         if values is None and not attributes:
             values = torch.empty(0)
+        check_finite(values, attributes)
         return Scores(values=values, attributes=attributes, num_truncated=num_truncated)
 
     def _most_batches_on_any_rank(self, local: int) -> int:
@@ -107,3 +112,15 @@ class LocalScorer:
         count = torch.tensor([local], dtype=torch.long, device=self.device)
         dist.all_reduce(count, op=dist.ReduceOp.MAX)
         return int(count.item())
+
+
+def check_finite(values: torch.Tensor | None, attributes: dict[str, torch.Tensor]) -> None:
+    """A NaN or infinite score is a failure, never a reward (TRL would drop NaN silently, and train on inf)."""
+    for name, column in ([("reward", values)] if values is not None else []) + list(attributes.items()):
+        bad = (~torch.isfinite(column)).nonzero().flatten().tolist()
+        if bad:
+            raise ScoreError(
+                f"the reward model scored {column[bad[0]].item()} ({name}) for sample {bad[0]}"
+                f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}: a score must be a finite number. Check the checkpoint "
+                "(NaN weights?) and dtype (float16 overflows: use dtype='bfloat16' or 'float32')"
+            )

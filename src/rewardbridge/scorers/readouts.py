@@ -75,10 +75,15 @@ class PairRegressionReadout:
     """
 
     alpha: float = 1.0
+    sep_token_id: int | None = None  # a standard cross-encoder: segment ids, 0 to the first [SEP], then 1
     reads_pairs: ClassVar[bool] = True  # LocalScorer encodes (question, answer), not rendered text
 
     def __call__(self, model, input_ids, attention_mask) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         kwargs = {"alpha": self.alpha} if _accepts(type(model), "alpha") else {}
+        if self.sep_token_id is not None:
+            # What tokenizer(question, answer) returns as token_type_ids: [CLS] q [SEP] -> 0, a [SEP] -> 1.
+            is_sep = (input_ids == self.sep_token_id).long()
+            kwargs["token_type_ids"] = ((is_sep.cumsum(dim=1) - is_sep) > 0).long() * attention_mask
         out = model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         value = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
         if value is None:
@@ -143,7 +148,11 @@ def readout_for(resolved, model):
             raise ConfigError(
                 f"alpha={options.alpha} but {type(model).__name__}.forward takes no alpha; pass alpha=1 (its output is read as is)"
             )
-        return PairRegressionReadout(alpha=float(options.alpha))
+        # A standard encoder (no custom code) reads segment ids as tokenizer(question, answer) gives them; the
+        # nicholasKluge card passes return_token_type_ids=False, so custom code gets none.
+        segments = (not resolved.config.get("auto_map") and resolved.config.get("type_vocab_size", 0) > 1
+                    and _accepts(type(model), "token_type_ids") and resolved.tokenizer.sep_token_id is not None)
+        return PairRegressionReadout(alpha=float(options.alpha), sep_token_id=resolved.tokenizer.sep_token_id if segments else None)
     if kind == "custom":
         return CustomReadout(options.attributes)
     return ClassifierReadout(options.attributes)

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from ..conversation import Conversation
 from ..errors import RemoteError
 from .base import Scores
-from .transport import Transport, display_url
+from .transport import ProtocolError, Transport, display_url
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class RemoteScorer:
         if getattr(codec, "batches", True) and options.request_batch_size > 1:
             from .coalesce import Coalescer
 
-            self.coalescer = Coalescer(codec, self.transport, options.request_batch_size)
+            self.coalescer = Coalescer(codec, self.transport, options.request_batch_size, parse=self._parse)
 
     def __repr__(self) -> str:
         return f"RemoteScorer({self.protocol!r}, {[display_url(u) for u in self.transport.urls]})"
@@ -77,8 +77,12 @@ class RemoteScorer:
         for chunk in chunks:
             batch = [conversations[i] for i in chunk]
             request = self.codec.request(batch)  # a rendering error is the caller's, not the endpoint's
-            tasks.append(self.transport.exchange(request, lambda response, n=len(batch): self.codec.parse(response, n), chunk))
+            tasks.append(self.transport.exchange(request, lambda response, n=len(batch), c=chunk: self._parse(response, n, c), chunk))
         return await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _parse(self, response: Any, n: int, chunk: list[int]) -> Any:
+        """The codec's rows of one answer, every score a finite number (``finite_rows``)."""
+        return finite_rows(self.codec.parse(response, n), chunk)
 
     def _assemble(self, n: int, chunks: list[list[int]], results: list) -> Scores:
         import torch  # here, not at the top: building a remote reward imports no torch
@@ -110,6 +114,18 @@ class RemoteScorer:
         if not any_values and attributes:
             return Scores(values=None, attributes=named)
         return Scores(values=torch.tensor(values, dtype=torch.float32), attributes=named)
+
+
+def finite_rows(rows, chunk: list[int]):
+    """An answer's scores must be finite numbers: NaN, Infinity or 1e400 (JSON reads it as inf) is a
+    malformed answer, a failure (raised, or None under on_error='skip'), never a reward."""
+
+    columns = ([("reward", rows.values)] if rows.values is not None else []) + list(rows.attributes.items())
+    for name, column in columns:
+        for k, value in enumerate(column):
+            if not math.isfinite(value):
+                raise ProtocolError(f"the answer's {name} for sample {chunk[k]} is {value}, not a finite number")
+    return rows
 
 
 def load_remote_scorer(resolved) -> RemoteScorer:

@@ -93,8 +93,19 @@ class _TransportError(Exception):
         self.timed_out = timed_out
 
 
-class _Unreachable(Exception):
-    """A connection failure that a retry cannot mend (TLS to a plain-HTTP server)."""
+class TLSError(Exception):
+    """An https handshake that failed (http spoken to an https URL, an untrusted certificate): not retried."""
+
+
+def _is_tls_error(error: BaseException) -> bool:
+    import ssl
+
+    seen, depth = error, 0
+    while seen is not None and depth < 10:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen, depth = seen.__cause__ or seen.__context__, depth + 1
+    return "[SSL" in str(error)
 
 
 def split_urls(source: str | Sequence[str]) -> list[str]:
@@ -282,9 +293,11 @@ class Transport:
                 async with self._session.post(url + request.path, **body, headers=headers or None,
                                               proxy=proxy, proxy_auth=proxy_auth) as answer:
                     response = Response(answer.status, answer.headers, await answer.read())
-            except tls_error as error:  # retrying will not make it speak TLS
-                raise _Unreachable(f"TLS failed ({error}); if the server speaks plain HTTP, use http://") from None
+            except tls_error as error:  # retrying cannot change what the server speaks
+                raise TLSError(f"{type(error).__name__}: {error}") from None
             except transport_errors as error:
+                if _is_tls_error(error):
+                    raise TLSError(f"{type(error).__name__}: {error}") from None
                 timed_out = isinstance(error, asyncio.TimeoutError)
                 failure = _TransportError(
                     f"no answer within timeout={self.timeout:g} s" if timed_out else f"{type(error).__name__}: {error}", timed_out,
@@ -341,10 +354,17 @@ class Transport:
         where = f"{self.protocol} endpoint {display_url(url)}{path}"
         if isinstance(error, ProtocolError):
             what = f"answered in a way rewardbridge cannot read ({error})"
+        elif isinstance(error, TLSError):
+            what = f"could not make an https (TLS) connection ({error})"
+            if "WRONG_VERSION_NUMBER" in str(error) or "record layer" in str(error):
+                what += f"; the server speaks plain http: use {display_url(url).replace('https://', 'http://', 1)}"
         elif status is not None:
             what = f"answered HTTP {status} ({error})"
             if status in (401, 403):
                 what += f"; check the key in the environment variable {self.api_key_env or '(none: set api_key_env)'}"
+            if status in (404, 405):  # the route is not there: another protocol, or a URL that already names a route
+                what += (f"; {path} is not a route of this server: check that it speaks protocol={self.protocol!r}, and that "
+                         "the URL is the server's base (http://host:port)")
         else:
             what = f"could not be reached ({error})"
         tried = f" after {attempts} attempt{'s' if attempts != 1 else ''} over {spent:.1f} s" if attempts > 1 else ""

@@ -12,7 +12,7 @@ import os
 from typing import Any, Iterable
 
 from ..conversation import parse_flattened_turns
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from .recipe import DatasetSpec
 
 
@@ -64,7 +64,14 @@ def load_prompts(spec: DatasetSpec):
     if os.path.exists(spec.path):  # a local file: the same reader as `rewardbridge score`
         dataset = Dataset.from_list(read_rows(spec.path))
     else:
-        dataset = load_dataset(spec.path, data_dir=spec.data_dir, split=spec.split)
+        try:
+            dataset = load_dataset(spec.path, data_dir=spec.data_dir, split=spec.split)
+        except Exception as error:  # noqa: BLE001: datasets raises many kinds (hub, network, missing split)
+            raise ConfigError(
+                f"dataset.path={spec.path!r} is not a local file, and loading it as a hub dataset failed "
+                f"({type(error).__name__}: {' '.join(str(error).split())[:300]}); pass a .jsonl/.json/.csv/.parquet file "
+                "(relative to the recipe) or a hub dataset id this machine can reach"
+            ) from error
     if spec.format == "helpsteer2_preference":
         # The preference subset is one hub split holding a `split` column: keep its train rows.
         dataset = Dataset.from_list(helpsteer2_preference_prompts(dataset, split="train"))

@@ -26,6 +26,7 @@ import yaml
 from .. import yaml12
 from ..errors import ConfigError, RewardBridgeError
 from ..options import TEXT_OPTIONS
+from .early_checks import check_batch, check_first_row
 from .typecheck import check_value
 
 TRAINERS = ("rloo", "grpo")
@@ -191,7 +192,7 @@ def parse_recipe(data: dict[str, Any], base_dir: Path = Path("."), name: str = "
             raise ConfigError(f"{name}: give either 'reward' (one) or 'rewards' (a list), not both")
         data["rewards"] = [data.pop("reward")]
     known = [f.name for f in dataclasses.fields(Recipe)]
-    _reject_unknown(data, known, f"{name}: unknown recipe key")
+    _reject_unknown(data, known, f"{name}: unknown recipe key", here="")
     for required in ("trainer", "model", "rewards", "dataset"):
         if data.get(required) is None:
             raise ConfigError(f"{name}: missing section {required!r} (a recipe needs trainer, model, rewards, dataset)")
@@ -202,6 +203,7 @@ def parse_recipe(data: dict[str, Any], base_dir: Path = Path("."), name: str = "
     if not isinstance(rewards, list) or not rewards:
         raise ConfigError("rewards must be a non-empty list of reward entries (each with 'source' or 'function')")
     training = check_training(data["trainer"], data.get("training") or {})
+    check_batch(data["trainer"], training)
     recipe = Recipe(
         trainer=data["trainer"],
         model=sections["model"],
@@ -219,6 +221,11 @@ def parse_recipe(data: dict[str, Any], base_dir: Path = Path("."), name: str = "
         raise ConfigError("training.reward_weights: give each reward's 'weight' in the rewards list instead")
     if "seed" in training:
         raise ConfigError("training.seed: set the recipe's top-level 'seed' instead (one seed for everything)")
+    if recipe.evaluation is not None and any(r.options.get("protocol") == "genrm" for r in recipe.rewards):
+        raise ConfigError(
+            "evaluation scores one greedy answer per held-out prompt, but a pairwise judge (protocol='genrm') compares "
+            "several answers to a prompt; drop the evaluation section from this recipe"
+        )
     if recipe.dataset.format not in PROMPT_FORMATS:
         raise ConfigError(f"dataset.format={recipe.dataset.format!r} is not one of {PROMPT_FORMATS}")
     resolve_files(recipe, base_dir)
@@ -272,7 +279,7 @@ def check_training(trainer: str, training: Any) -> dict[str, Any]:
 
     config_class = {"rloo": RLOOConfig, "grpo": GRPOConfig}[trainer]
     fields = {f.name: f.type for f in dataclasses.fields(config_class)}
-    _reject_unknown(training, list(fields), "training: unknown key", f"(not a field of TRL's {config_class.__name__})")
+    _reject_unknown(training, list(fields), "training: unknown key", f"(not a field of TRL's {config_class.__name__})", here="training")
     return {key: check_value(f"training.{key}", value, fields[key]) for key, value in training.items()}
 
 
@@ -299,8 +306,9 @@ def check_peft(peft: Any) -> dict[str, Any]:
 def resolve_files(recipe: Recipe, base_dir: Path) -> None:
     """Relative local paths -> paths under the recipe's folder; a missing local file is an error now."""
     dataset = recipe.dataset
-    if dataset.path.endswith(LOCAL_DATA_SUFFIXES) or dataset.path.startswith((".", "/", "~")):
+    if dataset.path.endswith(LOCAL_DATA_SUFFIXES) or dataset.path.startswith((".", "/", "~")) or (base_dir / dataset.path).exists():
         dataset.path = str(_existing(dataset.path, base_dir, "dataset.path"))
+        check_first_row(dataset)
     if recipe.evaluation is not None:
         recipe.evaluation.prompts = str(_existing(recipe.evaluation.prompts, base_dir, "evaluation.prompts"))
     for where, spec in [("model.path", recipe.model)] + [(f"rewards[{i}].source", r) for i, r in enumerate(recipe.rewards)]:
@@ -308,7 +316,7 @@ def resolve_files(recipe: Recipe, base_dir: Path) -> None:
         value = getattr(spec, attr)
         if value is None or value.startswith(("pkg:", "http://", "https://")):
             continue
-        if value.startswith((".", "/", "~")):  # unmistakably a path: check it now
+        if value.startswith((".", "/", "~")) or (base_dir / value).exists():  # a path (relative to the recipe): check it now
             setattr(spec, attr, str(_existing(value, base_dir, where)))
 
 
@@ -324,7 +332,7 @@ def _section(cls: type, value: Any, name: str):
     if not isinstance(value, dict):
         raise ConfigError(f"{name} must be a mapping of {[f.name for f in dataclasses.fields(cls)]}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    _reject_unknown(value, list(fields), f"{name}: unknown key")
+    _reject_unknown(value, list(fields), f"{name}: unknown key", here=name)
     required = [f.name for f in fields.values() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     for key in required:
         if value.get(key) is None:
@@ -333,11 +341,28 @@ def _section(cls: type, value: Any, name: str):
     return cls(**{key: check_value(f"{name}.{key}", v, hints[key]) for key, v in value.items()})
 
 
-def _reject_unknown(mapping: dict, known: list[str], what: str, why: str = "") -> None:
+def _reject_unknown(mapping: dict, known: list[str], what: str, why: str = "", here: str | None = None) -> None:
     unknown = [key for key in mapping if key not in known]
     if unknown:
         key = unknown[0]
-        raise ConfigError(f"{what} {key!r}{' ' + why if why else ''}{_suggest(str(key), known)}")
+        elsewhere = _elsewhere(str(key), here) if here is not None else []
+        hint = f"; did you mean {' or '.join(elsewhere)}?" if elsewhere else _suggest(str(key), known)
+        raise ConfigError(f"{what} {key!r}{' ' + why if why else ''}{hint}")
+
+
+def _elsewhere(key: str, here: str) -> list[str]:
+    """Where ``key`` is a known key, one level off from where it was written (``max_steps`` beside
+    ``training:``, or under ``dataset:``): ``["training.max_steps"]``."""
+    from ..options import RewardOptions
+
+    places = {section: [f.name for f in dataclasses.fields(cls)] for section, cls in SECTIONS.items()}
+    places["rewards[0]"] = [f.name for f in dataclasses.fields(RewardSpec) if f.name != "options"] + [
+        f.name for f in dataclasses.fields(RewardOptions)]
+    if here != "training":
+        from trl import GRPOConfig
+
+        places["training"] = [f.name for f in dataclasses.fields(GRPOConfig)]
+    return [f"{section}.{key}" for section, names in places.items() if section != here and key in names]
 
 
 def _suggest(key: str, known: list[str]) -> str:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 from transformers import TrainerCallback
 
-from .prompts import load_prompts, read_rows
+from .prompts import read_rows
 from .recipe import Recipe, RewardSpec, load_function, load_recipe, resolve_path  # noqa: F401  (CLI imports load_recipe here)
 
 __all__ = ["build_trainer", "load_recipe", "run"]
@@ -83,28 +83,21 @@ def resolve_model(path: str, gguf_file: str | None = None) -> str:
     return str(target)
 
 
-def build_rewards(specs: Sequence[RewardSpec]) -> list[Callable]:
+def build_rewards(specs: Sequence[RewardSpec], functions: list[Callable | None] | None = None) -> list[Callable]:
     """One TRL reward function per recipe entry: ``load_reward`` for models, the named callable
     (a class is instantiated with ``kwargs``) for rule-based entries.
 
-    Every reward model is resolved first (``resolve.py``: kind, tokenizer, template, token ids,
-    limits), so a mistake in any of them stops the run before the weights of any load.
+    ``preflight.check_rewards`` runs first (unless its ``functions`` are given), so a mistake in
+    any of them stops the run before the weights of any load.
     """
-    from ..errors import RewardBridgeError
-    from ..resolve import resolve
     from ..reward_fn import load_reward
+    from .preflight import check_rewards
 
-    for index, spec in enumerate(specs):
-        if spec.source is not None:
-            try:
-                resolve(resolve_path(spec.source), **spec.options)
-            except RewardBridgeError as error:
-                raise type(error)(f"rewards[{index}] ({spec.source}): {error}") from None
+    functions = check_rewards(specs) if functions is None else functions
     rewards = []
-    for index, spec in enumerate(specs):
-        if spec.function is not None:
-            target = load_function(spec.function, f"rewards[{index}]")
-            rewards.append(target(**spec.kwargs) if isinstance(target, type) else target)
+    for spec, function in zip(specs, functions):
+        if function is not None:
+            rewards.append(function)
             continue
         options = dict(spec.options)
         source = resolve_model(spec.source, options.pop("gguf_file", None)) if not spec.source.startswith(("http://", "https://")) else spec.source
@@ -114,7 +107,10 @@ def build_rewards(specs: Sequence[RewardSpec]) -> list[Callable]:
 
 def build_trainer(recipe: Recipe):
     """Rewards, policy (+ LoRA), prompts and TRL's trainer for ``recipe``; returns the trainer."""
+    from .preflight import preflight
+
     quiet_libraries()
+    prompts, functions = preflight(recipe)  # prompts read and rewards resolved before any trainer import or weights
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -123,7 +119,7 @@ def build_trainer(recipe: Recipe):
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     set_seed(recipe.seed)  # before LoRA's random init, which TRL does before the Trainer seeds
-    rewards = build_rewards(recipe.rewards)
+    rewards = build_rewards(recipe.rewards, functions)
     model_path = resolve_model(recipe.model.path, recipe.model.gguf_file)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=recipe.model.trust_remote_code)
     dtype = "auto" if recipe.model.dtype == "auto" else getattr(torch, recipe.model.dtype)
@@ -143,7 +139,7 @@ def build_trainer(recipe: Recipe):
         model=policy,
         reward_funcs=rewards,
         args=args,
-        train_dataset=load_prompts(recipe.dataset),
+        train_dataset=prompts,
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[StepPrinter([getattr(r, "__name__", type(r).__name__) for r in rewards])],
