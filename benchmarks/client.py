@@ -175,6 +175,7 @@ def measure(contenders: dict, requests: int, rounds: int) -> dict:
     for figures in results.values():
         figures["req_per_s"] = requests / figures["wall_s"]
         figures["cpu_ms_per_req"] = 1000 * figures["cpu_s"] / requests
+        figures["cpu_ms_per_req_min"] = 1000 * figures["cpu_s_min"] / requests  # the least disturbed round
     return results
 
 
@@ -217,7 +218,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         loop = LoopThread()
         print(f"client benchmark: {machine_line()}; stub endpoint in its own process")
-        print(f"{'shape':<26}{'client':<14}{'req/s':>9}{'CPU ms/req':>12}{'vs aiohttp':>12}")
+        print(f"{'shape':<26}{'client':<14}{'req/s':>9}{'vs aiohttp':>12}{'CPU ms/req':>12}{'min':>7}{'CPU vs aiohttp':>16}")
         for label, conversations, per_request in [("64 x 1 conversation", 64, 1), ("8 x 64 conversations", 512, 64)]:
             payloads = bodies(conversations, per_request)
             contenders = {
@@ -228,16 +229,9 @@ def main() -> None:
             }
             repeated = {name: (lambda run=run: [run() for _ in range(args.calls)]) for name, run in contenders.items()}
             results = measure(repeated, len(payloads) * args.calls, args.rounds)
-            base = results["aiohttp"]["req_per_s"]
-            for name, figures in results.items():
-                print(f"{label:<26}{name:<14}{figures['req_per_s']:>9.0f}{figures['cpu_ms_per_req']:>12.2f}"
-                      f"{figures['req_per_s'] / base:>11.2f}x")
+            report(label, results)
         if not args.no_serve:
-            served = served_shape(loop, args)
-            base = served["aiohttp"]["req_per_s"]
-            for name, figures in served.items():
-                print(f"{'64 x 1, serve (1 per fwd)':<26}{name:<14}{figures['req_per_s']:>9.0f}{figures['cpu_ms_per_req']:>12.2f}"
-                      f"{figures['req_per_s'] / base:>11.2f}x")
+            report("64 x 1, serve (1 per fwd)", served_shape(loop, args))
         sent, wall = coalescing(url, port, 64)
         print(f"coalescing: 64 threads x 1 conversation each -> {sent} requests ({wall * 1000:.0f} ms)")
     finally:
@@ -245,6 +239,15 @@ def main() -> None:
             loop.run(session.close())
         stub.terminate()
         stub.wait()
+
+
+def report(label: str, results: dict) -> None:
+    """One line per client: throughput and CPU per request (median, min), each against aiohttp's
+    (the CPU ratio is aiohttp's CPU over the client's: 1.0 = as cheap)."""
+    base = results["aiohttp"]
+    for name, f in results.items():
+        print(f"{label:<26}{name:<14}{f['req_per_s']:>9.0f}{f['req_per_s'] / base['req_per_s']:>11.2f}x"
+              f"{f['cpu_ms_per_req']:>12.3f}{f['cpu_ms_per_req_min']:>7.3f}{base['cpu_ms_per_req_min'] / f['cpu_ms_per_req_min']:>15.2f}x")
 
 
 def served_shape(loop: LoopThread, args) -> dict:

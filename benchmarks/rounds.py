@@ -15,16 +15,23 @@ from typing import Callable
 
 
 def interleaved(contenders: dict[str, Callable[[], dict[str, float]]], rounds: int) -> dict[str, dict[str, float]]:
-    """Run each contender once per round, in turn; per contender, the median of each figure it returns.
+    """Run each contender once per round, in turn; per contender, the median of each figure it
+    returns, and its minimum as ``<figure>_min`` (the least disturbed round).
 
     >>> interleaved({"a": lambda: {"s": 1.0}, "b": lambda: {"s": 2.0}}, rounds=3)
-    {'a': {'s': 1.0}, 'b': {'s': 2.0}}
+    {'a': {'s': 1.0, 's_min': 1.0}, 'b': {'s': 2.0, 's_min': 2.0}}
     """
     seen: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, run in contenders.items():
             seen[name].append(run())
-    return {name: {key: statistics.median(r[key] for r in results) for key in results[0]} for name, results in seen.items()}
+    out = {}
+    for name, results in seen.items():
+        out[name] = {}
+        for key in results[0]:
+            out[name][key] = statistics.median(r[key] for r in results)
+            out[name][f"{key}_min"] = min(r[key] for r in results)
+    return out
 
 
 def timed(fn: Callable[[], object]) -> dict[str, float]:

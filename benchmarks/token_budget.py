@@ -10,7 +10,8 @@ short, 1 in 8 long), interleaving the budgets round by round; it prints the medi
 per batch and each budget's time relative to 16384 (the GPU default). The CPU default
 (``scorers/tokens.py``: ``default_max_tokens_per_batch``) is the budget this picked.
 
-    python benchmarks/token_budget.py        # about two minutes
+    python benchmarks/token_budget.py              # about five minutes on 2 cores
+    python benchmarks/token_budget.py --threads 1  # no OpenMP synchronisation: the cache effect alone
 """
 
 from __future__ import annotations

@@ -41,8 +41,7 @@ from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigError, RemoteError
-from . import event_loop
-from .event_loop import EventLoopThread, env_proxy, watch_session
+from .event_loop import EventLoopThread, current_pid, env_proxy, watch_session
 
 # Default key variables per protocol (None: send no key unless api_key_env names one).
 DEFAULT_KEY_ENV = {"nim": "NVIDIA_API_KEY", "rewardbridge": "REWARDBRIDGE_API_KEY", "vllm": "VLLM_API_KEY"}
@@ -264,7 +263,7 @@ class Transport:
     # -- on the loop thread -----------------------------------------------------------------
 
     def _ensure_session(self) -> None:
-        if self._session is None or self._pid != event_loop.PID:
+        if self._session is None or self._pid != current_pid():
             import aiohttp
 
             # limit=max_concurrency: the pool never makes a request wait that the semaphore let through.
@@ -276,7 +275,7 @@ class Transport:
             self._semaphore = asyncio.Semaphore(self.max_concurrency)
             # Looked up once: an import statement per request costs as much as a header.
             self._errors = (aiohttp.ClientSSLError, (aiohttp.ClientError, asyncio.TimeoutError, OSError))
-            self._pid = event_loop.PID
+            self._pid = current_pid()
             watch_session(self, self._session)  # closed when this transport is dropped, or at exit
 
     async def _send(self, url: str, request: Request) -> Response:
