@@ -127,7 +127,10 @@ _SESSIONS: list = []  # closed at the end, so aiohttp has nothing to warn about
 async def _make_aiohttp_session():
     import aiohttp
 
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=60))
+    # keepalive_timeout 4 s, as rewardbridge's transport: uvicorn drops idle connections after 5 s,
+    # and a plain loop has no retry for a request sent on a socket being closed.
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=4),
+                                 timeout=aiohttp.ClientTimeout(total=60))
 
 
 def httpx_contender(url: str, payloads: list[dict], loop: LoopThread):

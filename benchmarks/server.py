@@ -184,7 +184,7 @@ def main() -> None:
 async def _session():
     import aiohttp
 
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=4))  # under uvicorn's 5 s
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ MAX_BACKOFF_S = 30.0  # verl caps its backoff at 30 s (REFERENCE.md §3)
 MAX_RETRY_AFTER_S = 300.0
 DOWN_COOLDOWN_S = 5.0  # an endpoint that refused a connection goes last in the rotation this long
 HUNG_COOLDOWN_TIMEOUTS = 2.0  # one that hung: this many timeouts (it costs a full timeout per try)
-DEFAULT_RETRY_BUDGET_S = 120.0  # options.py's default, for callers that pass other options objects
+DEFAULT_RETRY_BUDGET_S = 120.0
+KEEPALIVE_S = 4.0  # seconds an idle connection is kept (uvicorn closes them after 5)  # options.py's default, for callers that pass other options objects
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +268,9 @@ class Transport:
             import aiohttp
 
             # limit=max_concurrency: the pool never makes a request wait that the semaphore let through.
-            connector = aiohttp.TCPConnector(limit=self.max_concurrency, limit_per_host=0)
+            # keepalive_timeout under uvicorn's 5 s: an idle connection is dropped here before the server
+            # drops it, so a request never goes out on a socket the server is closing.
+            connector = aiohttp.TCPConnector(limit=self.max_concurrency, limit_per_host=0, keepalive_timeout=KEEPALIVE_S)
             # Proxies from the environment (HTTP(S)_PROXY, NO_PROXY), read once per endpoint: aiohttp's
             # trust_env=True would look them up (and .netrc) in a thread, twice per request.
             self._proxies = {url: env_proxy(url) for url in self.urls}
