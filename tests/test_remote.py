@@ -434,12 +434,18 @@ def call_from_threads(reward, completions):
 def test_concurrent_one_sample_calls_share_requests(serve):
     # 16 threads, one conversation each (OpenRLHF's executor, verl): pooled into requests of <= 8.
     server = serve(native_answer)
+    server.script.append(Fault(sleep=0.5))  # a first request stays in flight while the 16 calls arrive...
     reward = load_reward(server.url, protocol="rewardbridge", request_batch_size=8, **FAST)
+    reward.scorer.coalescer.wait_s = 0.2  # ...and they pool behind it (for 5 ms by default; 0.2 s on a busy CI machine)
+    blocker = threading.Thread(target=lambda: reward(prompts=["q"], completions=["in flight"]))
+    blocker.start()
+    time.sleep(0.1)
     completions = ["x" * (i + 1) for i in range(16)]
     results = call_from_threads(reward, completions)
+    blocker.join()
     assert results == [[pytest.approx((i + 1) / 10)] for i in range(16)]  # each thread got its own row
-    sizes = [len(json.loads(body)["conversations"]) for _, _, body in server.requests]
-    assert sum(sizes) == 16 and max(sizes) <= 8 and len(sizes) < 16
+    sizes = [len(json.loads(body)["conversations"]) for _, _, body in server.requests[1:]]
+    assert sizes == [8, 8]  # 16 calls, 2 requests of request_batch_size
     # A lone caller waits for no company: three calls in a row, three requests.
     before = len(server.requests)
     for text in ("a", "bb", "ccc"):
@@ -451,12 +457,18 @@ def test_a_refused_shared_request_fails_only_the_call_that_caused_it(serve):
     # One thread's conversation makes the endpoint answer 422 (final): the request it shared with
     # five other calls is sent again apart, so only that thread sees the error.
     server = serve(native_answer)
+    server.script.append(Fault(sleep=0.5))  # a first request stays in flight while the six calls arrive...
     reward = load_reward(server.url, protocol="rewardbridge", request_batch_size=8, **FAST)
+    reward.scorer.coalescer.wait_s = 0.2  # ...and they pool for up to 0.2 s behind it (5 ms by default)
+    blocker = threading.Thread(target=lambda: reward(prompts=["q"], completions=["in flight"]))
+    blocker.start()
+    time.sleep(0.1)
     completions = ["ok", "okk", "bad", "okkk", "o", "okkkk"]
     results = call_from_threads(reward, completions)
+    blocker.join()
     assert isinstance(results[2], RemoteError) and "HTTP 422" in str(results[2])
-    sizes = [len(json.loads(body)["conversations"]) for _, _, body in server.requests]
-    assert max(sizes) > 1 and sum(sizes) > len(completions)  # pooled, then the refused request sent again apart
+    sizes = [len(json.loads(body)["conversations"]) for _, _, body in server.requests[1:]]
+    assert sizes[0] == 6 and sizes[1:] == [1] * 6  # pooled into one request, refused, then sent again one call each
     for i, text in enumerate(completions):
         if i != 2:
             assert results[i] == [pytest.approx(len(text) / 10)]
