@@ -49,6 +49,9 @@ bench: setup
 	$(PY) benchmarks/scoring.py
 	$(PY) benchmarks/zero3_memory.py
 	$(PY) benchmarks/remote.py
+	$(PY) benchmarks/client.py
+	$(PY) benchmarks/server.py
+	$(PY) benchmarks/token_budget.py
 
 clean:
 	rm -rf $(VENV) $(PPO_VENV) outputs .pytest_cache

@@ -308,6 +308,9 @@ def test_works_from_threads_and_inside_a_running_event_loop(serve):
         ("http://127.0.0.1:1", dict(protocol="grpc"), "protocol"),
         ("http://127.0.0.1:1", dict(protocol="nim", max_retries=-1), "max_retries"),
         ("http://127.0.0.1:1", dict(protocol="nim", timeout=0), "timeout"),
+        ("http://127.0.0.1:1", dict(protocol="nim", retry_budget=-1), "retry_budget must be 0 or more seconds"),
+        ("http://127.0.0.1:1", dict(protocol="nim", retry_budget="2m"), "retry_budget must be a number of seconds"),
+        ("http://127.0.0.1:1", dict(protocol="nim", max_retries=1.5), "max_retries must be a whole number, or None"),
         ("http://127.0.0.1:1,ftp://x", dict(protocol="nim"), "http(s)"),
         ("http://127.0.0.1:1", dict(protocol="nim", zero3=True), "zero3"),
     ],
@@ -394,3 +397,115 @@ def test_a_nim_scores_inf_for_one_sample_only_that_sample_fails(serve):
     server = serve(answer)
     out = load_reward(server.url, protocol="nim", on_error="skip", **FAST)(prompts=PROMPTS, completions=COMPLETIONS)
     assert out[2] is None and out[:2] + out[3:] == pytest.approx([len(c) / 10 for i, c in enumerate(COMPLETIONS) if i != 2], abs=1e-4)
+
+
+# -- the client's edges (issue 15 §6) and its per-request path (issue 18) -----------------------
+
+
+def native_answer(path, body, headers):
+    """rewardbridge serve's /v1/score: reward = len(completion) / 10; 422 for a completion 'bad'."""
+    assert path == "/v1/score"
+    rows = json.loads(body)["conversations"]
+    if any(r["completion"] == "bad" for r in rows):
+        return 422, {"Content-Type": "application/json"}, b'{"error": {"message": "conversation has a bad completion"}}'
+    out = {"rewards": [len(r["completion"]) / 10 for r in rows], "attributes": {}}
+    return 200, {"Content-Type": "application/json"}, json.dumps(out).encode()
+
+
+def call_from_threads(reward, completions):
+    """Each completion scored by its own thread, all released at once; -> per thread, its result or error."""
+    barrier, results = threading.Barrier(len(completions)), [None] * len(completions)
+
+    def one(i):
+        barrier.wait()
+        try:
+            results[i] = reward(prompts=[f"q{i}"], completions=[completions[i]])
+        except Exception as error:  # noqa: BLE001: the test inspects it
+            results[i] = error
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(completions))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_concurrent_one_sample_calls_share_requests(serve):
+    # 16 threads, one conversation each (OpenRLHF's executor, verl): pooled into requests of <= 8.
+    server = serve(native_answer)
+    server.script.append(Fault(sleep=0.5))  # a first request stays in flight while the 16 calls arrive...
+    reward = load_reward(server.url, protocol="rewardbridge", request_batch_size=8, **FAST)
+    reward.scorer.coalescer.wait_s = 0.2  # ...and they pool behind it (for 5 ms by default; 0.2 s on a busy CI machine)
+    blocker = threading.Thread(target=lambda: reward(prompts=["q"], completions=["in flight"]))
+    blocker.start()
+    time.sleep(0.1)
+    completions = ["x" * (i + 1) for i in range(16)]
+    results = call_from_threads(reward, completions)
+    blocker.join()
+    assert results == [[pytest.approx((i + 1) / 10)] for i in range(16)]  # each thread got its own row
+    sizes = [len(json.loads(body)["conversations"]) for _, _, body in server.requests[1:]]
+    assert sizes == [8, 8]  # 16 calls, 2 requests of request_batch_size
+    # A lone caller waits for no company: three calls in a row, three requests.
+    before = len(server.requests)
+    for text in ("a", "bb", "ccc"):
+        assert reward(prompts=["q"], completions=[text]) == [pytest.approx(len(text) / 10)]
+    assert len(server.requests) == before + 3
+
+
+def test_a_refused_shared_request_fails_only_the_call_that_caused_it(serve):
+    # One thread's conversation makes the endpoint answer 422 (final): the request it shared with
+    # five other calls is sent again apart, so only that thread sees the error.
+    server = serve(native_answer)
+    server.script.append(Fault(sleep=0.5))  # a first request stays in flight while the six calls arrive...
+    reward = load_reward(server.url, protocol="rewardbridge", request_batch_size=8, **FAST)
+    reward.scorer.coalescer.wait_s = 0.2  # ...and they pool for up to 0.2 s behind it (5 ms by default)
+    blocker = threading.Thread(target=lambda: reward(prompts=["q"], completions=["in flight"]))
+    blocker.start()
+    time.sleep(0.1)
+    completions = ["ok", "okk", "bad", "okkk", "o", "okkkk"]
+    results = call_from_threads(reward, completions)
+    blocker.join()
+    assert isinstance(results[2], RemoteError) and "HTTP 422" in str(results[2])
+    sizes = [len(json.loads(body)["conversations"]) for _, _, body in server.requests[1:]]
+    assert sizes[0] == 6 and sizes[1:] == [1] * 6  # pooled into one request, refused, then sent again one call each
+    for i, text in enumerate(completions):
+        if i != 2:
+            assert results[i] == [pytest.approx(len(text) / 10)]
+
+
+def test_a_hung_endpoint_stays_out_of_rotation_longer_than_its_timeout(serve):
+    from rewardbridge.options import RewardOptions
+    from rewardbridge.scorers.transport import Transport, _TransportError
+
+    hung, healthy = serve(nim_answer(scalar=True)), serve(nim_answer(scalar=True))
+    hung.script += [Fault(sleep=1.0)] * 100  # always slower than timeout=0.3
+    reward = load_reward([hung.url, healthy.url], protocol="nim", **{**FAST, "timeout": 0.3})
+    for _ in range(6):  # the first call meets the hung endpoint once, then it sits out
+        assert reward(prompts=["p"], completions=["abc"]) == pytest.approx([0.3], abs=1e-4)
+    assert len(hung.requests) == 1 and len(healthy.requests) == 6
+    # With the default 60 s timeout, 5 s of cool-down would cost a full timeout every 5 s.
+    transport = Transport(["http://a:1"], "nim", RewardOptions(protocol="nim"))
+    assert transport.cooldown_s(_TransportError("hung", timed_out=True)) >= 2 * transport.timeout == 120
+    assert transport.cooldown_s(_TransportError("refused")) == 5.0  # a refusal costs nothing to retry
+
+
+def test_the_retry_budget_outlasts_a_restart_and_bounds_a_dead_endpoint(serve):
+    from rewardbridge.options import RewardOptions
+
+    # Defaults: no retry count, 120 s of retrying, so a 28 s server restart (measured) is survived.
+    defaults = RewardOptions(protocol="rewardbridge")
+    assert defaults.max_retries is None and defaults.retry_budget >= 4 * 28
+    # Scaled down: the endpoint is down for 1.5 s (connection refused), then back.
+    port = free_port()
+    threading.Timer(1.5, lambda: serve(native_answer, port=port)).start()
+    reward = load_reward(f"http://127.0.0.1:{port}", protocol="rewardbridge", timeout=2.0, retry_wait=0.1)
+    logged = {}
+    assert reward(prompts=["q"], completions=["abcd"], log_metric=logged.__setitem__) == [pytest.approx(0.4)]
+    assert logged[f"{reward.__name__}/retries"] >= 3
+    # A budget shorter than the outage gives up on time, naming the option that changes it.
+    dead = f"http://127.0.0.1:{free_port()}"
+    began = time.monotonic()
+    with pytest.raises(RemoteError, match=r"retry_budget=0.5 s.*raise retry_budget"):
+        load_reward(dead, protocol="rewardbridge", retry_wait=0.1, retry_budget=0.5)(prompts=["q"], completions=["a"])
+    assert time.monotonic() - began < 1.5

@@ -26,6 +26,10 @@ KEY = "rb-test-key-5f3a"
 PROMPTS = ["What is the capital of France?", "Tell me a joke.", "How many legs does a spider have?"]
 COMPLETIONS = ["Paris.", "Why did the reward model cross the road? To score the other side.", "Eight."]
 ATTRIBUTES = ["helpfulness", "correctness", "verbosity"]
+# A well-formed KServe v2 JSON infer body; the bad-body table changes one field of it at a time.
+TRITON_OK = {"inputs": [{"name": "sentences", "datatype": "BYTES", "shape": [1], "data": ["Hello"]}]}
+BINARY_HEADER = json.dumps({"inputs": [{"name": "sentences", "datatype": "BYTES", "shape": [1],
+                                        "parameters": {"binary_data_size": 6}}]}).encode()
 
 
 @pytest.fixture(scope="session")
@@ -172,36 +176,6 @@ def test_dynamic_batching_gives_each_request_its_own_rows(classifier_server, loc
     assert calls_after - calls_before < 12  # coalesced: fewer scorer calls than requests
 
 
-def test_batcher_splits_rows_back_exactly():
-    import torch
-
-    from rewardbridge.scorers.base import Scores
-    from rewardbridge.server import Batcher
-
-    calls = []
-
-    def score(kind, items):  # row value = the item itself
-        calls.append(len(items))
-        return Scores(values=torch.tensor(items, dtype=torch.float32))
-
-    async def run():
-        batcher = Batcher(score, max_batch_size=8, max_wait_s=0.05)
-        sizes = [3, 4, 2, 20, 1]
-        requests, start = [], 0
-        for n in sizes:
-            requests.append(list(range(start, start + n)))
-            start += n
-        results = await asyncio.gather(*[batcher.submit("chat", r) for r in requests])
-        batcher.executor.shutdown()
-        return requests, results
-
-    requests, results = asyncio.run(run())
-    for request, result in zip(requests, results):
-        assert result.values.tolist() == request
-    # 3+4 fit in 8; 2 would overflow -> next batch 2; 20 > 8 rides alone; then 1.
-    assert calls == [7, 2, 20, 1]
-
-
 @pytest.mark.parametrize(
     "path, body, headers, status, message",
     [
@@ -217,13 +191,50 @@ def test_batcher_splits_rows_back_exactly():
         ("/v1/score", b"x" * 100_001, {}, 413, "--max-body-bytes"),
         ("/v1/score", b"{}", {"Authorization": "Bearer wrong"}, 401, "--api-key-env"),
         ("/v1/score", b"{}", {"Authorization": ""}, 401, "Bearer"),
+        # Issue 15 §2: text in a role counts against --max-chars, like the content.
+        ("/v1/chat/completions", json.dumps({"messages": [{"role": "u" * 3001, "content": "hi"},
+                                                          {"role": "assistant", "content": "x"}]}).encode(), {}, 422, "--max-chars"),
+        ("/v1/score", json.dumps({"conversations": [{"prompt": [{"role": "r" * 3001, "content": "a"}],
+                                                     "completion": [{"role": "assistant", "content": "b"}]}]}).encode(), {}, 422, "--max-chars"),
+        # Malformed input is a 422 naming the field, never a 500 (clients retry 500s).
+        ("/v1/chat/completions", b'{"messages": ' + b"[" * 1000 + b"]" * 1000 + b"}", {}, 422, "too deeply"),
+        ("/v1/score", b'{"conversations": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", {}, 413, "--max-body-bytes"),
+        ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\\ud800"}, {"role": "assistant", "content": "a"}]}',
+         {}, 422, "'messages[0].content' holds a lone UTF-16 surrogate"),
+        ("/get_reward", b'{"query": ["ok", "\\udfff"]}', {}, 422, "'query[1]'"),
+        ("/v2/models/reward_model/infer", json.dumps({**TRITON_OK, "parameters": 5}).encode(), {}, 422, "'parameters' must be an object"),
+        ("/v2/models/reward_model/infer", json.dumps({**TRITON_OK, "parameters": {"binary_data_output": "yes"}}).encode(), {}, 422,
+         "binary_data_output"),
+        ("/v2/models/reward_model/infer", json.dumps({**TRITON_OK, "outputs": "rewards"}).encode(), {}, 422, "'outputs' must be a list"),
+        ("/v2/models/reward_model/infer", json.dumps({**TRITON_OK, "outputs": [{"name": "rewards", "parameters": []}]}).encode(), {}, 422,
+         "'outputs[0].parameters'"),
+        ("/v2/models/reward_model/infer", json.dumps({**TRITON_OK, "outputs": [{"name": "logits"}]}).encode(), {}, 422, "only output"),
+        ("/v2/models/reward_model/infer", json.dumps({**TRITON_OK, "id": 7}).encode(), {}, 422, "'id' must be a string"),
+        ("/v2/models/reward_model/infer", json.dumps({"inputs": [{**TRITON_OK["inputs"][0], "parameters": {"binary_data_size": "9"}}]}).encode(),
+         {}, 422, "binary_data_size"),
+        ("/v2/models/reward_model/infer", json.dumps({"inputs": [{**TRITON_OK["inputs"][0], "parameters": {"binary_data_size": -4}}]}).encode(),
+         {}, 422, "binary_data_size"),
+        ("/v2/models/reward_model/infer", json.dumps({"inputs": [{**TRITON_OK["inputs"][0], "shape": [1.5]}]}).encode(), {}, 422, "shape"),
+        ("/v2/models/reward_model/infer", json.dumps({"inputs": [{**TRITON_OK["inputs"][0], "data": [[["deep"]]]}]}).encode(), {}, 422,
+         "must hold strings"),
+        ("/v2/models/reward_model/infer", BINARY_HEADER + b"\x02\x00\x00\x00\xff\xfe",  # one element of 2 bytes, not UTF-8
+         {"Inference-Header-Content-Length": str(len(BINARY_HEADER))}, 422, "not UTF-8"),
+        ("/v1/nothing", b"{}", {}, 404, "no route"),
+        ("/v1/score", b"", {"X-Method": "GET"}, 405, "takes POST"),
     ],
-    ids=["json", "field", "role", "completion", "query", "input", "tokens", "count", "chars", "body", "wrong-key", "no-key"],
+    ids=["json", "field", "role", "completion", "query", "input", "tokens", "count", "chars", "body", "wrong-key", "no-key",
+         "role-chars", "native-role-chars", "deep-json", "deep-json-big", "surrogate", "surrogate-query", "triton-parameters",
+         "triton-binary-output", "triton-outputs", "triton-output-parameters", "triton-output-name", "triton-id",
+         "triton-binary-size-text", "triton-binary-size-negative", "triton-shape", "triton-nested-data", "triton-not-utf8",
+         "no-route", "wrong-method"],
 )
 def test_bad_requests_get_clear_errors(classifier_server, keyed, path, body, headers, status, message):
-    response = httpx.post(classifier_server + path, content=body, headers={**keyed, "Content-Type": "application/json", **headers})
+    headers = {**keyed, "Content-Type": "application/json", **headers}
+    method = headers.pop("X-Method", "POST")
+    response = httpx.request(method, classifier_server + path, content=body, headers=headers)
     assert response.status_code == status
     assert message in response.json()["error"]["message"]
+    assert httpx.get(classifier_server + "/health").status_code == 200  # and the server is still up
 
 
 def test_health_is_open_and_metrics_count_requests(classifier_server, keyed):
@@ -355,6 +366,10 @@ def test_launcher_is_shellcheck_clean(script):
         (["--option", "normalize=zscore"], "normalize in the trainer"),
         (["--max-batch-size", "0"], "--max-batch-size"),
         (["--max-wait-ms", "-1"], "--max-wait-ms"),
+        (["--max-batch-chars", "0"], "--max-batch-chars"),
+        (["--read-timeout", "0"], "--read-timeout"),
+        (["--graceful-timeout", "-1"], "--graceful-timeout"),
+        (["--option", "retry_budget=30"], "apply to remote endpoints only"),
     ],
 )
 def test_serve_refuses_what_it_cannot_honour_before_loading(classifier_dir, capsys, argv, message):

@@ -27,7 +27,7 @@ RECIPES = [p for p in sorted((REPO / "recipes").glob("*.yaml")) if yaml.safe_loa
 HELPSTEER2_SAMPLE = Path(__file__).parent / "data" / "helpsteer2_preference_sample.jsonl"
 # Options that only a remote endpoint or a multi-GPU set-up uses: dropped when a tiny local
 # model stands in (ZeRO-3 scoring has its own tests in test_zero3.py).
-NOT_FOR_TINY = {"protocol", "model_name", "api_key_env", "timeout", "max_retries", "max_concurrency",
+NOT_FOR_TINY = {"protocol", "model_name", "api_key_env", "timeout", "max_retries", "retry_budget", "max_concurrency",
                 "request_batch_size", "retry_wait", "zero3", "gguf_file", "device", "dtype", "max_tokens_per_batch"}
 
 

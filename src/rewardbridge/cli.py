@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-chars", type=int, default=200_000, help="characters per conversation")
     serve.add_argument("--model-name", default="reward_model",
                        help="the model name clients send (NIM/vLLM 'model', Triton's model; default reward_model)")
+    serve.add_argument("--max-batch-chars", type=int, default=256 * 1024,
+                       help="characters per scoring round, shared fairly between waiting requests (default 262144)")
+    serve.add_argument("--read-timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="a request's headers, then its body, must arrive within this long (default 30)")
+    serve.add_argument("--graceful-timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="on SIGTERM, how long requests in flight may take to finish (default 30)")
     for command in commands.choices.values():  # --debug after the subcommand too, as the error hint says
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="print the full traceback on errors")
     return parser
@@ -198,6 +204,7 @@ def run_command(args: argparse.Namespace) -> int:
             host=args.host, port=args.port, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
             api_key_env=args.api_key_env, policy_tokenizer=args.policy_tokenizer, max_body_bytes=args.max_body_bytes,
             max_conversations=args.max_conversations, max_chars=args.max_chars, model_name=args.model_name,
+            max_batch_chars=args.max_batch_chars, read_timeout_s=args.read_timeout, graceful_timeout_s=args.graceful_timeout,
         )
         serve(args.source, options, settings)
         return 0

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: `import rewardbridge` stays light (issue 18)
+    import torch
 
 GROUP_MODES = ("center", "zscore", "rank")
 
@@ -41,6 +42,8 @@ def group_index(keys: Sequence[str]) -> torch.Tensor:
     >>> group_index(["a", "b", "a"]).tolist()
     [0, 1, 0]
     """
+    import torch
+
     ids: dict[str, int] = {}
     return torch.tensor([ids.setdefault(k, len(ids)) for k in keys], dtype=torch.long)
 
@@ -48,9 +51,12 @@ def group_index(keys: Sequence[str]) -> torch.Tensor:
 def combine_attributes(attributes: dict[str, torch.Tensor], names: Sequence[str], weights: Sequence[float]) -> torch.Tensor:
     """Weighted sum of named attribute columns: shape (B,).
 
+    >>> import torch
     >>> combine_attributes({"a": torch.tensor([1.0]), "b": torch.tensor([2.0])}, ["a", "b"], [0.5, -1.0])
     tensor([-1.5000])
     """
+    import torch
+
     stacked = torch.stack([attributes[n].float() for n in names], dim=-1)  # (B, K)
     return stacked @ torch.tensor(list(weights), dtype=torch.float32)
 
@@ -66,9 +72,12 @@ def normalize_per_prompt(scores: torch.Tensor, groups: torch.Tensor, mode: str, 
             sample std (n - 1, as TRL's GRPO); ``"rank"`` the rank within the group scaled to
             [0, 1], ties sharing their average rank. A group of one gives 0, 0 and 0.5.
 
+    >>> import torch
     >>> normalize_per_prompt(torch.tensor([1.0, 3.0, 10.0]), torch.tensor([0, 0, 1]), "center").values
     tensor([-1.,  1.,  0.])
     """
+    import torch
+
     if mode not in GROUP_MODES:
         raise ValueError(f"mode={mode!r} is not one of {GROUP_MODES}")
     if len(scores) == 0:  # TRL can hand a rank an empty slice
@@ -99,6 +108,8 @@ def normalize_per_prompt(scores: torch.Tensor, groups: torch.Tensor, mode: str, 
 
 def _normalize_group(x: torch.Tensor, mode: str, std_floor: float) -> torch.Tensor:
     """One group's valid scores, shape (n,), normalized."""
+    import torch
+
     n = len(x)
     if mode == "rank":
         if n == 1:
@@ -128,6 +139,8 @@ def gather_across_ranks(keys: list[str], scores: torch.Tensor) -> tuple[list[str
         keys: B_local prompt keys.
         scores (torch.Tensor): shape (B_local,) or (B_local, K).
     """
+    import torch
+
     rank, world = rank_and_world()
     if world == 1:
         return keys, scores, slice(0, len(keys))

@@ -41,6 +41,7 @@ LOCAL_ONLY = (
 )
 REMOTE_ONLY = (
     "protocol", "timeout", "max_retries", "retry_wait", "max_concurrency", "request_batch_size", "api_key_env", "model_name",
+    "retry_budget",
 )
 
 
@@ -103,7 +104,7 @@ class RewardOptions:
     gguf_file: str | None = None
     # Remote endpoints (URL sources); see scorers/transport.py.
     timeout: float = 60.0
-    max_retries: int = 4
+    max_retries: int | None = None  # None: as many as retry_budget allows
     max_concurrency: int = 32
     request_batch_size: int = 64
     api_key_env: str | None = None
@@ -123,6 +124,9 @@ class RewardOptions:
     on_parse_failure: str = "fail"  # genrm: "fail" (a failed comparison) or "neutral" (3.0, 3.0, 3.5)
     length_penalty: float = 0.0  # genrm: coeff of the group-relative answer-length bonus
     reasoning_length_penalty: float = 0.0  # genrm: the same over the policy's reasoning (<think>...</think>)
+    # Issue 15 §6: the seconds a request may keep retrying, from its first attempt (a reward
+    # server's restart, 28 s measured, is survived; a dead endpoint raises within 2 minutes).
+    retry_budget: float = 120.0
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> RewardOptions:
@@ -178,8 +182,10 @@ class RewardOptions:
                 raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
         if self.timeout <= 0:
             raise ConfigError(f"timeout must be positive (seconds per request), got {self.timeout}")
-        if self.max_retries < 0:
-            raise ConfigError(f"max_retries must be 0 or more, got {self.max_retries}")
+        if self.max_retries is not None and self.max_retries < 0:
+            raise ConfigError(f"max_retries must be 0 or more (or None: as many as retry_budget allows), got {self.max_retries}")
+        if self.retry_budget < 0:
+            raise ConfigError(f"retry_budget must be 0 or more seconds (how long a request may keep retrying), got {self.retry_budget}")
         if self.retry_wait < 0:
             raise ConfigError(f"retry_wait must be 0 or more seconds, got {self.retry_wait}")
         if not self.model_name.strip():
@@ -280,13 +286,9 @@ def _one_of(name: str, value: Any, allowed: tuple, allow_none: bool = False) -> 
 
 
 def _check_device(device: str) -> None:
-    import torch
-
-    try:
-        kind = torch.device(device if device != "auto" else "cpu").type
-    except RuntimeError:
-        kind = None
-    if kind not in ("cpu", "cuda", "mps"):  # "meta" parses but holds no weights to score with
+    # The device strings torch.device parses for these three types, read without importing torch
+    # (every RewardOptions checks this, a remote reward's too: issue 18).
+    if device != "auto" and not re.fullmatch(r"(cpu|cuda|mps)(:\d+)?", device):  # "meta" parses but holds no weights
         raise ConfigError(f"device={device!r} is not a device to score on; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
 
 
@@ -348,7 +350,7 @@ OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "tokenizer": (_optional(_str), "a tokenizer directory or hub id"),
     "gguf_file": (_optional(_str), "a GGUF file name inside the source directory"),
     "timeout": (_number, "a number of seconds"),
-    "max_retries": (_int, "a whole number"),
+    "max_retries": (_optional(_int), "a whole number, or None (as many as retry_budget allows)"),
     "max_concurrency": (_int, "a whole number"),
     "request_batch_size": (_int, "a whole number"),
     "api_key_env": (_optional(_str), "the name of an environment variable"),
@@ -367,4 +369,5 @@ OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "on_parse_failure": (_str, f"one of {ON_PARSE_FAILURE}"),
     "length_penalty": (_number, "a number"),
     "reasoning_length_penalty": (_number, "a number"),
+    "retry_budget": (_number, "a number of seconds"),
 }

@@ -145,10 +145,11 @@ class Resolved:
             named = [f"{a}={w:g}" for a, w in zip(opts.attributes, weights)] if weights else list(opts.attributes)
             rows.append(("attributes", ", ".join(named) + ("" if weights else " (no weights)")))
         if not self.remote:
-            from .scorers.tokens import DEFAULT_MAX_TOKENS_PER_BATCH
+            from .scorers.tokens import default_max_tokens_per_batch
 
+            budget = opts.max_tokens_per_batch or f"{default_max_tokens_per_batch(self.device)} (the default on {self.device})"
             rows.append(("limits", f"max_length {self.max_length} tokens ({self.why['max_length']}), truncation "
-                                   f"{opts.truncation!r}, max_tokens_per_batch {opts.max_tokens_per_batch or DEFAULT_MAX_TOKENS_PER_BATCH}"))
+                                   f"{opts.truncation!r}, max_tokens_per_batch {budget}"))
             rows.append(("device", f"{self.device}, {str(self.dtype).removeprefix('torch.')} ({self.why['device']})"))
             rows.append(("zero3", "off" if self.zero3_config is None else _describe_zero3(self.zero3_config)))
         rows.append(("normalize", opts.normalize if opts.normalize != "reference" else f"reference ({opts.reference_column!r})"))
@@ -167,7 +168,8 @@ class Resolved:
             ("protocol", f"{opts.protocol}: {codec.summary}"),
             ("model_name", opts.model_name),
             ("key", key),
-            ("transport", f"timeout {opts.timeout:g} s, max_retries {opts.max_retries}, retry_wait {opts.retry_wait:g} s, "
+            ("transport", f"timeout {opts.timeout:g} s, retry_budget {opts.retry_budget:g} s, max_retries "
+                          f"{'none (the budget decides)' if opts.max_retries is None else opts.max_retries}, retry_wait {opts.retry_wait:g} s, "
                           f"max_concurrency {opts.max_concurrency}, {batch}on_error {opts.on_error!r}"),
         ] + (codec.describe(opts) if hasattr(codec, "describe") else [])  # a judge's own rows (pairs, sampling, ..., input, example)
 

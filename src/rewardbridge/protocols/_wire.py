@@ -3,17 +3,51 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from ..errors import InputError
 
 
+# A \uD800-\uDFFF escape: half of a surrogate pair. A pair decodes to one character; a lone one
+# is valid JSON but no UTF-8 text, and would fail later, inside the tokenizer (a 500 clients retry).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF][0-9a-fA-F]{2}")
+
+
 def load_json(body: bytes | str, what: str = "request body") -> Any:
-    """Parse JSON, or raise InputError naming ``what`` (the server answers 422)."""
+    """Parse JSON, or raise InputError naming ``what`` (the server answers 422): invalid JSON,
+    nesting deeper than Python's parser takes, or a string holding a lone surrogate (named by its path)."""
     try:
-        return json.loads(body)
+        data = json.loads(body)
+    except RecursionError:
+        raise InputError(f"the {what} nests JSON arrays or objects too deeply to read; no reward request needs more than a few levels") from None
     except (ValueError, UnicodeDecodeError) as error:
         raise InputError(f"the {what} is not valid JSON ({error})") from None
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    if _SURROGATE_ESCAPE.search(raw):  # rare: only then walk the data for the bad string
+        where = _lone_surrogate(data)
+        if where is not None:
+            raise InputError(f"field {where!r} holds a lone UTF-16 surrogate (an unpaired \\uD800-\\uDFFF escape), which is not text; send UTF-8 text")
+    return data
+
+
+def _lone_surrogate(data: Any) -> str | None:
+    """The path of the first string (key or value) that is not valid Unicode text, or None."""
+    stack = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return path or "(the body)"
+        elif isinstance(value, dict):  # pushed in reverse, so the first bad string is found first
+            for key, item in reversed(value.items()):
+                stack.append((f"{path}.{key}" if path else key, item))
+                stack.append((f"{path}.{key}" if path else key, key))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", value[i]) for i in range(len(value) - 1, -1, -1))
+    return None
 
 
 def is_number_list(column: Any, n: int) -> bool:

@@ -65,15 +65,15 @@ class Codec:
 
     ``renders_here``: the protocol carries rendered text, so the client renders (with
     ``default_render`` unless ``render=`` says otherwise; ``resolve.py`` builds the renderer).
-    ``batches``: several conversations share a request (``request_batch_size``); False for
-    one conversation (or one comparison) per request. ``summary``: one line for
-    ``rewardbridge inspect``.
+    ``batches``: several conversations share a request (``request_batch_size``), so the client may
+    also pool concurrent calls into one (``scorers/coalesce.py``); False for one conversation (or
+    one comparison) per request. ``summary``: one line for ``rewardbridge inspect``.
     """
 
     protocol: str = ""
     summary: str = ""
-    renders_here: bool = False
     batches: bool = True
+    renders_here: bool = False
     default_render: str = "auto"
 
     def __init__(self, options: Any, renderer: Any = None):

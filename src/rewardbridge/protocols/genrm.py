@@ -211,6 +211,7 @@ class GenRMClient(Codec):
     """Client side: one chat completion per comparison, its answer read as a :class:`Judgement`."""
 
     protocol = "genrm"
+    batches = False  # chat completions: one conversation per request, never pooled
     renders_here = False  # the judge's own chat template renders the response_1/response_2 roles
     batches = False  # one comparison per request
     scorer = "pairwise"  # needs whole groups: scorers/pairwise.py

@@ -59,6 +59,7 @@ class NimClient(Codec):
     """Client side: one request per conversation, ``content`` parsed into a reward or attributes."""
 
     protocol = "nim"
+    batches = False  # the NIM API takes one conversation per request
     renders_here = False  # NIM applies the model's own template
     batches = False  # one conversation per request
     summary = "POST /v1/chat/completions, one conversation per request; the answer's content is name:value pairs"

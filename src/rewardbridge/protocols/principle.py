@@ -92,6 +92,7 @@ class PrincipleClient(Codec):
     """Client side: one chat completion per (conversation, principle), read from its logprobs."""
 
     protocol = "principle"
+    batches = False  # chat completions: one conversation per request, never pooled
     renders_here = False
     batches = False  # one response per request
     scorer = "principle"  # reads the principle per row: scorers/judges.py

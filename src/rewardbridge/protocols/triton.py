@@ -94,7 +94,9 @@ class TritonClient(Codec):
 
 
 def parse_request(body: bytes, header_length: str | None) -> tuple[list[str], dict]:
-    """An infer body -> (sentences, the request's JSON header). InputError names the bad field."""
+    """An infer body -> (sentences, the request's JSON header). InputError names the bad field;
+    every field the answer reads later (``parameters``, ``outputs``, ``id``) is checked here,
+    before anything is scored."""
     if header_length is not None:
         try:
             size = int(header_length)
@@ -107,15 +109,18 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[list[str], di
         header, binary = load_json(body), b""
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
         raise InputError("field 'inputs' is missing or not a list")
+    _check_answer_fields(header)
     offset, sentences = 0, None
     for i, tensor in enumerate(header["inputs"]):
         if not isinstance(tensor, dict):
             raise InputError(f"field 'inputs[{i}]' is not an object")
-        size = (tensor.get("parameters") or {}).get("binary_data_size")
-        raw = None
+        parameters = _parameters(tensor, f"inputs[{i}].parameters")
+        size, raw = parameters.get("binary_data_size"), None
         if size is not None:
-            raw, offset = binary[offset:offset + int(size)], offset + int(size)
-            if len(raw) != int(size):
+            if not _count(size):
+                raise InputError(f"field 'inputs[{i}].parameters.binary_data_size' must be a whole number of bytes >= 0, got {size!r}")
+            raw, offset = binary[offset:offset + size], offset + size
+            if len(raw) != size:
                 raise InputError(f"field 'inputs[{i}].parameters.binary_data_size' = {size} runs past the body")
         if tensor.get("name") != INPUT:
             if tensor.get("name") in ("tokens", "sequence_lengths"):
@@ -124,37 +129,81 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[list[str], di
         if tensor.get("datatype") != "BYTES":
             raise InputError(f"field 'inputs[{i}].datatype' must be 'BYTES' for '{INPUT}'")
         shape = tensor.get("shape")
-        if not isinstance(shape, list) or not 1 <= len(shape) <= 2 or (len(shape) == 2 and shape[1] != 1):
-            raise InputError(f"field 'inputs[{i}].shape' must be [B] or [B, 1], got {shape!r}")
-        sentences = _decode_bytes(raw) if raw is not None else _flatten(tensor.get("data"), f"inputs[{i}].data")
+        if (not isinstance(shape, list) or not 1 <= len(shape) <= 2 or not all(_count(d) for d in shape)
+                or (len(shape) == 2 and shape[1] != 1)):
+            raise InputError(f"field 'inputs[{i}].shape' must be [B] or [B, 1] (whole numbers), got {shape!r}")
+        label = f"inputs[{i}].data"
+        sentences = _decode_bytes(raw, label) if raw is not None else _flatten(tensor.get("data"), label)
         if len(sentences) != shape[0]:
             raise InputError(f"field 'inputs[{i}].shape' says {shape[0]} rows, the data holds {len(sentences)}")
+    if offset != len(binary):
+        raise InputError(f"the body has {len(binary) - offset} bytes of binary data that no input's binary_data_size claims")
     if sentences is None:
         raise InputError(f"field 'inputs' has no tensor named {INPUT!r}")
     return sentences, header
 
 
-def _decode_bytes(raw: bytes) -> list[str]:
-    """Triton's BYTES serialization: per element a 4-byte little-endian length, then the bytes."""
+def _count(value: Any) -> bool:
+    """A JSON whole number >= 0 (not true/false, not 1.5)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _parameters(holder: dict, label: str) -> dict:
+    parameters = holder.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise InputError(f"field {label!r} must be an object, got {type(parameters).__name__}")
+    return parameters
+
+
+def _check_answer_fields(header: dict) -> None:
+    """``id``, ``parameters.binary_data_output`` and ``outputs``: what shapes the answer."""
+    if header.get("id") is not None and not isinstance(header["id"], str):
+        raise InputError(f"field 'id' must be a string, got {type(header['id']).__name__}")
+    flag = _parameters(header, "parameters").get("binary_data_output")
+    if flag is not None and not isinstance(flag, bool):
+        raise InputError(f"field 'parameters.binary_data_output' must be true or false, got {flag!r}")
+    outputs = header.get("outputs")
+    if outputs is None:
+        return
+    if not isinstance(outputs, list):
+        raise InputError(f"field 'outputs' must be a list of {{'name', 'parameters'}} objects, got {type(outputs).__name__}")
+    for k, output in enumerate(outputs):
+        if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+            raise InputError(f"field 'outputs[{k}].name' is missing or not a string")
+        if output["name"] != OUTPUT:
+            raise InputError(f"field 'outputs[{k}].name' = {output['name']!r}: this model's only output is {OUTPUT!r}")
+        binary = _parameters(output, f"outputs[{k}].parameters").get("binary_data")
+        if binary is not None and not isinstance(binary, bool):
+            raise InputError(f"field 'outputs[{k}].parameters.binary_data' must be true or false, got {binary!r}")
+
+
+def _decode_bytes(raw: bytes, label: str) -> list[str]:
+    """Triton's BYTES serialization: per element a 4-byte little-endian length, then UTF-8 bytes."""
     out, offset = [], 0
     while offset < len(raw):
         if offset + 4 > len(raw):
-            raise InputError("binary BYTES tensor data is truncated")
+            raise InputError(f"field {label!r}: binary BYTES tensor data is truncated")
         (length,) = struct.unpack_from("<I", raw, offset)
         offset += 4
-        out.append(raw[offset:offset + length].decode("utf-8", errors="replace"))
+        if offset + length > len(raw):
+            raise InputError(f"field {label!r}: element {len(out)} claims {length} bytes, past the end of the data")
+        try:
+            out.append(raw[offset:offset + length].decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise InputError(f"field {label!r}: element {len(out)} is not UTF-8 text ({error})") from None
         offset += length
     return out
 
 
 def _flatten(data: Any, label: str) -> list[str]:
+    """``[B]`` strings, or ``[B, 1]`` as one-string lists (KServe JSON allows both)."""
     if not isinstance(data, list):
         raise InputError(f"field {label!r} is missing or not a list")
-    flat = []
-    for item in data:
-        flat.extend(_flatten(item, label) if isinstance(item, list) else [item])
+    flat = [item[0] if isinstance(item, list) and len(item) == 1 else item for item in data]
     if not all(isinstance(s, str) for s in flat):
-        raise InputError(f"field {label!r} must hold strings")
+        raise InputError(f"field {label!r} must hold strings, as [B] or [B, 1]")
     return flat
 
 
@@ -168,9 +217,10 @@ def reward_matrix(scores: Scores) -> np.ndarray:
 def format_response(matrix: np.ndarray, request: dict, model: str) -> tuple[bytes, dict[str, str]]:
     """The infer answer, binary when the request asked for it (as tritonclient does by default)."""
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    # parse_request checked these fields' types, so nothing here can fail after the model ran.
     wants_binary = bool((request.get("parameters") or {}).get("binary_data_output"))
     for output in request.get("outputs") or []:
-        if isinstance(output, dict) and output.get("name") == OUTPUT and "binary_data" in (output.get("parameters") or {}):
+        if output.get("name") == OUTPUT and "binary_data" in (output.get("parameters") or {}):
             wants_binary = bool(output["parameters"]["binary_data"])
     tensor: dict[str, Any] = {"name": OUTPUT, "datatype": "FP32", "shape": list(matrix.shape)}
     answer: dict[str, Any] = {"model_name": model, "model_version": "1", "outputs": [tensor]}

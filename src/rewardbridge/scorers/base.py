@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
-import torch
+if TYPE_CHECKING:  # annotations only: a remote-only client imports no torch
+    import torch
 
 from ..conversation import Conversation
 

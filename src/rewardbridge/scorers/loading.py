@@ -12,7 +12,7 @@ from ..checkpoint import from_pretrained_or_explain
 from ..errors import ConfigError
 from .local import LocalScorer
 from .readouts import readout_for
-from .tokens import DEFAULT_MAX_TOKENS_PER_BATCH
+from .tokens import default_max_tokens_per_batch
 
 
 def load_local_scorer(resolved) -> LocalScorer:
@@ -48,7 +48,7 @@ def load_local_scorer(resolved) -> LocalScorer:
         readout_for(resolved, model),
         max_length=resolved.max_length,
         truncation=options.truncation,
-        max_tokens_per_batch=options.max_tokens_per_batch or DEFAULT_MAX_TOKENS_PER_BATCH,
+        max_tokens_per_batch=options.max_tokens_per_batch or default_max_tokens_per_batch(resolved.device),
         device=resolved.device,
         lockstep=resolved.zero3_config is not None,
         engine=engine,

@@ -26,9 +26,10 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
-import torch
+if TYPE_CHECKING:  # imported where the scores are built: a remote judge's client loads no torch (issue 18)
+    import torch
 
 from ..comparisons import NEUTRAL_RANKING, NEUTRAL_SCORE, Comparison, Judgement, answer_text, comparison_pairs, fold, split_reasoning
 from ..errors import ConfigError, InputError, RemoteError, warn
@@ -241,6 +242,8 @@ class PairwiseScorer:
             logger.warning("%s; its two responses scored as failed (on_error='skip')", error)
 
     def _fold(self, groups, plan, outcomes, size, length_penalty, reasoning_length_penalty) -> torch.Tensor:
+        import torch
+
         # Every rank holds every outcome now: raise (or not) on all of them alike.
         self._raise_or_warn(outcomes)
         rewards = torch.full((size,), math.nan)

@@ -14,8 +14,6 @@ import logging
 import math
 from typing import Any, Sequence
 
-import torch
-
 from ..conversation import Conversation
 from ..errors import RemoteError
 from .base import Scores
@@ -40,6 +38,12 @@ class RemoteScorer:
         self.transport = Transport(urls, codec.protocol, options)
         self.on_error = options.on_error
         self.attributes = tuple(options.attributes or ())
+        # Overlapping calls (one sample each from many threads) share requests where the protocol batches.
+        self.coalescer = None
+        if getattr(codec, "batches", True) and options.request_batch_size > 1:
+            from .coalesce import Coalescer
+
+            self.coalescer = Coalescer(codec, self.transport, options.request_batch_size, parse=self._parse)
 
     def __repr__(self) -> str:
         return f"RemoteScorer({self.protocol!r}, {[display_url(u) for u in self.transport.urls]})"
@@ -51,9 +55,14 @@ class RemoteScorer:
         conversations = list(conversations)
         n = len(conversations)
         if n == 0:
+            import torch
+
             return Scores(values=torch.empty(0))
-        chunks = self.codec.chunks(conversations)
-        results = self.transport.run(self._score_chunks(conversations, chunks))
+        if self.coalescer is not None:
+            chunks, results = self.transport.run(self.coalescer.submit(conversations))
+        else:
+            chunks = self.codec.chunks(conversations)
+            results = self.transport.run(self._score_chunks(conversations, chunks))
         return self._assemble(n, chunks, results)
 
     def pop_metrics(self) -> dict[str, float]:
@@ -68,12 +77,20 @@ class RemoteScorer:
         for chunk in chunks:
             batch = [conversations[i] for i in chunk]
             request = self.codec.request(batch)  # a rendering error is the caller's, not the endpoint's
-            tasks.append(self.transport.exchange(request, lambda response, n=len(batch), c=chunk: finite_rows(self.codec.parse(response, n), c), chunk))
+            tasks.append(self.transport.exchange(request, lambda response, n=len(batch), c=chunk: self._parse(response, n, c), chunk))
         return await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _parse(self, response: Any, n: int, chunk: list[int]) -> Any:
+        """The codec's rows of one answer, every score a finite number (``finite_rows``)."""
+        return finite_rows(self.codec.parse(response, n), chunk)
+
     def _assemble(self, n: int, chunks: list[list[int]], results: list) -> Scores:
-        values = torch.full((n,), math.nan)
-        attributes: dict[str, torch.Tensor] = {}
+        import torch  # here, not at the top: building a remote reward imports no torch
+
+        # Filled as lists and turned into tensors once: a tensor op per chunk would cost more
+        # than the request itself at one conversation per request.
+        values = [math.nan] * n
+        attributes: dict[str, list[float]] = {}
         any_values = False
         for chunk, result in zip(chunks, results):
             if isinstance(result, BaseException):
@@ -81,19 +98,22 @@ class RemoteScorer:
                     raise result
                 logger.warning("%s; scored as failed (on_error='skip')", result)
                 continue
-            index = torch.tensor(chunk)
             if result.values is not None:
-                values[index] = torch.tensor(result.values, dtype=torch.float32)
+                for i, value in zip(chunk, result.values):
+                    values[i] = value
                 any_values = True
             for name, column in result.attributes.items():
-                attributes.setdefault(name, torch.full((n,), math.nan))[index] = torch.tensor(column, dtype=torch.float32)
+                into = attributes.setdefault(name, [math.nan] * n)
+                for i, value in zip(chunk, column):
+                    into[i] = value
         if self.attributes and (attributes or not any_values):
             # Failed rows stay NaN in every named attribute, so weights still combine (to NaN).
             for name in self.attributes:
-                attributes.setdefault(name, torch.full((n,), math.nan))
+                attributes.setdefault(name, [math.nan] * n)
+        named = {name: torch.tensor(column, dtype=torch.float32) for name, column in attributes.items()}
         if not any_values and attributes:
-            return Scores(values=None, attributes=attributes)
-        return Scores(values=values, attributes=attributes)
+            return Scores(values=None, attributes=named)
+        return Scores(values=torch.tensor(values, dtype=torch.float32), attributes=named)
 
 
 def finite_rows(rows, chunk: list[int]):

@@ -17,7 +17,10 @@ import torch
 from ..errors import ConfigError, InputError
 from ..options import TRUNCATION_MODES
 
-DEFAULT_MAX_TOKENS_PER_BATCH = 16384
+DEFAULT_MAX_TOKENS_PER_BATCH = 16384  # a GPU's default: a bigger forward fills the device better
+# A CPU's default, measured by benchmarks/token_budget.py (docs/benchmarks.md): past a few
+# thousand padded tokens a forward's activations leave the cache and per-row cost rises.
+CPU_MAX_TOKENS_PER_BATCH = 4096
 # What one extra forward call costs, in padded-token equivalents: it keeps the planner from
 # splitting a batch into many tiny forwards to save a little padding.
 FORWARD_OVERHEAD_TOKENS = 256
@@ -100,6 +103,16 @@ def encode_pairs(
         ids[i] = [token for position, token in enumerate(seq) if position not in drop]
         num_truncated += 1
     return ids, num_truncated
+
+
+def default_max_tokens_per_batch(device: Any) -> int:
+    """``max_tokens_per_batch`` when the user set none: by the device the model runs on.
+
+    >>> default_max_tokens_per_batch("cpu"), default_max_tokens_per_batch("cuda:0")
+    (4096, 16384)
+    """
+    kind = getattr(device, "type", None) or str(device).partition(":")[0]
+    return CPU_MAX_TOKENS_PER_BATCH if kind == "cpu" else DEFAULT_MAX_TOKENS_PER_BATCH
 
 
 def plan_micro_batches(

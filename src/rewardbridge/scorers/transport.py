@@ -5,12 +5,17 @@ reads; this module sends it, once, in one place:
 
 - one asyncio event loop on a background thread, so a sync caller (TRL, from any thread,
   with or without its own running loop) waits on ``run_coroutine_threadsafe(...).result()``;
-- at most ``max_concurrency`` requests in flight;
-- per-request ``timeout`` (the whole request, not each phase); up to ``max_retries``
-  retries with exponential backoff and jitter (tenacity) on connection errors, timeouts,
-  5xx and 429 (whose ``Retry-After`` is honoured), never on another 4xx or a malformed answer;
-- endpoints tried round-robin (load spreading), the next one on each retry (failover), and
-  one that just failed to connect or answer goes last in the rotation for a while;
+- HTTP by aiohttp: one ``ClientSession`` per loop, keep-alive connections, at most
+  ``max_concurrency`` requests in flight (chosen on evidence: ``benchmarks/client.py``
+  measures it against a plain aiohttp loop and against httpx, whose connection pool costs
+  grow with connections x requests in flight, encode/httpcore#1035);
+- per-request ``timeout`` (the whole request, not each phase); retries with exponential
+  backoff and jitter on connection errors, timeouts, 5xx and 429 (whose ``Retry-After`` is
+  honoured), never on another 4xx or a malformed answer, until ``max_retries`` retries
+  (None: no count) or ``retry_budget`` seconds since the first attempt, whichever comes first;
+- endpoints tried round-robin (load spreading), the next one on each retry (failover); one
+  that refused a connection goes last in the rotation for ``DOWN_COOLDOWN_S``, one that hung
+  for twice ``timeout`` (a hung endpoint costs a full timeout each time it is tried);
 - a request that still fails raises :class:`~rewardbridge.errors.RemoteError` naming the
   endpoint, the HTTP status and the samples. Never a made-up score.
 
@@ -24,8 +29,11 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import itertools
+import json
+import logging
 import math
 import os
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,12 +41,18 @@ from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigError, RemoteError
+from .event_loop import EventLoopThread, current_pid, env_proxy, watch_session
 
 # Default key variables per protocol (None: send no key unless api_key_env names one).
 DEFAULT_KEY_ENV = {"nim": "NVIDIA_API_KEY", "rewardbridge": "REWARDBRIDGE_API_KEY", "vllm": "VLLM_API_KEY"}
 MAX_BACKOFF_S = 30.0  # verl caps its backoff at 30 s (REFERENCE.md §3)
 MAX_RETRY_AFTER_S = 300.0
-DOWN_COOLDOWN_S = 5.0  # an endpoint that refused or timed out goes last in the rotation this long
+DOWN_COOLDOWN_S = 5.0  # an endpoint that refused a connection goes last in the rotation this long
+HUNG_COOLDOWN_TIMEOUTS = 2.0  # one that hung: this many timeouts (it costs a full timeout per try)
+DEFAULT_RETRY_BUDGET_S = 120.0
+KEEPALIVE_S = 4.0  # seconds an idle connection is kept (uvicorn closes them after 5)  # options.py's default, for callers that pass other options objects
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,7 +86,11 @@ class FinalStatus(Exception):
 
 
 class _TransportError(Exception):
-    """A connection error or timeout (retried)."""
+    """A connection error or timeout (retried); ``timed_out`` for a timeout."""
+
+    def __init__(self, message: str, timed_out: bool = False):
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class TLSError(Exception):
@@ -133,20 +151,31 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-class EventLoopThread:
-    """One event loop per process on a daemon thread; rebuilt after a fork."""
+class Response:
+    """One answer as a codec's ``parse`` reads it: ``status_code``, ``headers`` (case-insensitive),
+    ``content`` (bytes), ``text`` and ``json()``."""
 
-    _lock = threading.Lock()
-    _instance: tuple[int, asyncio.AbstractEventLoop] | None = None
+    __slots__ = ("status_code", "headers", "content")
 
-    @classmethod
-    def loop(cls) -> asyncio.AbstractEventLoop:
-        with cls._lock:
-            if cls._instance is None or cls._instance[0] != os.getpid():
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="rewardbridge-remote", daemon=True).start()
-                cls._instance = (os.getpid(), loop)
-            return cls._instance[1]
+    def __init__(self, status_code: int, headers: Any, content: bytes):
+        self.status_code, self.headers, self.content = status_code, headers, content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+def describe_samples(indices: Sequence[int]) -> str:
+    """``[3]`` -> ``"sample 3"``; ``[2, 0]`` -> ``"samples 2 and 0"`` (a comparison);
+    ``[0, 1, 2]`` -> ``"samples 0-2"`` (for messages)."""
+    if not indices:
+        return "no samples"
+    if len(indices) == 1:
+        return f"sample {indices[0]}"
+    return f"samples {indices[0]}{' and ' if len(indices) == 2 else '-'}{indices[-1]}"
 
 
 class Transport:
@@ -156,21 +185,23 @@ class Transport:
         urls: one or more base URLs (``http://host:port``); load is spread over them.
         protocol: the protocol's name, for messages and its default key variable.
         options: :class:`~rewardbridge.options.RewardOptions` (timeout, max_retries,
-            retry_wait, max_concurrency, api_key_env).
+            retry_budget, retry_wait, max_concurrency, api_key_env).
     """
 
     def __init__(self, urls: Sequence[str], protocol: str, options: Any):
         self.urls = list(urls)
         self.protocol = protocol
         self.timeout = float(options.timeout)
-        self.max_retries = int(options.max_retries)
+        self.max_retries = None if options.max_retries is None else int(options.max_retries)
+        self.retry_budget = float(getattr(options, "retry_budget", DEFAULT_RETRY_BUDGET_S))
         self.max_concurrency = int(options.max_concurrency)
         self.retry_wait = float(options.retry_wait)
         self.api_key_env = options.api_key_env or DEFAULT_KEY_ENV.get(protocol)
         self._key_env_explicit = options.api_key_env is not None
         self._next_endpoint = itertools.count()
         self._down_until: dict[str, float] = {}  # endpoint -> when to try it first again
-        self._client = None  # httpx.AsyncClient, made on the loop thread
+        self._session = None  # aiohttp.ClientSession, made on the loop thread
+        self._proxies: dict[str, tuple[Any, Any]] = {}
         self._semaphore: asyncio.Semaphore | None = None
         self._pid = None
         self._metrics_lock = threading.Lock()
@@ -181,39 +212,40 @@ class Transport:
         """Run ``coroutine`` on the process's transport loop and wait for it (from any thread)."""
         return asyncio.run_coroutine_threadsafe(coroutine, EventLoopThread.loop()).result()
 
-    async def exchange(self, request: Request, parse: Callable[[Any], Any], indices: list[int]) -> Any:
-        """Send ``request`` (retried, failed over) and ``parse`` its answer; RemoteError names
-        the endpoint and the samples ``indices`` when it cannot be had."""
-        from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
-
-        self._ensure_client()
-        start = self._pick_start()
-        attempt_no = 0
-        last_url = self.urls[start % len(self.urls)]
-        try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type((RetryableStatus, _TransportError)),
-                stop=stop_after_attempt(self.max_retries + 1),
-                wait=self._wait,
-                reraise=True,
-            ):
-                with attempt:
-                    # Failover: each retry goes to the next endpoint.
-                    last_url = self.urls[(start + attempt_no) % len(self.urls)]
-                    if attempt_no:
-                        with self._metrics_lock:
-                            self._retries += 1
-                    attempt_no += 1
-                    response = await self._send(last_url, request)
-            return parse(response)
-        except Exception as error:  # noqa: BLE001: every failure becomes one RemoteError
-            raise self._remote_error(error, last_url, request.path, indices, attempt_no) from None
+    async def exchange(self, request: Request, parse: Callable[[Any], Any], indices: list[int] | str) -> Any:
+        """Send ``request`` (retried, failed over) and ``parse`` its :class:`Response`; RemoteError
+        names the endpoint and the samples when it cannot be had: ``indices``, or a description
+        of them (``"12 samples of 3 concurrent calls"``)."""
+        self._ensure_session()
+        start = next(self._next_endpoint)
+        began = time.monotonic()
+        attempt = 0
+        while True:
+            url = self._endpoint(start, attempt)
+            attempt += 1
+            try:
+                return parse(await self._send(url, request))
+            except (RetryableStatus, _TransportError) as error:
+                wait = self._wait(error, attempt)
+                spent = time.monotonic() - began
+                if (self.max_retries is not None and attempt > self.max_retries) or spent + wait > self.retry_budget:
+                    raise self._remote_error(error, url, request.path, indices, attempt, spent) from None
+                with self._metrics_lock:
+                    self._retries += 1
+                if spent + wait >= 5.0:  # a longer outage: say so while it lasts, not only at the end
+                    logger.warning("%s endpoint %s: %s; retrying in %.1f s (%.0f of retry_budget=%g s spent)",
+                                   self.protocol, display_url(url), self._scrub(str(error)), wait, spent, self.retry_budget)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            except Exception as error:  # noqa: BLE001: every other failure becomes one RemoteError
+                raise self._remote_error(error, url, request.path, indices, attempt, time.monotonic() - began) from None
 
     def pop_metrics(self) -> dict[str, float]:
         """Retries and request latencies since the last call (``RewardFunction`` logs them)."""
         with self._metrics_lock:
-            retries, latencies = self._retries, sorted(self._latencies_ms)
-            self._retries, self._latencies_ms = 0, []
+            retries, self._retries = self._retries, 0
+            latencies, self._latencies_ms = self._latencies_ms, []
+        latencies = sorted(latencies)  # a copy: an append racing the swap lands in the old list, never mid-sort
         metrics = {"retries": float(retries)}
         if latencies:
             metrics["latency_ms_p50"] = _percentile(latencies, 50)
@@ -221,73 +253,91 @@ class Transport:
         return metrics
 
     def close(self) -> None:
-        if self._client is not None and self._pid == os.getpid():
-            self.run(self._client.aclose())
-        self._client = None
+        if self._session is not None and self._pid == os.getpid():
+            self.run(self._session.close())
+        self._session = None
+
+    def cooldown_s(self, error: Exception) -> float:
+        """How long an endpoint that failed this way goes last in the rotation: a hung one must
+        stay out longer than the timeout it costs, or each try pays that timeout again."""
+        if isinstance(error, _TransportError) and error.timed_out:
+            return max(DOWN_COOLDOWN_S, HUNG_COOLDOWN_TIMEOUTS * self.timeout)
+        return DOWN_COOLDOWN_S
 
     # -- on the loop thread -----------------------------------------------------------------
 
-    def _ensure_client(self) -> None:
-        if self._client is None or self._pid != os.getpid():
-            import httpx
+    def _ensure_session(self) -> None:
+        if self._session is None or self._pid != current_pid():
+            import aiohttp
 
-            limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
-            self._client = httpx.AsyncClient(timeout=self.timeout, limits=limits)
+            # limit=max_concurrency: the pool never makes a request wait that the semaphore let through.
+            # keepalive_timeout under uvicorn's 5 s: an idle connection is dropped here before the server
+            # drops it, so a request never goes out on a socket the server is closing.
+            connector = aiohttp.TCPConnector(limit=self.max_concurrency, limit_per_host=0, keepalive_timeout=KEEPALIVE_S)
+            # Proxies from the environment (HTTP(S)_PROXY, NO_PROXY), read once per endpoint: aiohttp's
+            # trust_env=True would look them up (and .netrc) in a thread, twice per request.
+            self._proxies = {url: env_proxy(url) for url in self.urls}
+            self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout))
             self._semaphore = asyncio.Semaphore(self.max_concurrency)
-            self._pid = os.getpid()
+            # Looked up once: an import statement per request costs as much as a header.
+            self._errors = (aiohttp.ClientSSLError, (aiohttp.ClientError, asyncio.TimeoutError, OSError))
+            self._pid = current_pid()
+            watch_session(self, self._session)  # closed when this transport is dropped, or at exit
 
-    async def _send(self, url: str, request: Request):
-        import httpx
-
-        headers = dict(request.headers)
+    async def _send(self, url: str, request: Request) -> Response:
+        tls_error, transport_errors = self._errors
         key = self._api_key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+        headers = {**request.headers, "Authorization": f"Bearer {key}"} if key else request.headers
+        # aiohttp's fast paths: json= serializes and sets Content-Type; no headers skips merging them.
+        body = {"json": request.json} if request.json is not None else {"data": request.content or b""}
         async with self._semaphore:
             began = time.perf_counter()
             try:
-                # httpx's timeout bounds each phase (connect, each read); wait_for bounds the whole request.
-                response = await asyncio.wait_for(
-                    self._client.post(url + request.path, json=request.json, content=request.content, headers=headers),
-                    self.timeout,
-                )
-            except (httpx.TransportError, httpx.TimeoutException, asyncio.TimeoutError) as error:
-                if _is_tls_error(error):  # retrying cannot change what the server speaks
+                # The session's ClientTimeout(total=timeout) bounds the whole request, connect to last byte.
+                proxy, proxy_auth = self._proxies[url]
+                async with self._session.post(url + request.path, **body, headers=headers or None,
+                                              proxy=proxy, proxy_auth=proxy_auth) as answer:
+                    response = Response(answer.status, answer.headers, await answer.read())
+            except tls_error as error:  # retrying cannot change what the server speaks
+                raise TLSError(f"{type(error).__name__}: {error}") from None
+            except transport_errors as error:
+                if _is_tls_error(error):
                     raise TLSError(f"{type(error).__name__}: {error}") from None
-                self._down_until[url] = time.monotonic() + DOWN_COOLDOWN_S
-                if isinstance(error, (httpx.TimeoutException, asyncio.TimeoutError)):
-                    raise _TransportError(f"no answer within timeout={self.timeout:g} s") from None
-                raise _TransportError(f"{type(error).__name__}: {error}") from None
+                timed_out = isinstance(error, asyncio.TimeoutError)
+                failure = _TransportError(
+                    f"no answer within timeout={self.timeout:g} s" if timed_out else f"{type(error).__name__}: {error}", timed_out,
+                )
+                self._down_until[url] = time.monotonic() + self.cooldown_s(failure)
+                raise failure from None
         status = response.status_code
         if status == 429 or status >= 500:
             raise RetryableStatus(status, _snippet(response), retry_after_seconds(response.headers.get("Retry-After")))
         if status >= 400:
             raise FinalStatus(status, _snippet(response))
-        with self._metrics_lock:
-            self._latencies_ms.append((time.perf_counter() - began) * 1000)
+        self._latencies_ms.append((time.perf_counter() - began) * 1000)  # list.append is atomic: no lock per request
         return response
 
-    def _pick_start(self) -> int:
-        """Round-robin over endpoints, passing over those that just failed to connect or answer in time."""
-        start = next(self._next_endpoint)
+    def _endpoint(self, start: int, attempt: int) -> str:
+        """Round-robin from ``start``, one further per attempt, passing over endpoints in cool-down."""
+        n = len(self.urls)
+        if n == 1:
+            return self.urls[0]
         now = time.monotonic()
-        for offset in range(len(self.urls)):
-            if self._down_until.get(self.urls[(start + offset) % len(self.urls)], 0.0) <= now:
-                return start + offset
-        return start  # all look down: try anyway, in turn
+        for offset in range(n):
+            url = self.urls[(start + attempt + offset) % n]
+            if self._down_until.get(url, 0.0) <= now:
+                return url
+        return self.urls[(start + attempt) % n]  # all look down: try anyway, in turn
 
-    def _wait(self, retry_state) -> float:
+    def _wait(self, error: Exception, attempt: int) -> float:
         """Exponential backoff with jitter; a server's Retry-After wins when it says more.
 
         A connection error or timeout fails over to the next endpoint at once while this
         round of endpoints is not used up: another endpoint need not wait for this one.
         """
-        import random
-
-        error = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(error, _TransportError) and retry_state.attempt_number % len(self.urls) != 0:
+        if isinstance(error, _TransportError) and attempt % len(self.urls) != 0:
             return 0.0
-        backoff = min(MAX_BACKOFF_S, self.retry_wait * 2 ** (retry_state.attempt_number - 1))
+        backoff = min(MAX_BACKOFF_S, self.retry_wait * 2 ** (attempt - 1))
         wait = backoff / 2 + random.uniform(0, backoff / 2)
         if isinstance(error, RetryableStatus) and error.retry_after is not None:
             wait = max(wait, min(error.retry_after, MAX_RETRY_AFTER_S))
@@ -301,10 +351,10 @@ class Transport:
             raise ConfigError(f"api_key_env={self.api_key_env!r}, but that environment variable is not set; set it to the key")
         return key or None
 
-    def _remote_error(self, error: Exception, url: str, path: str, indices: list[int], attempts: int) -> Exception:
+    def _remote_error(self, error: Exception, url: str, path: str, indices: list[int] | str, attempts: int, spent: float) -> Exception:
         if isinstance(error, ConfigError):
             return error
-        samples = f"sample {indices[0]}" if len(indices) == 1 else f"samples {indices[0]}{' and ' if len(indices) == 2 else '-'}{indices[-1]}"
+        samples = indices if isinstance(indices, str) else describe_samples(indices)
         status = getattr(error, "status", None)
         where = f"{self.protocol} endpoint {display_url(url)}{path}"
         if isinstance(error, ProtocolError):
@@ -322,18 +372,23 @@ class Transport:
                          "the URL is the server's base (http://host:port)")
         else:
             what = f"could not be reached ({error})"
-        tried = f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts > 1 else ""
+        tried = f" after {attempts} attempt{'s' if attempts != 1 else ''} over {spent:.1f} s" if attempts > 1 else ""
         message = f"{where} {what} for {samples}{tried}"
         if isinstance(error, (RetryableStatus, _TransportError)):
-            message += "; raise timeout/max_retries, add endpoints, or pass on_error='skip'"
-        return RemoteError(self._scrub(message))
+            limit = f"max_retries={self.max_retries}" if self.max_retries is not None and attempts > self.max_retries else f"retry_budget={self.retry_budget:g} s"
+            message += f"; it gave up at {limit}: raise retry_budget/timeout, add endpoints, or pass on_error='skip'"
+        remote = RemoteError(self._scrub(message))
+        # The endpoint's trouble (down, overloaded) or this request's (4xx, an unreadable answer):
+        # the coalescer re-sends a shared request's calls apart only for the latter.
+        remote.retryable = isinstance(error, (RetryableStatus, _TransportError))
+        return remote
 
     def _scrub(self, text: str) -> str:
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
         return text.replace(key, "***") if key else text
 
 
-def _snippet(response, limit: int = 200) -> str:
+def _snippet(response: Response, limit: int = 200) -> str:
     text = " ".join(response.text.split())
     return text[:limit] + ("..." if len(text) > limit else "")
 

@@ -11,9 +11,10 @@ the scorer a trainer uses -> format):
 - ``POST /v1/score``             rewardbridge's own protocol
 - ``GET /health`` (alive), ``/ready`` (model loaded), ``/metrics`` (Prometheus text)
 
-Concurrent requests are coalesced into one scorer call (``batcher.py``: up to
-``--max-batch-size`` conversations, waiting at most ``--max-wait-ms`` for company); each
-request gets back exactly its own rows. Under ``torchrun`` with ``zero3=true``, rank 0
+Concurrent requests share scoring rounds (``batcher.py``: up to ``--max-batch-size``
+conversations and ``--max-batch-chars`` characters, taken fairly from the waiting requests,
+waiting at most ``--max-wait-ms`` for company); each request gets back exactly its own rows,
+and only the request whose rows fail sees the error. Under ``torchrun`` with ``zero3=true``, rank 0
 serves HTTP and broadcasts each batch; every rank scores it in lockstep (``served.py``).
 """
 

@@ -1,50 +1,55 @@
-"""The HTTP app: auth, limits and metrics around the routes of every protocol in ``protocols.MODULES``.
+"""The server: a pure ASGI app around the routes of every protocol in ``protocols.MODULES``.
 
 Each protocol's routes live beside its codec (``protocols/<name>.py``: parse -> the scorer a
 trainer uses -> format); this module registers them from the table, adds the operations
 routes (``/health``, ``/ready``, ``/metrics``), and owns what every route shares: the API key
-check, body and request limits, dynamic batching (``batcher.py``) and Prometheus metrics.
+check, the body, request and read-time limits, dynamic batching (``batcher.py``) and the
+Prometheus metrics. There is no framework in the request path (a Starlette middleware alone
+cost 21% of the loop's time): a request is parsed, queued and answered on the event loop,
+and the only thread hop is the scoring round's.
 """
 
-# No `from __future__ import annotations`: FastAPI reads the routes' annotations at runtime.
+from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import logging
 import os
 import sys
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 from ..errors import ConfigError, InputError, RewardBridgeError
-from ..protocols.base import Answer, Call, HTTPError
+from ..protocols.base import Answer, Call, HTTPError, Route
 from ..scorers.base import Scores
 from .batcher import Batcher
-from .served import ServedModel, check_serve_options, follow_rank0, broadcast
+from .http import ClientGone, Router, error_answer, guarded_http_protocol, read_body, send_answer, send_json
+from .metrics import Metrics
+from .served import ServedModel, broadcast, check_serve_options, follow_rank0
 from .settings import ServerSettings
 
 logger = logging.getLogger("rewardbridge.server")
 
-OPERATIONS = ("/health", "/ready", "/metrics")
-UNAUTHENTICATED = ("/health",)
+# Probes answer without the key: a liveness or readiness check carries none (KServe's own two too).
+UNAUTHENTICATED = frozenset({"/health", "/v2/health/live", "/v2/health/ready"})
 
 
-class Metrics:
-    """Prometheus counters and histograms on a registry of the app's own."""
-
-    def __init__(self):
-        from prometheus_client import CollectorRegistry, Counter, Histogram
-
-        self.registry = CollectorRegistry()
-        self.requests = Counter("rewardbridge_requests", "HTTP requests", ["route", "status"], registry=self.registry)
-        self.errors = Counter("rewardbridge_errors", "requests answered with an error", ["route", "status"], registry=self.registry)
-        self.latency = Histogram("rewardbridge_request_latency_seconds", "request latency", ["route"], registry=self.registry)
-        self.batch_size = Histogram(
-            "rewardbridge_batch_size", "conversations per scorer call", registry=self.registry,
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
-        )
-        self.conversations = Counter("rewardbridge_conversations", "conversations scored", registry=self.registry)
-
+def conversation_chars(item: Any) -> int:
+    """Characters of one queued item: rendered text, or every text field of every message
+    (a role is text the model reads too)."""
+    if isinstance(item, str):
+        return len(item)
+    total = 0
+    for part in (item.prompt, item.completion):
+        if isinstance(part, str):
+            total += len(part)
+            continue
+        for message in part:
+            total += sum(len(v) for v in message.values() if isinstance(v, str))
+    return total
 
 
 class ServerState:
@@ -52,7 +57,8 @@ class ServerState:
 
     ``await score(kind, items)`` is the one way a route scores: it checks the limits, queues
     the items for dynamic batching and turns scoring errors into HTTP answers (422 for the
-    request's own data, 500 for anything else, which clients retry).
+    request's own data, 500 for anything else, which clients retry). Only the request whose
+    rows failed gets the error (``batcher.py`` splits a failed round).
     """
 
     def __init__(self, settings: ServerSettings, metrics: Metrics, batcher: Batcher, splitter: Any = None):
@@ -60,25 +66,31 @@ class ServerState:
         self.model: ServedModel | None = None
         self.error: str | None = None
 
-    def check_limits(self, items: list) -> None:
+    def check_limits(self, items: list) -> list[int]:
+        """The request's counts against ``--max-conversations`` and ``--max-chars``; -> each item's characters."""
         settings = self.settings
         if len(items) > settings.max_conversations:
             raise HTTPError(413, f"request has {len(items)} conversations > the limit {settings.max_conversations}; raise --max-conversations or send fewer")
-        for i, item in enumerate(items):
-            chars = len(item) if isinstance(item, str) else sum(len(m["content"]) for m in item.messages())
+        sizes = [conversation_chars(item) for item in items]
+        for i, chars in enumerate(sizes):
             if chars > settings.max_chars:
-                raise HTTPError(422, f"conversation {i} has {chars} characters > the limit {settings.max_chars}; raise --max-chars")
+                raise HTTPError(422, f"conversation {i} has {chars} characters (roles and contents) > the limit {settings.max_chars}; raise --max-chars")
+        return sizes
 
     async def score(self, kind: str, items: list) -> Scores:
         if self.model is None:
             if self.error:
                 raise HTTPError(500, f"the model failed to load: {self.error}")
             raise HTTPError(503, "the model is still loading; see GET /ready", {"Retry-After": "1"})
-        self.check_limits(items)
+        sizes = self.check_limits(items)
         try:
-            scores = await self.batcher.submit(kind, items)
+            scores = await self.batcher.submit(kind, items, sizes)
         except RewardBridgeError as error:  # the request's data: chat data without a chat template, too long, ...
             raise HTTPError(422, str(error)) from None
+        except (UnicodeError, RecursionError) as error:  # text the tokenizer cannot encode: still the request's data
+            raise HTTPError(422, f"the request's text cannot be read: {type(error).__name__}: {error}") from None
+        except asyncio.CancelledError:
+            raise
         except Exception as error:  # noqa: BLE001: the client sees a 500 it may retry
             logger.exception("scoring failed")
             raise HTTPError(500, f"scoring failed: {type(error).__name__}: {error}") from None
@@ -86,17 +98,129 @@ class ServerState:
         return scores
 
 
-def create_app(model_loader, settings: ServerSettings):
-    """The FastAPI app. ``model_loader()`` returns a :class:`ServedModel` (called on a thread at startup)."""
-    from contextlib import asynccontextmanager
+class RewardApp:
+    """The ASGI app (``uvicorn.run(app)`` serves it). ``state.server`` is the :class:`ServerState`."""
 
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse, Response
+    def __init__(self, state: ServerState, router: Router, api_key: str | None, loader):
+        self.state = SimpleNamespace(server=state, metrics=state.metrics)
+        self.server, self.router, self.api_key, self.loader = state, router, api_key, loader
+        self.settings = state.settings
+        self._key = api_key.encode() if api_key else None
 
+    @property
+    def routes(self) -> list[SimpleNamespace]:
+        """Every route served, as ``.path`` and ``.methods`` (for introspection and tests)."""
+        return [SimpleNamespace(path=path, methods=methods) for path, methods in self.router.table()]
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                threading.Thread(target=self._load, name="rewardbridge-load", daemon=True).start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await asyncio.get_running_loop().run_in_executor(None, self.server.batcher.close)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _load(self) -> None:
+        try:
+            self.server.model = self.loader()
+            logger.info("model loaded; ready")
+        except Exception as error:  # noqa: BLE001: reported on /ready and in the log
+            self.server.error = f"{type(error).__name__}: {error}"
+            logger.error("loading the model failed: %s", self.server.error)
+
+    async def _http(self, scope, receive, send) -> None:
+        began = time.perf_counter()
+        path, label, status, body = scope["path"], "other", 500, None
+        try:
+            try:
+                headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+                self._check_key(path, headers)
+                handler, params, label = self.router.match(scope["method"], path)
+                declared = headers.get("content-length")
+                body = await read_body(receive, self.settings.max_body_bytes, self.settings.read_timeout_s,
+                                       int(declared) if declared and declared.isdigit() else None)
+                answer = await self._answer(handler, Call(body, headers, params, self.server), receive)
+            except HTTPError as error:
+                answer = error_answer(error.status, error.message, error.headers)
+            except InputError as error:  # a malformed body: 422 naming the field, never a retried 500
+                answer = error_answer(422, str(error))
+            status = answer.status if isinstance(answer, Answer) else 200
+            if isinstance(answer, Answer):
+                # Refused before its body was read (401, 404, 413, 408): close rather than take in the rest.
+                await send_answer(send, answer, close=body is None)
+            else:
+                await send_json(send, answer)
+        except ClientGone:
+            status = 499  # nginx's "client closed request": counted, nothing sent
+        except Exception as error:  # noqa: BLE001: a bug must still answer, and be logged
+            logger.exception("request to %s failed", path)
+            status = 500
+            await send_answer(send, error_answer(500, f"internal error: {type(error).__name__}: {error}"))
+        self.server.metrics.count(label, status, time.perf_counter() - began)
+
+    def _check_key(self, path: str, headers: dict[str, str]) -> None:
+        if self._key is None or path in UNAUTHENTICATED:
+            return
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        # Constant-time: the comparison's duration says nothing about the key.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._key):
+            raise HTTPError(401, f"missing or wrong API key: send 'Authorization: Bearer <key>' (the server's --api-key-env {self.settings.api_key_env})")
+
+    async def _answer(self, handler, call: Call, receive) -> Any:
+        """Run the route while watching the connection: a client that leaves cancels its request,
+        so the batcher drops its rows instead of scoring them for nobody."""
+        task = asyncio.current_task()
+        state = {"answered": False, "gone": False}
+
+        async def watch():
+            message = await receive()
+            if message["type"] == "http.disconnect" and not state["answered"]:
+                state["gone"] = True
+                task.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            return await handler(call)
+        except asyncio.CancelledError:
+            if state["gone"]:
+                if sys.version_info >= (3, 11):
+                    task.uncancel()
+                raise ClientGone() from None
+            raise
+        finally:
+            state["answered"] = True
+            watcher.cancel()
+
+
+def read_api_key(settings: ServerSettings) -> str | None:
+    """The key from ``--api-key-env``'s variable; a variable that is set but empty is refused,
+    since serving with it would silently turn authentication off."""
+    if not settings.api_key_env or settings.api_key_env not in os.environ:
+        return None
+    key = os.environ[settings.api_key_env]
+    if not key.strip():
+        raise ConfigError(
+            f"the environment variable {settings.api_key_env} is set but empty, which would serve without a key; "
+            f"set it to a key (e.g. $(openssl rand -hex 16)), or unset it to serve without one"
+        )
+    return key
+
+
+def create_app(model_loader, settings: ServerSettings) -> RewardApp:
+    """The ASGI app. ``model_loader()`` returns a :class:`ServedModel` (called on a thread at startup)."""
     from ..protocols import all_routes
 
+    api_key = read_api_key(settings)
     metrics = Metrics()
-    api_key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
     splitter = None
     if settings.policy_tokenizer:
         from transformers import AutoTokenizer
@@ -106,112 +230,25 @@ def create_app(model_loader, settings: ServerSettings):
         splitter = PolicyTextSplitter(AutoTokenizer.from_pretrained(settings.policy_tokenizer))
     batcher = Batcher(
         lambda kind, items: state.model.score(kind, items), settings.max_batch_size, settings.max_wait_ms / 1000,
-        on_batch=metrics.batch_size.observe,
+        max_batch_chars=settings.max_batch_chars, on_batch=metrics.batch_size.observe, on_abandoned=metrics.abandoned.inc,
     )
     state = ServerState(settings, metrics, batcher, splitter)
-    routes = all_routes()
-    # Metric labels: a fixed route path, or "/v2" for KServe's templated paths (never the raw path).
-    known = {route.path for route in routes if "{" not in route.path and not route.path.startswith("/v2")} | set(OPERATIONS)
 
-    def load():
-        try:
-            state.model = model_loader()
-            logger.info("model loaded; ready")
-        except Exception as error:  # noqa: BLE001: reported on /ready and in the log
-            state.error = f"{type(error).__name__}: {error}"
-            logger.error("loading the model failed: %s", state.error)
-
-    @asynccontextmanager
-    async def lifespan(app):
-        thread = threading.Thread(target=load, name="rewardbridge-load", daemon=True)
-        thread.start()
-        yield
-        batcher.executor.shutdown(wait=True)
-
-    app = FastAPI(title="rewardbridge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.server = state
-    app.state.metrics = metrics
-
-    def error_response(status: int, message: str, headers: dict | None = None):
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status, headers=headers)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        path = request.url.path
-        route = path if path in known else ("/v2" if path.startswith("/v2") else "other")
-        began = time.perf_counter()
-        if api_key and path not in UNAUTHENTICATED:
-            given = request.headers.get("authorization", "")
-            scheme, _, token = given.partition(" ")
-            # Constant-time: the comparison's duration says nothing about the key.
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-                response = error_response(401, f"missing or wrong API key: send 'Authorization: Bearer <key>' (the server's --api-key-env {settings.api_key_env})")
-                return _count(metrics, route, response, began)
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            response = error_response(413, f"request body has {length} bytes > the limit {settings.max_body_bytes}; raise --max-body-bytes")
-            return _count(metrics, route, response, began)
-        try:
-            response = await call_next(request)
-        except HTTPError as error:  # raised in a route
-            response = error_response(error.status, error.message, error.headers)
-        return _count(metrics, route, response, began)
-
-    async def body_of(request: Request) -> bytes:
-        body = await request.body()
-        if len(body) > settings.max_body_bytes:  # chunked bodies carry no Content-Length
-            raise HTTPError(413, f"request body has {len(body)} bytes > the limit {settings.max_body_bytes}; raise --max-body-bytes")
-        return body
-
-    @app.exception_handler(HTTPError)
-    async def http_error(request, error: HTTPError):
-        return error_response(error.status, error.message, error.headers)
-
-    def endpoint_for(handler):
-        async def endpoint(request: Request):
-            call = Call(await body_of(request), request.headers, dict(request.path_params), state)
-            try:
-                answer = await handler(call)
-            except InputError as error:  # a malformed body: 422 naming the field, never a retried 500
-                raise HTTPError(422, str(error)) from None
-            if isinstance(answer, Answer):
-                return Response(answer.body, status_code=answer.status, headers=answer.headers)
-            return JSONResponse(answer)
-
-        return endpoint
-
-    for route in routes:
-        app.add_api_route(route.path, endpoint_for(route.handler), methods=[route.method])
-
-    # -- operations ----------------------------------------------------------------------------
-
-    @app.get("/health")
-    async def health():
+    async def health(call: Call) -> dict:
         return {"status": "ok"}
 
-    @app.get("/ready")
-    async def ready():
+    async def ready(call: Call) -> Any:
         if state.model is not None:
             return {"ready": True, "model": settings.model_name, "parameter_bytes": state.model.parameter_bytes,
                     "processes": int(os.environ.get("WORLD_SIZE", "1"))}
-        return JSONResponse({"ready": False, "error": state.error}, status_code=503)
+        return Answer(json.dumps({"ready": False, "error": state.error}).encode(), 503, {"Content-Type": "application/json"})
 
-    @app.get("/metrics")
-    async def prometheus():
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    async def prometheus(call: Call) -> Answer:
+        body, content_type = metrics.exposition()
+        return Answer(body, headers={"Content-Type": content_type})
 
-        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    return app
-
-
-def _count(metrics: Metrics, route: str, response, began: float):
-    metrics.requests.labels(route, str(response.status_code)).inc()
-    metrics.latency.labels(route).observe(time.perf_counter() - began)
-    if response.status_code >= 400:
-        metrics.errors.labels(route, str(response.status_code)).inc()
-    return response
+    operations = [Route("GET", "/health", health), Route("GET", "/ready", ready), Route("GET", "/metrics", prometheus)]
+    return RewardApp(state, Router([*all_routes(), *operations]), api_key, model_loader)
 
 
 def serve(source: str, options: dict, settings: ServerSettings) -> None:
@@ -227,6 +264,7 @@ def serve(source: str, options: dict, settings: ServerSettings) -> None:
     if is_remote(source):
         raise ConfigError(f"rewardbridge serve serves a local model; {source!r} is already an endpoint")
     resolved = check_serve_options(source, options)  # every weight-free check, before the server starts
+    read_api_key(settings)  # an empty key is refused before the model loads
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(settings.api_key_env or ""):
         logger.warning("serving on %s with no API key: anyone who can reach this port can use the model; "
@@ -251,9 +289,12 @@ def serve(source: str, options: dict, settings: ServerSettings) -> None:
                 server.should_exit = True  # a server without its model only says 503: stop instead
                 raise
     app = create_app(loader, settings)
+    protocol = guarded_http_protocol(settings.read_timeout_s)
+    if protocol is None:
+        logger.warning("httptools is not installed: no header read timeout, and a slower HTTP parser (pip install httptools)")
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="info", access_log=False,
-        timeout_graceful_shutdown=settings.graceful_timeout_s,
+        app, host=settings.host, port=settings.port, log_level="info", access_log=False, lifespan="on",
+        http=protocol or "auto", timeout_graceful_shutdown=settings.graceful_timeout_s,
     )
     server = uvicorn.Server(config)
     try:

@@ -104,4 +104,7 @@ def follow_rank0(model: ServedModel) -> None:
         if message is None:
             return
         kind, items = message
-        model._score(kind, items)
+        try:
+            model._score(kind, items)
+        except Exception:  # noqa: BLE001: rank 0 met the same error and answers it; keep following
+            continue
