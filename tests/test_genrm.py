@@ -548,8 +548,8 @@ def test_inspect_describes_the_judge():
     assert "genrm: POST /v1/chat/completions per comparison" in text
     assert "all_pairs: N(N-1)/2 comparisons per prompt" in text and "length_penalty 0.35" in text
     assert "temperature 0.6, top_p 0.95, max_tokens 16384" in text
-    # timeout 60, max_retries 4, parse_retries 3: 4 x (5 x 60 + 4 x 300 s of Retry-After at most) = 6000 s.
-    assert re.search(r"worst case +6000 s before a hung comparison fails", text)
+    # timeout 60, retry_budget 120 (max_retries unset), parse_retries 3: 4 x (120 + 60) = 720 s.
+    assert re.search(r"worst case +720 s before a hung comparison fails", text)
     assert "{'role': 'principle', 'content': 'Be brief.'}, {'role': 'response_1', 'content': '4'}" in text
 
 

@@ -26,11 +26,14 @@ def judge_recipe(tmp_path, reward: dict, training: dict | None = None, trainer: 
 @pytest.mark.parametrize(
     "options, seconds",
     [
-        # (max_retries + 1) x timeout + max_retries x 300 (the most a Retry-After can ask), x (parse_retries + 1).
-        (dict(protocol="genrm", timeout=600, max_retries=2, parse_retries=1), 2 * (3 * 600 + 2 * 300)),
-        (dict(protocol="genrm", timeout=900, max_retries=4, parse_retries=3), 4 * (5 * 900 + 4 * 300)),
+        # By count: (max_retries + 1) x timeout + max_retries x 300 (the most a Retry-After can ask), x (parse_retries + 1).
+        (dict(protocol="genrm", timeout=600, max_retries=2, retry_budget=1800, parse_retries=1), 2 * (3 * 600 + 2 * 300)),
+        (dict(protocol="genrm", timeout=900, max_retries=4, retry_budget=9000, parse_retries=3), 4 * (5 * 900 + 4 * 300)),
         (dict(protocol="principle", principle="c", timeout=60, max_retries=0, parse_retries=2), 3 * 60),
-        (dict(protocol="nim", timeout=120, max_retries=4), 5 * 120 + 4 * 300),  # no parse retries outside the judges
+        (dict(protocol="nim", timeout=120, max_retries=4, retry_budget=3600), 5 * 120 + 4 * 300),  # no parse retries outside the judges
+        # By the budget: the last attempt starts within retry_budget and lasts at most timeout.
+        (dict(protocol="nim", timeout=60), 120 + 60),  # the defaults: max_retries None, retry_budget 120 s
+        (dict(protocol="genrm", timeout=600, max_retries=2, parse_retries=1), 2 * (120 + 600)),
     ],
 )
 def test_worst_case_seconds(options, seconds):
@@ -51,12 +54,12 @@ def test_every_shipped_recipe_fits_a_multi_process_run(path):
 
 
 def test_a_multi_process_run_that_a_hung_judge_would_kill_is_refused(tmp_path, monkeypatch):
-    recipe = judge_recipe(tmp_path, {"timeout": 900, "max_retries": 4})  # 4 x (5 x 900 + 1200) = 22800 s > 1800
+    recipe = judge_recipe(tmp_path, {"timeout": 900, "max_retries": 4, "retry_budget": 9000})  # 4 x (5 x 900 + 1200) = 22800 s > 1800
     check_collective_timeout(recipe, world_size=1)  # one process: no collective to time out
     message = r"up to 22800 s .* longer than training.ddp_timeout=1800 s, so with 2 processes .* raise training.ddp_timeout to 23400"
     with pytest.raises(ConfigError, match=message):
         check_collective_timeout(recipe, world_size=2)
-    check_collective_timeout(judge_recipe(tmp_path, {"timeout": 900, "max_retries": 4}, {"ddp_timeout": 23400}), world_size=2)
+    check_collective_timeout(judge_recipe(tmp_path, {"timeout": 900, "max_retries": 4, "retry_budget": 9000}, {"ddp_timeout": 23400}), world_size=2)
     from rewardbridge.training.train import build_trainer
 
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it: refused before the rewards or the policy load

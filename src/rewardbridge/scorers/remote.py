@@ -139,22 +139,29 @@ def load_remote_scorer(resolved) -> RemoteScorer:
 def worst_case_seconds(options: Any) -> float:
     """The longest one request to a remote reward can take before it is given up on, in seconds.
 
-    The transport makes ``max_retries + 1`` attempts of at most ``timeout`` each, waiting
-    between them at most the backoff (``retry_wait`` doubling, capped at 30 s) or, when a
-    server says so, its ``Retry-After`` (capped at 300 s); a generative judge asks again
+    The transport retries until ``retry_budget`` seconds have passed since the first attempt (a
+    retry whose wait would pass the budget is not made), so the last attempt starts within the
+    budget and lasts at most ``timeout``: ``retry_budget + timeout``. With ``max_retries`` set it
+    also stops after ``max_retries + 1`` attempts of at most ``timeout`` each, with waits between
+    them of at most the backoff (``retry_wait`` doubling, capped at 30 s) or a server's
+    ``Retry-After`` (capped at 300 s), whichever bound comes first. A generative judge asks again
     ``parse_retries`` times when an answer holds nothing to read, each a full exchange. A
     multi-process trainer's ranks wait for the slowest one in a collective, so this must stay
     under the collective timeout (transformers' ``ddp_timeout``, 1800 s by default). Requests
     beyond ``max_concurrency`` on one rank queue behind the others and add to it.
 
     >>> from types import SimpleNamespace as Options
-    >>> worst_case_seconds(Options(timeout=60.0, max_retries=1, retry_wait=0.5, protocol="nim"))  # 60 + 300 + 60
+    >>> worst_case_seconds(Options(timeout=60.0, retry_budget=120.0, max_retries=None, retry_wait=0.5, protocol="nim"))
+    180.0
+    >>> worst_case_seconds(Options(timeout=60.0, retry_budget=900.0, max_retries=1, retry_wait=0.5, protocol="nim"))  # 60 + 300 + 60
     420.0
     """
     from ..judge_options import JUDGE_PROTOCOLS
-    from .transport import MAX_BACKOFF_S, MAX_RETRY_AFTER_S
+    from .transport import DEFAULT_RETRY_BUDGET_S, MAX_BACKOFF_S, MAX_RETRY_AFTER_S
 
-    waits = [max(min(MAX_BACKOFF_S, options.retry_wait * 2**n), MAX_RETRY_AFTER_S) for n in range(options.max_retries)]
-    exchange = (options.max_retries + 1) * options.timeout + sum(waits)
+    exchange = getattr(options, "retry_budget", DEFAULT_RETRY_BUDGET_S) + options.timeout
+    if options.max_retries is not None:
+        waits = [max(min(MAX_BACKOFF_S, options.retry_wait * 2**n), MAX_RETRY_AFTER_S) for n in range(options.max_retries)]
+        exchange = min(exchange, (options.max_retries + 1) * options.timeout + sum(waits))
     asks = options.parse_retries + 1 if options.protocol in JUDGE_PROTOCOLS else 1
     return float(asks * exchange)
