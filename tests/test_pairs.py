@@ -255,15 +255,24 @@ def test_normalize_is_refused(causal_dir, classifier_dir, tmp_path):
                    n=2, progress=False)
 
 
-@pytest.mark.parametrize("rewards, margin, expected", [
-    ([0.5, 2.0, None, -1.0], 0.0, (1, 3, None)),
-    ([1.0, 1.0, 1.0], 0.0, (None, None, "below_margin")),  # all tied: no winner
-    ([3.0, None, None], 0.0, (None, None, "unscored")),
-    ([0.0, 1.0, 1.0, 0.0], 1.0, (1, 0, None)),  # ties: the first wins; margin == min_margin is enough
-    ([0.0, 0.9], 1.0, (None, None, "below_margin")),
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize("rewards, margin, truncated, expected", [
+    ([0.5, 2.0, None, -1.0], 0.0, None, (1, 3, None)),
+    ([1.0, 1.0, 1.0], 0.0, None, (None, None, "below_margin")),  # all tied: no winner
+    ([3.0, None, None], 0.0, None, (None, None, "unscored")),
+    ([0.0, 1.0, 1.0, 0.0], 1.0, None, (1, 0, None)),  # ties: the first wins; margin == min_margin is enough
+    ([0.0, 0.9], 1.0, None, (None, None, "below_margin")),
+    ([INF, INF], 0.0, None, (None, None, "unscored")),  # non-finite: left out, never a response paired with itself
+    ([NAN, 1.0, 0.0], 0.0, None, (1, 2, None)),
+    ([-INF, 1.0, 0.5], 0.0, None, (1, 2, None)),
+    ([3.0, 1.0, 0.0], 0.0, [True, False, False], (1, 2, None)),  # the best was cut at max_new_tokens: left out
+    ([3.0, 1.0, 0.0], 0.0, [True, True, False], (None, None, "truncated")),  # one complete response is no pair
+    ([3.0, None, 0.0], 0.0, [False, False, True], (None, None, "truncated")),
 ])
-def test_select_pair(rewards, margin, expected):
-    assert select_pair(rewards, margin) == expected
+def test_select_pair(rewards, margin, truncated, expected):
+    assert select_pair(rewards, margin, truncated) == expected
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
@@ -316,18 +325,6 @@ def test_a_batch_whose_every_request_failed_is_unscored_under_on_error_skip(caus
     records = read_jsonl(tmp_path / "pairs.jsonl.responses.jsonl")
     assert [r["no_pair"] for r in records] == ["unscored"] * 3
     assert all(response["reward"] is None for r in records for response in r["responses"])
-
-
-@pytest.mark.parametrize("rewards, truncated, expected", [
-    ([float("inf"), float("inf")], None, (None, None, "unscored")),  # non-finite: left out, never a response paired with itself
-    ([float("nan"), 1.0, 0.0], None, (1, 2, None)),
-    ([float("-inf"), 1.0, 0.5], None, (1, 2, None)),
-    ([3.0, 1.0, 0.0], [True, False, False], (1, 2, None)),  # the best was cut at max_new_tokens: left out
-    ([3.0, 1.0, 0.0], [True, True, False], (None, None, "truncated")),  # one complete response is no pair
-    ([3.0, None, 0.0], [False, False, True], (None, None, "truncated")),
-])
-def test_select_pair_leaves_out_non_finite_and_truncated_responses(rewards, truncated, expected):
-    assert select_pair(rewards, 0.0, truncated) == expected
 
 
 def test_drop_truncated_leaves_responses_cut_at_max_new_tokens_out_of_the_pairs(reward, tmp_path):
