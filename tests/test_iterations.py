@@ -92,7 +92,7 @@ def test_each_iteration_trains_from_and_against_the_previous_policy_and_resumes_
     out = tmp_path / "out"
     # Run 1 stops after iteration 1; run 2 (--resume, 2 iterations) must start at iteration 2.
     assert cli_main(["train", str(path), "--set", "iterations=1"]) == 0
-    assert cli_main(["train", str(path)]) == 2 and "already holds iterations (iter-1); pass --resume" in capsys.readouterr().err
+    assert cli_main(["train", str(path)]) == 2 and "already holds iterations (iter-1 finished); pass --resume" in capsys.readouterr().err
     iter1_files = {p: p.stat().st_mtime_ns for p in (out / "iter-1").rglob("*") if p.is_file()}
     assert cli_main(["train", str(path), "--resume"]) == 0
     assert [b["output_dir"].parent.name for b in built] == ["iter-1", "iter-2"]  # iteration 1 was not trained again
@@ -131,13 +131,16 @@ def test_an_engine_is_started_on_each_iterations_policy(causal_dir, classifier_d
     port = free_port()
     command = f"{sys.executable} {GENERATION_SERVER} --model {{policy}} --port {port}"
     path = write_recipe(tmp_path, causal_dir, classifier_dir, trainer="dpo", evaluation=None,
-                        pairs={"engine": f"http://127.0.0.1:{port}", "engine_command": command})
+                        pairs={"engine": f"http://127.0.0.1:{port}", "engine_command": command, "drop_truncated": True})
     iterations.run_preference(load_recipe(path))
     out = tmp_path / "out"
     for k, policy in ((1, causal_dir), (2, str(out / "iter-1" / "policy"))):
         run = json.loads((out / f"iter-{k}" / "pairs.jsonl.run.json").read_text())
         # The engine served this iteration's checkpoint, under its path (as vLLM names a model).
-        assert run["policy"] == policy and run["engine"] == f"http://127.0.0.1:{port}"
+        assert run["policy"] == policy and run["engine"] == f"http://127.0.0.1:{port}" and run["drop_truncated"] is True
+        for record in map(json.loads, (out / f"iter-{k}" / "pairs.jsonl.responses.jsonl").read_text().splitlines()):
+            if record["chosen"] is not None:  # pairs.drop_truncated: no side of a pair was cut at max_new_tokens
+                assert {record["responses"][i]["finish_reason"] for i in (record["chosen"], record["rejected"])} == {"stop"}
         assert "serving" in (out / f"iter-{k}" / "engine.log").read_text()
     import socket
 
@@ -192,10 +195,16 @@ def test_one_training_on_a_pairs_file(causal_dir, classifier_dir, tmp_path):
     ({"training": {"loss_type": ["ipo"]}}, r"loss_type=\['ipo'\] is a DPO loss option"),
     ({"training": {"eta": "big"}}, r"training.eta='big' should be float"),
     ({"iterations": None, "pairs": None, "dataset": {"path": "prompts.jsonl"}}, r"row 1 has no chosen, rejected, chosen_reward"),
+    ({"pairs": {"reward": {"source": "x", "weight": 2.0}}}, r"pairs.reward.weight: the pairs' reward is the only one"),
+    ({"training": {"sync_ref_model": True}}, r"training.sync_ref_model: true mixes the policy into the reference"),
+    ({"model": {"path": "CLASSIFIER"}}, r"model.path='.*' is a LlamaForSequenceClassification .*not a causal LM"),
+    ({"trainer": "rpo", "training": {"loss_type": "ipo"}}, r"loss_type=\['ipo'\] is a DPO loss option"),
 ])
 def test_recipe_mistakes_are_caught_before_anything_loads(change, message, causal_dir, classifier_dir, tmp_path, no_weights):
     path = write_recipe(tmp_path, causal_dir, classifier_dir)
     data = yaml.safe_load(path.read_text())
+    if change.get("model", {}).get("path") == "CLASSIFIER":  # a reward model's folder given as the policy
+        change = {"model": {"path": classifier_dir}}
     for key, value in change.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict) and key != "dataset":
             data[key] = {**data[key], **value}  # pairs.reward, when given, is replaced whole
@@ -281,3 +290,80 @@ def test_two_processes_share_the_main_process_pairs(causal_dir, classifier_dir, 
         pairs = [json.loads(line) for line in (out / f"iter-{k}" / "pairs.jsonl").read_text().splitlines()]
         assert seen["pairs"] == sorted(p["chosen_reward"] for p in pairs)
     assert json.loads((out / "iterations.json").read_text())[1]["reference"] == str(out / "iter-1" / "policy")
+
+
+def test_dpo_takes_loss_type_as_a_string_as_dpoconfig_does(causal_dir, classifier_dir, tmp_path, no_weights):
+    path = write_recipe(tmp_path, causal_dir, classifier_dir, trainer="dpo", training={"loss_type": "ipo"})
+    assert load_recipe(path).training["loss_type"] == ["ipo"]  # DPOConfig.__post_init__ makes the same list
+
+
+# ---- resume: what it may change, what it refuses, and runs that stopped early ------------------
+
+
+def test_a_resume_refuses_a_recipe_that_changes_finished_work_and_takes_more_iterations(
+        causal_dir, classifier_dir, judge_dir, built, tmp_path, capsys):
+    path = write_recipe(tmp_path, causal_dir, classifier_dir, iterations=1)
+    out = tmp_path / "out"
+    assert cli_main(["train", str(path)]) == 0
+    saved = json.loads((out / "recipe.json").read_text())
+    assert saved["pairs.prompts_per_iteration"] == 3 and saved["model.path"] == causal_dir and saved["pairs.reward.name"] == "rm"
+    before = json.loads((out / "heldout.json").read_text())["before"]
+    (tmp_path / "dpo").mkdir()  # the same recipe as trainer: dpo (whose training takes no sft_weight)
+    dpo = write_recipe(tmp_path / "dpo", causal_dir, classifier_dir, iterations=1, trainer="dpo", dataset={"path": str(tmp_path / "prompts.jsonl")},
+                       evaluation={"prompts": str(tmp_path / "heldout.jsonl")}, training={"output_dir": str(out)})
+    refused = [
+        ([str(path), "--set", "pairs.prompts_per_iteration=2"], "pairs.prompts_per_iteration: 3 then, 2 now"),
+        ([str(dpo)], "trainer: 'rpo' then, 'dpo' now"),
+        ([str(path), "--set", f"model.path={judge_dir}"], f"model.path: {causal_dir!r} then, {judge_dir!r} now"),
+        ([str(path), "--set", "seed=1"], "seed: 0 then, 1 now"),
+        ([str(path), "--set", "training.learning_rate=0.1"], "training.learning_rate: 0.001 then, 0.1 now"),
+    ]
+    for args, named in refused:
+        assert cli_main(["train", *args, "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert "--resume: " in err and "was run with another recipe" in err and named in err, (args, err)
+    assert [b["output_dir"].parent.name for b in built] == ["iter-1"]  # nothing trained by the refused runs
+    # Allowed: more iterations, logging, how the reward batches its work. And a heldout.json that lost its "before"
+    # gets it from the recipe's policy (greedy: the same numbers), not from iteration 1's result.
+    log = json.loads((out / "heldout.json").read_text())
+    (out / "heldout.json").write_text(json.dumps({k: v for k, v in log.items() if k != "before"}))
+    assert cli_main(["train", str(path), "--resume", "--set", "iterations=2", "--set", "training.logging_steps=2",
+                     "--set", "pairs.reward.max_tokens_per_batch=2048"]) == 0
+    assert [b["output_dir"].parent.name for b in built] == ["iter-1", "iter-2"]
+    assert json.loads((out / "heldout.json").read_text())["before"] == before
+    assert json.loads((out / "recipe.json").read_text())["iterations"] == 2
+
+
+def test_an_iteration_without_pairs_resumes_with_a_lower_margin_from_its_responses(causal_dir, classifier_dir, tmp_path, capsys):
+    path = write_recipe(tmp_path, causal_dir, classifier_dir, iterations=1, evaluation=None, pairs={"min_margin": 1e9})
+    out = tmp_path / "out"
+    # An earlier run killed before its first row: its empty files do not block this one.
+    (out / "iter-1").mkdir(parents=True)
+    for name in ("pairs.jsonl", "pairs.jsonl.responses.jsonl"):
+        (out / "iter-1" / name).write_text("")
+    (out / "iter-1" / "pairs.jsonl.run.json").write_text(json.dumps({"command": "pairs", "n": 99}))
+    assert cli_main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "iteration 1 made no pairs from 3 prompts (3 below min_margin=1000000000.0" in err
+    assert "rerun with --resume --set pairs.min_margin=<lower>" in err
+    responses = out / "iter-1" / "pairs.jsonl.responses.jsonl"
+    texts = [[r["text"] for r in json.loads(line)["responses"]] for line in responses.read_text().splitlines()]
+    assert cli_main(["train", str(path)]) == 2  # a fresh rerun would throw the samples away
+    assert "already holds iterations (iter-1 sampled); pass --resume" in capsys.readouterr().err
+    assert cli_main(["train", str(path), "--resume", "--set", "pairs.min_margin=0"]) == 0
+    assert [[r["text"] for r in json.loads(line)["responses"]] for line in responses.read_text().splitlines()] == texts
+    done = json.loads((out / "iter-1" / "done.json").read_text())
+    assert done["pairs"]["reselected"] == done["pairs"]["written"] > 0  # every pair chosen again from the kept responses
+
+
+def test_one_training_refuses_to_overwrite_and_to_resume_without_a_checkpoint(causal_dir, classifier_dir, tmp_path, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": q, "chosen": " Yes.", "rejected": " No.", "chosen_reward": 1.0,
+                                         "rejected_reward": 0.0}) + "\n" for q in QUESTIONS[:2]))
+    path = write_recipe(tmp_path, causal_dir, classifier_dir, iterations=None, pairs=None, evaluation=None, dataset={"path": "pairs.jsonl"},
+                        training={"output_dir": str(tmp_path / "once"), "max_steps": 1})
+    assert cli_main(["train", str(path), "--resume"]) == 2
+    assert "has no checkpoint-* to resume from" in capsys.readouterr().err
+    assert cli_main(["train", str(path)]) == 0
+    assert cli_main(["train", str(path)]) == 2
+    assert "already holds a RPO training (config.json" in capsys.readouterr().err

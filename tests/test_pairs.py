@@ -255,15 +255,24 @@ def test_normalize_is_refused(causal_dir, classifier_dir, tmp_path):
                    n=2, progress=False)
 
 
-@pytest.mark.parametrize("rewards, margin, expected", [
-    ([0.5, 2.0, None, -1.0], 0.0, (1, 3, None)),
-    ([1.0, 1.0, 1.0], 0.0, (None, None, "below_margin")),  # all tied: no winner
-    ([3.0, None, None], 0.0, (None, None, "unscored")),
-    ([0.0, 1.0, 1.0, 0.0], 1.0, (1, 0, None)),  # ties: the first wins; margin == min_margin is enough
-    ([0.0, 0.9], 1.0, (None, None, "below_margin")),
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize("rewards, margin, truncated, expected", [
+    ([0.5, 2.0, None, -1.0], 0.0, None, (1, 3, None)),
+    ([1.0, 1.0, 1.0], 0.0, None, (None, None, "below_margin")),  # all tied: no winner
+    ([3.0, None, None], 0.0, None, (None, None, "unscored")),
+    ([0.0, 1.0, 1.0, 0.0], 1.0, None, (1, 0, None)),  # ties: the first wins; margin == min_margin is enough
+    ([0.0, 0.9], 1.0, None, (None, None, "below_margin")),
+    ([INF, INF], 0.0, None, (None, None, "unscored")),  # non-finite: left out, never a response paired with itself
+    ([NAN, 1.0, 0.0], 0.0, None, (1, 2, None)),
+    ([-INF, 1.0, 0.5], 0.0, None, (1, 2, None)),
+    ([3.0, 1.0, 0.0], 0.0, [True, False, False], (1, 2, None)),  # the best was cut at max_new_tokens: left out
+    ([3.0, 1.0, 0.0], 0.0, [True, True, False], (None, None, "truncated")),  # one complete response is no pair
+    ([3.0, None, 0.0], 0.0, [False, False, True], (None, None, "truncated")),
 ])
-def test_select_pair(rewards, margin, expected):
-    assert select_pair(rewards, margin) == expected
+def test_select_pair(rewards, margin, truncated, expected):
+    assert select_pair(rewards, margin, truncated) == expected
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
@@ -283,3 +292,164 @@ def test_prompts_in_any_row_format(fmt, causal_dir, reward, tmp_path):
         Dataset.from_list(rows).to_parquet(str(path))
     make_pairs(causal_dir, str(path), str(tmp_path / "pairs.jsonl"), reward=reward, n=2, max_new_tokens=3, progress=False)
     assert [r["prompt"] for r in read_jsonl(tmp_path / "pairs.jsonl.responses.jsonl")] == [r["prompt"] for r in rows]
+
+
+# ---- the review's findings (issue 16): failures, selection, starts that fail, resume ------------
+
+NIM_340B = dict(protocol="nim", model_name="nvidia/nemotron-4-340b-reward", timeout=2.0, max_retries=1, retry_wait=0.01,
+                attributes=["helpfulness", "correctness", "coherence", "complexity", "verbosity"])
+
+
+def test_a_batch_whose_every_request_failed_is_unscored_under_on_error_skip(causal_dir, tmp_path):
+    from servers.faulty import Fault, FaultyServer
+    from test_remote import nim_answer
+
+    server = FaultyServer(nim_answer()).start()
+    server.script += [Fault(status=503)] * 100  # every request, and its retry, fails
+    try:
+        prompts = write_prompts(tmp_path / "p.jsonl", questions=QUESTIONS[:3])
+        options = {**NIM_340B, "attribute_weights": [0.3, 0.74, 0.46, 0.47, -0.33], "on_error": "skip"}
+        stats = make_pairs(causal_dir, prompts, str(tmp_path / "pairs.jsonl"), reward=server.url, options=options, n=2,
+                           max_new_tokens=3, progress=False)
+        requests = len(server.requests)
+        # The same NIM answering, without weights: attributes and no single reward is still refused.
+        server.script.clear()
+        with pytest.raises(ConfigError, match=r"returns attributes .* but no single reward: pass --option attribute_weights"):
+            make_pairs(causal_dir, prompts, str(tmp_path / "unweighted.jsonl"), reward=server.url,
+                       options={**NIM_340B, "model_name": "org/other-reward"}, n=2, max_new_tokens=3, progress=False)
+    finally:
+        server.stop()
+    # 3 prompts x 2 responses, one request each, tried twice (max_retries=1); nothing scored, nothing made up.
+    assert requests == 12
+    assert (stats["unscored"], stats["pairs"], stats["written"]) == (3, 0, 0)
+    records = read_jsonl(tmp_path / "pairs.jsonl.responses.jsonl")
+    assert [r["no_pair"] for r in records] == ["unscored"] * 3
+    assert all(response["reward"] is None for r in records for response in r["responses"])
+
+
+def test_drop_truncated_leaves_responses_cut_at_max_new_tokens_out_of_the_pairs(reward, tmp_path):
+    server = GenerationServer(model="m").start()  # choice i of a row: 1-8 words, cut ("length") past max_tokens
+    try:
+        prompts = write_prompts(tmp_path / "p.jsonl")
+        common = dict(reward=reward, n=4, max_new_tokens=3, engine=server.url, seed=5, progress=False)
+        kept = make_pairs("m", prompts, str(tmp_path / "all.jsonl"), **common)
+        assert cli_main(["pairs", "m", prompts, "--reward", reward.source, "-n", "4", "--max-new-tokens", "3", "--seed", "5",
+                         "--engine", server.url, "--drop-truncated", "-o", str(tmp_path / "complete.jsonl")]) == 0
+    finally:
+        server.stop()
+    records = read_jsonl(tmp_path / "complete.jsonl.responses.jsonl")
+    cut = [[r["finish_reason"] == "length" for r in record["responses"]] for record in records]
+    assert kept["truncated_responses"] == sum(map(sum, cut)) and 0 < sum(map(sum, cut)) < 24
+    for record, flags in zip(records, cut):
+        if record["chosen"] is not None:  # both sides of every pair ended on their own
+            assert not flags[record["chosen"]] and not flags[record["rejected"]]
+        else:
+            assert record["no_pair"] == ("truncated" if flags.count(False) < 2 else "below_margin")
+    assert any(record["no_pair"] == "truncated" for record in records) and any(record["chosen"] is not None for record in records)
+    assert any(r["finish_reason"] == "length" for pair in read_jsonl(tmp_path / "all.jsonl.responses.jsonl") if pair["chosen"] is not None
+               for r in (pair["responses"][pair["chosen"]], pair["responses"][pair["rejected"]]))  # without the flag they are used
+    assert json.loads(Path(str(tmp_path / "complete.jsonl") + ".run.json").read_text())["drop_truncated"] is True
+
+
+def test_a_resume_with_another_min_margin_or_drop_truncated_chooses_the_pairs_again(reward, tmp_path):
+    server = GenerationServer(model="m").start()
+    try:
+        prompts = write_prompts(tmp_path / "p.jsonl")
+        out = str(tmp_path / "pairs.jsonl")
+        common = dict(reward=reward, n=4, max_new_tokens=3, engine=server.url, progress=False)
+        first = make_pairs("m", prompts, out, min_margin=1e9, **common)  # a margin no pair reaches
+        assert (first["written"], first["below_margin"]) == (0, 6)
+        texts = [[r["text"] for r in record["responses"]] for record in read_jsonl(out + ".responses.jsonl")]
+        sampled = len(server.requests)
+        again = make_pairs("m", prompts, out, min_margin=0.0, resume=True, **common)
+        assert len(server.requests) == sampled and again["done_now"] == 0 and again["reselected"] == 6  # nothing sampled again
+        fresh = make_pairs("m", prompts, str(tmp_path / "fresh.jsonl"), min_margin=0.0, **common)
+        by_row = lambda path: sorted(read_jsonl(path), key=lambda p: p["row_id"])  # noqa: E731
+        assert again["written"] == fresh["written"] > 0 and by_row(out) == by_row(tmp_path / "fresh.jsonl")
+        assert [[r["text"] for r in record["responses"]] for record in read_jsonl(out + ".responses.jsonl")] == texts
+        # And to drop_truncated: the same pairs as a fresh run with the flag.
+        make_pairs("m", prompts, out, drop_truncated=True, resume=True, **common)
+        make_pairs("m", prompts, str(tmp_path / "fresh_complete.jsonl"), drop_truncated=True, **common)
+        assert by_row(out) == by_row(tmp_path / "fresh_complete.jsonl")
+        run = json.loads(Path(out + ".run.json").read_text())
+        assert (run["min_margin"], run["drop_truncated"]) == (0.0, True)
+        with pytest.raises(ConfigError, match=r"made with other settings \(max_new_tokens: 3 then, 4 now"):
+            make_pairs("m", prompts, out, drop_truncated=True, resume=True, **{**common, "max_new_tokens": 4})
+    finally:
+        server.stop()
+
+
+def write_question_rows(path: Path) -> str:
+    path.write_text("".join(json.dumps({"question": q}) + "\n" for q in QUESTIONS[:2]))
+    return str(path)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("prompt_column", r"line 1: no 'prompt' column \(the row has \['question'\]\); pass --prompt-column"),
+    ("missing_policy", r"policy='.*no-such-policy': no such folder"),
+    ("reward_model_as_policy", r"is a LlamaForSequenceClassification .*not a causal LM.*looks like a reward model"),
+])
+def test_a_run_that_cannot_start_writes_nothing_and_the_fixed_rerun_runs(case, message, causal_dir, classifier_dir, reward, tmp_path):
+    import transformers
+
+    prompts = write_question_rows(tmp_path / "q.jsonl")
+    out = tmp_path / "out" / "pairs.jsonl"
+    out.parent.mkdir()
+    policy, column = {"prompt_column": (causal_dir, "prompt"), "missing_policy": (str(tmp_path / "no-such-policy"), "question"),
+                      "reward_model_as_policy": (classifier_dir, "question")}[case]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("weights were loaded before the error was found")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(refuse))
+        with pytest.raises((ConfigError, InputError), match=message):
+            make_pairs(policy, prompts, str(out), reward=reward, n=2, max_new_tokens=3, prompt_column=column, progress=False)
+    assert list(out.parent.iterdir()) == []  # no output, no side file, no lock
+    stats = make_pairs(causal_dir, prompts, str(out), reward=reward, n=2, max_new_tokens=3, prompt_column="question", progress=False)
+    assert stats["done_now"] == 2
+
+
+def test_a_policy_checkpoint_without_its_lm_head_is_refused_and_its_files_are_started_over(
+        causal_dir, classifier_dir, reward, tmp_path):
+    import shutil
+
+    headless = tmp_path / "headless"  # a classifier's weights under a causal-LM config: lm_head.weight is missing
+    shutil.copytree(classifier_dir, headless)
+    config = json.loads((headless / "config.json").read_text())
+    (headless / "config.json").write_text(json.dumps({**config, "architectures": ["LlamaForCausalLM"]}))
+    prompts = write_prompts(tmp_path / "p.jsonl", questions=QUESTIONS[:2])
+    out = str(tmp_path / "pairs.jsonl")
+    with pytest.raises(ConfigError, match=r"policy='.*headless': the checkpoint has no weights for lm_head.weight"):
+        make_pairs(str(headless), prompts, out, reward=reward, n=2, max_new_tokens=3, progress=False)
+    # It failed after taking the output (the lock, run.json) but before any row: the rerun starts over, --resume or not.
+    assert make_pairs(causal_dir, prompts, out, reward=reward, n=2, max_new_tokens=3, progress=False)["done_now"] == 2
+    assert json.loads(Path(out + ".run.json").read_text())["policy"] == causal_dir
+
+
+def test_files_that_hold_no_sampled_row_are_started_over(causal_dir, reward, tmp_path):
+    prompts = write_question_rows(tmp_path / "q.jsonl")
+    out = str(tmp_path / "pairs.jsonl")
+    # --on-bad-row skip with the wrong column: every row rejected, none sampled.
+    skipped = make_pairs(causal_dir, prompts, out, reward=reward, n=2, max_new_tokens=3, on_bad_row="skip", progress=False)
+    assert (skipped["rejected"], skipped["done_now"]) == (2, 0)
+    stats = make_pairs(causal_dir, prompts, out, reward=reward, n=2, max_new_tokens=3, prompt_column="question", progress=False)
+    assert (stats["done_now"], stats["rejected"]) == (2, 0) and not Path(out + ".rejects.jsonl").exists()
+
+
+@pytest.mark.parametrize("engine", [False, True], ids=["local", "engine"])
+def test_a_local_resume_with_another_batch_size_is_refused(engine, causal_dir, reward, tmp_path):
+    server = GenerationServer(model="m").start()
+    try:
+        prompts = write_prompts(tmp_path / "p.jsonl", questions=QUESTIONS[:3])
+        out = str(tmp_path / "pairs.jsonl")
+        policy = "m" if engine else causal_dir
+        common = dict(reward=reward, n=2, max_new_tokens=3, engine=server.url if engine else None, progress=False)
+        make_pairs(policy, prompts, out, batch_size=2, **common)
+        if engine:  # the engine seeds each row by its index: the batching changes nothing
+            assert make_pairs(policy, prompts, out, batch_size=1, resume=True, **common)["resumed"] == 3
+        else:  # local batches are seeded by their first row: another batch size would draw other samples
+            with pytest.raises(ConfigError, match=r"batch_size: 2 then, 1 now"):
+                make_pairs(policy, prompts, out, batch_size=1, resume=True, **common)
+    finally:
+        server.stop()

@@ -140,6 +140,17 @@ def test_bad_recipes_fail_early_with_a_clear_message(good_recipe, no_weights, ov
         assert word in message, f"{word!r} not in {message!r}"
 
 
+def test_a_reward_model_given_as_the_policy_fails_before_any_weights(good_recipe, classifier_dir, no_weights):
+    with pytest.raises(ConfigError, match=r"model.path='.*' is a LlamaForSequenceClassification .*not a causal LM"):
+        run(load_recipe(good_recipe, [f"model.path={classifier_dir}"]))
+
+
+def test_a_resume_without_a_checkpoint_fails_before_any_weights(good_recipe, no_weights):
+    # TRL's own error would be a bare "ValueError: No valid checkpoint found", after the weights loaded.
+    with pytest.raises(ConfigError, match=r"--resume: .*out has no checkpoint-\* to resume from"):
+        run(load_recipe(good_recipe), resume=True)
+
+
 def test_the_cli_prints_one_line_and_exits_2(good_recipe, no_weights, capsys):
     assert cli_main(["train", str(good_recipe), "--set", "training.max_steps=abc"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -3,6 +3,7 @@ logged loss checked against log-probs computed here without TRL."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,6 +95,27 @@ def test_bad_arguments_are_refused(kwargs, message):
     z = torch.zeros(2)
     with pytest.raises(ConfigError, match=message):
         rpo_loss(z, z, z, z, z, z, **{"beta": 0.1, **kwargs})
+
+
+@pytest.mark.parametrize("beta, eta", [
+    (np.float32(0.5), np.float64(2.0)), (torch.tensor(0.5), torch.tensor(2.0, dtype=torch.float64)), (np.float16(0.5), 2),
+])
+def test_beta_and_eta_take_any_real_number(beta, eta):
+    pc, pl, rc, rl, cr, rr = random_pairs(seed=3)
+    expected = rpo_loss(pc, pl, rc, rl, cr, rr, beta=0.5, eta=2.0)
+    torch.testing.assert_close(rpo_loss(pc, pl, rc, rl, cr, rr, beta=beta, eta=eta), expected)
+
+
+@pytest.mark.parametrize("beta, message", [
+    (True, "beta=True must be a real number > 0"),
+    (torch.tensor([0.5]), r"beta=tensor\(\[0.5000\]\) must be a real number > 0 .* got a tensor of shape \(1,\)"),
+    ("0.5", "beta='0.5' must be a real number"),
+    (np.float32(-1.0), "beta=-1.0 must be a finite number > 0"),
+])
+def test_beta_that_is_not_one_positive_number_is_refused(beta, message):
+    z = torch.zeros(2)
+    with pytest.raises(ConfigError, match=message):
+        rpo_loss(z, z, z, z, z, z, beta=beta)
 
 
 def test_tensors_of_other_shapes_are_refused():

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("-n", type=int, default=4, help="responses per prompt (default 4)")
     pairs.add_argument("--output", "-o", required=True, help="pairs JSONL (prompt, chosen, rejected, chosen_reward, rejected_reward)")
     pairs.add_argument("--min-margin", type=float, default=0.0, help="least reward gap between best and worst for a pair (default 0)")
+    pairs.add_argument("--drop-truncated", action="store_true",
+                       help="leave responses cut at --max-new-tokens out of the pairs (counted; kept in OUTPUT.responses.jsonl)")
     pairs.add_argument("--batch-size", type=int, default=8, help="prompts per generate call, or in flight with --engine (default 8)")
     pairs.add_argument("--max-new-tokens", type=int, default=256)
     pairs.add_argument("--temperature", type=float, default=1.0)
@@ -124,17 +126,16 @@ def check_key_value_flags(argv: list[str]) -> None:
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:
-    """``--option KEY=VALUE`` items -> load_reward keywords.
+    """``--option KEY=VALUE`` items -> load_reward keywords (``yaml12.parse_setting``, as ``--set``).
 
-    Options that take text keep the value as typed (a judge prompt or a chat template is not
-    YAML); the others are parsed as YAML 1.2 scalars and lists, so ``token_id=[Yes,No]`` stays
+    ``null`` clears an option; a prompt or a template (judge_prompt, chat_template, ...) is taken
+    as typed; the others are parsed as YAML 1.2 scalars and lists, so ``token_id=[Yes,No]`` stays
     two strings (YAML 1.1 would read yes/no/on/off as booleans, ``1:30`` as 90).
 
-    >>> parse_options(["token_id=[Yes,No]", "max_length=4096", "judge_prompt=Q: {prompt} A: {response}"])
-    {'token_id': ['Yes', 'No'], 'max_length': 4096, 'judge_prompt': 'Q: {prompt} A: {response}'}
+    >>> parse_options(["token_id=[Yes,No]", "max_length=4096", "judge_prompt=Q: {prompt} A: {response}", "gguf_file=null"])
+    {'token_id': ['Yes', 'No'], 'max_length': 4096, 'judge_prompt': 'Q: {prompt} A: {response}', 'gguf_file': None}
     """
-    from .options import TEXT_OPTIONS
-    from .yaml12 import parse_value
+    from .yaml12 import parse_setting
 
     options = {}
     for item in items:
@@ -142,7 +143,7 @@ def parse_options(items: list[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--option {item!r} is not KEY=VALUE (for example --option normalize=zscore)")
-        options[key] = value if key in TEXT_OPTIONS else parse_value(value, f"--option {item!r}")
+        options[key] = parse_setting(key, value, f"--option {item!r}")
     return options
 
 
@@ -177,6 +178,7 @@ def run_command(args: argparse.Namespace) -> int:
 
         make_pairs(
             args.policy, args.prompts, args.output, reward=args.reward, options=options, n=args.n, min_margin=args.min_margin,
+            drop_truncated=args.drop_truncated,
             batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
             seed=args.seed, engine=args.engine, as_chat=args.as_chat, prompt_column=args.prompt_column, gguf_file=args.gguf_file,
             engine_settings=EngineSettings(timeout=args.engine_timeout, max_concurrency=args.engine_concurrency,

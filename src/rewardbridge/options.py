@@ -45,13 +45,16 @@ REMOTE_ONLY = (
 )
 
 
-# Options whose value is text: the command line passes them as typed, never through YAML.
+# Options whose value is text: a number typed for one stays text (name=2024); null clears it (yaml12.parse_setting).
 TEXT_OPTIONS = (
     "kind", "protocol", "truncation", "normalize", "normalize_target", "reference_column", "on_error", "name",
     "device", "dtype", "render", "chat_template", "judge_prompt", "system_prompt", "tokenizer", "gguf_file",
     "api_key_env", "model_name", "pairs", "principle", "principle_column", "principle_prompt", "on_parse_failure",
 )
 
+
+# Options whose value is a prompt or a template: taken as typed, never as YAML (a colon or a brace there is text).
+PROMPT_OPTIONS = ("chat_template", "judge_prompt", "system_prompt", "principle", "principle_prompt")
 
 # Options whose value is the content itself (a template, a prompt), never a path to it.
 CONTENT_OPTIONS = ("chat_template", "judge_prompt", "system_prompt")

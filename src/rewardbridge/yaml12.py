@@ -32,6 +32,33 @@ def parse_value(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: the value is not valid YAML ({getattr(error, 'problem', error)})") from None
 
 
+NULL_WORDS = ("null", "Null", "NULL", "~")
+
+
+def parse_setting(key: str, text: str, where: str) -> Any:
+    """A ``--option KEY=VALUE`` or ``--set a.b.KEY=VALUE`` value, by the rule both share.
+
+    ``null`` / ``~`` is None for every key (it clears an option). A prompt or a template
+    (``judge_prompt``, ``chat_template``, ``system_prompt``, ``principle``, ``principle_prompt``)
+    is the text as typed. Everything else is YAML 1.2, except that a text option (``name``,
+    ``model_name``, ``gguf_file``, ...) keeps a number as the text it was typed as.
+
+    >>> [parse_setting(k, v, "x") for k, v in [("gguf_file", "null"), ("judge_prompt", "Q: {prompt}"), ("name", "2024"),
+    ...                                        ("max_steps", "5"), ("token_id", "[Yes, No]")]]
+    [None, 'Q: {prompt}', '2024', 5, ['Yes', 'No']]
+    """
+    from .options import PROMPT_OPTIONS, TEXT_OPTIONS
+
+    if text.strip() in NULL_WORDS:
+        return None
+    if key in PROMPT_OPTIONS:
+        return text
+    value = parse_value(text, where)
+    if key in TEXT_OPTIONS and isinstance(value, (bool, int, float)):
+        return text.strip()
+    return value
+
+
 class Yaml12Loader(yaml.SafeLoader):
     """PyYAML's safe loader with YAML 1.2 core-schema scalars."""
 

@@ -11,7 +11,7 @@ Wire format as vLLM's (and NIM's) OpenAI API: ``GET /health``, ``GET /v1/models`
 count of 1-8 drawn from a hash, cut at ``max_tokens`` words ("length"), else "stop".
 
 In process: ``GenerationServer(model="policy").start()``; as a program (a recipe's
-``engine_command``): ``python tests/servers/generation.py --model NAME --port PORT``.
+``engine_command``): ``python tests/servers/generation.py --model NAME --port PORT [--dump-env PATH]``.
 """
 
 from __future__ import annotations
@@ -140,7 +140,13 @@ if __name__ == "__main__":
     parser.add_argument("--model", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--dump-env", default=None, metavar="PATH", help="write the environment it started with here (JSON)")
     args = parser.parse_args()
+    if args.dump_env:
+        import os
+
+        with open(args.dump_env, "w") as f:
+            json.dump(dict(os.environ), f)
     server = GenerationServer(args.model, args.port, delay=args.delay)
     print(f"serving {args.model} on {server.url}", flush=True)
     server._httpd.serve_forever()

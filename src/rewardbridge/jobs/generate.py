@@ -33,13 +33,21 @@ class Sample:
 
 @dataclass(frozen=True)
 class Sampling:
-    """How responses are drawn (the same for both generators)."""
+    """How responses are drawn (the same for both generators).
+
+    ``top_k`` and ``repetition_penalty`` are fixed at "off" (0 and 1.0) for local sampling: the
+    samples come from the policy as it is, whatever its generation_config.json asks for (an
+    engine applies its own defaults: vLLM reads generation_config.json unless started with
+    ``--generation-config vllm``).
+    """
 
     n: int = 4
     max_new_tokens: int = 256
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
 
     def check(self) -> None:
         if self.n < 2:
@@ -65,14 +73,16 @@ class LocalGenerator:
     def __init__(self, policy: Any, sampling: Sampling, tokenizer: Any = None, gguf_file: str | None = None,
                  device: str = "auto", dtype: str = "auto"):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from ..policy import load_causal_lm
 
         self.sampling = sampling
         if isinstance(policy, str):
             if device == "auto":
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-            self.model = AutoModelForCausalLM.from_pretrained(policy, gguf_file=gguf_file, dtype=torch_dtype).to(device)
+            self.model = load_causal_lm(policy, gguf_file=gguf_file, dtype=torch_dtype).to(device)
             self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(policy, gguf_file=gguf_file)
         else:
             if tokenizer is None:
@@ -99,15 +109,24 @@ class LocalGenerator:
             batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not all(chat)).to(self.model.device)
         finally:
             tok.padding_side = side
-        eos = self.model.generation_config.eos_token_id if self.model.generation_config.eos_token_id is not None else tok.eos_token_id
-        config = GenerationConfig(do_sample=True, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-                                  num_return_sequences=s.n, pad_token_id=pad_id, eos_token_id=eos)
+        own = self.model.generation_config
+        eos = own.eos_token_id if own.eos_token_id is not None else tok.eos_token_id
+        config = GenerationConfig(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                                  repetition_penalty=s.repetition_penalty, max_new_tokens=s.max_new_tokens,
+                                  num_return_sequences=s.n, pad_token_id=pad_id, eos_token_id=eos, bos_token_id=own.bos_token_id)
         torch.manual_seed(s.seed + first_index)
         was_training = self.model.training
         self.model.eval()
-        with torch.no_grad():
-            output = self.model.generate(**batch, generation_config=config)
-        self.model.train(was_training)
+        # transformers fills every setting left unset from the model's generation_config.json (top_k,
+        # min_p, no_repeat_ngram_size, ...) and then its own defaults (top_k=50): generate under a
+        # config that sets nothing, so only the settings above shape the samples.
+        self.model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=pad_id, bos_token_id=own.bos_token_id)
+        try:
+            with torch.no_grad():
+                output = self.model.generate(**batch, generation_config=config)
+        finally:
+            self.model.generation_config = own
+            self.model.train(was_training)
         new = output[:, batch["input_ids"].shape[1]:]
         stops = {eos} if isinstance(eos, int) else set(eos or [])
         samples = [Sample(tok.decode(row, skip_special_tokens=True),
@@ -140,6 +159,9 @@ class EngineGenerator:
         urls = [u[: -len("/v1")] if u.endswith("/v1") else u for u in split_urls(url)]
         self.model, self.sampling = model, sampling
         self.transport = Transport(urls, "openai", settings)
+        # The transport's advice is a reward's (on_error='skip'); an engine has no such option.
+        self.transport.give_up_hint = ("check that the engine is up and serves this URL, raise --engine-timeout "
+                                       "(pairs.engine_timeout), or add endpoints (comma-separated)")
 
     def generate(self, prompts: Sequence[Prompt], first_index: int = 0) -> list[list[Sample]]:
         async def all_prompts():
@@ -158,7 +180,7 @@ class EngineGenerator:
             body = {"model": self.model, "n": s.n - len(samples), "max_tokens": s.max_new_tokens,
                     "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed + index + 7919 * attempt}
             body["messages" if chat else "prompt"] = list(prompt) if chat else prompt
-            got = await self.transport.exchange(Request(path, json=body), lambda r: parse_choices(r.json(), chat), [index])
+            got = await self.transport.exchange(Request(path, json=body), lambda r: parse_choices(read_json(r), chat), [index])
             samples.extend(got)
             if len(samples) >= s.n:
                 return samples[: s.n]
@@ -166,6 +188,19 @@ class EngineGenerator:
 
     def close(self) -> None:
         self.transport.close()
+
+
+def read_json(response: Any) -> Any:
+    """The answer's JSON, or a ProtocolError that says the server answered something else (a proxy's HTML page)."""
+    from ..scorers.transport import ProtocolError
+
+    try:
+        return response.json()
+    except ValueError:
+        kind = response.headers.get("Content-Type") or "no Content-Type"
+        text = " ".join(response.text.split())[:120]
+        raise ProtocolError(f"it answered something that is not JSON ({kind}: {text!r}); is the URL the OpenAI-compatible "
+                            "server's base (http://host:port), not a proxy's or a web page's?") from None
 
 
 def parse_choices(body: Any, chat: bool) -> list[Sample]:

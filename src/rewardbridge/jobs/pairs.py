@@ -2,9 +2,11 @@
 
 For each prompt: N responses from the policy (generate.py: local ``generate``, or an
 OpenAI-compatible server), each scored by any reward ``load_reward`` takes, and the pair of
-the best and the worst (``select_pair``): DPO's and RPO's training data, Nemotron-4's way.
-A prompt whose best and worst differ by less than ``min_margin`` (or not at all) makes no
-pair and is counted. Written as it goes, resumable, never over another run (pairs_output.py).
+the best and the worst (``select_pair``, selection.py): DPO's and RPO's training data,
+Nemotron-4's way. A prompt whose best and worst differ by less than ``min_margin`` (or not at
+all) makes no pair and is counted; with ``drop_truncated``, responses cut at
+``max_new_tokens`` are left out of the choice. Written as it goes, resumable, never over
+another run (pairs_output.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from ..errors import ConfigError, InputError
 from .generate import EngineGenerator, EngineSettings, LocalGenerator, Sampling
 from .pairs_output import PairsOutput
 from .rows import Row, count_rows, read_rows
+from .selection import is_truncated, select_pair
+
+__all__ = ["make_pairs", "read_prompt", "sample_and_score", "select_pair"]
 
 
 def make_pairs(
@@ -29,6 +34,7 @@ def make_pairs(
     options: dict | None = None,
     n: int = 4,
     min_margin: float = 0.0,
+    drop_truncated: bool = False,
     batch_size: int = 8,
     max_new_tokens: int = 256,
     temperature: float = 1.0,
@@ -52,6 +58,8 @@ def make_pairs(
         prompts: rows with a ``prompt_column`` (text, or chat messages), in any format rows.py reads.
         reward, options: a reward source and its ``load_reward`` options, or a loaded RewardFunction.
         n, min_margin: responses per prompt; the least reward gap a pair needs.
+        drop_truncated: leave responses cut at ``max_new_tokens`` (finish reason ``"length"``) out of
+            the choice of the pair; they stay in ``OUTPUT.responses.jsonl`` and are counted.
         batch_size: prompts per ``generate`` call (local) or in flight (engine); n x batch_size
             responses are scored per reward call.
         max_new_tokens, temperature, top_p, seed: sampling. Local batches are seeded with
@@ -63,8 +71,10 @@ def make_pairs(
         model, tokenizer: an already loaded policy (the recipe runner's), instead of loading ``policy``.
 
     Returns:
-        ``{"rows", "done_now", "resumed", "pairs", "recovered", "below_margin", "unscored",
-        "rejected", "written", "output"}``; ``written`` is the pairs in ``output`` in all.
+        ``{"rows", "done_now", "resumed", "pairs", "recovered", "reselected", "below_margin", "unscored",
+        "truncated", "truncated_responses", "rejected", "written", "output"}``; ``written`` is the
+        pairs in ``output`` in all; ``truncated`` the prompts left with fewer than 2 complete
+        responses (``drop_truncated``), ``truncated_responses`` the responses cut at max_new_tokens.
     """
     from ..reward_fn import RewardFunction
 
@@ -77,6 +87,12 @@ def make_pairs(
     if on_bad_row not in ("stop", "skip"):
         raise ConfigError(f"--on-bad-row {on_bad_row!r} is not one of ('stop', 'skip')")
     total = count_rows(prompts)  # a missing or unknown input fails here, before any file is written
+    if engine is None and model is None:
+        from ..policy import check_policy_config
+
+        check_policy_config(policy, "policy", gguf_file)  # a missing folder, a reward model given as the policy
+    if on_bad_row == "stop":
+        _check_first_prompt(prompts, prompt_column, as_chat)
     resolved = None
     if isinstance(reward, RewardFunction):
         source, reward_options, chosen = reward.source, _plain(reward.options), reward.options
@@ -89,10 +105,14 @@ def make_pairs(
     if chosen.normalize != "none":
         raise ConfigError(f"normalize={chosen.normalize!r}: pairs keep the reward model's own scores "
                           "(RPO fits eta * (r_chosen - r_rejected) to them); drop normalize and scale with eta instead")
+    local = engine is None
     run = {"command": "pairs", "policy": policy, "gguf_file": gguf_file, "engine": engine, "reward": source,
-           "reward_options": reward_options, "n": n, "min_margin": min_margin, "max_new_tokens": max_new_tokens,
-           "temperature": temperature, "top_p": top_p, "seed": seed, "as_chat": as_chat, "prompt_column": prompt_column,
-           "prompts": prompts}
+           "reward_options": reward_options, "n": n, "min_margin": min_margin, "drop_truncated": drop_truncated,
+           "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
+           # Local samples: seeded per batch, drawn with no top-k and no repetition penalty (generate.py).
+           "batch_size": batch_size if local else None, "top_k": sampling.top_k if local else None,
+           "repetition_penalty": sampling.repetition_penalty if local else None,
+           "as_chat": as_chat, "prompt_column": prompt_column, "prompts": prompts}
     out = PairsOutput(output, run, inputs=[prompts])
     done = out.open(resume)
     generator = None
@@ -105,35 +125,53 @@ def make_pairs(
             generator = EngineGenerator(engine, policy, sampling, engine_settings or EngineSettings())
         else:
             generator = LocalGenerator(model if model is not None else policy, sampling, tokenizer=tokenizer, gguf_file=gguf_file)
-        stats = _run(prompts, out, done, generator, reward, sampling, min_margin, batch_size, as_chat, prompt_column,
-                     on_bad_row, total, progress)
+        stats = _run(prompts, out, done, generator, reward, sampling, (min_margin, drop_truncated), batch_size, as_chat,
+                     prompt_column, on_bad_row, total, progress)
     finally:
         out.close()
         if isinstance(generator, EngineGenerator):
             generator.close()
-    stats.update(recovered=out.recovered, written=out.count_pairs(), output=output)
+    stats.update(recovered=out.recovered, reselected=out.reselected, written=out.count_pairs(), output=output)
+    notes = [f"{out.recovered} rebuilt from the responses file"] if out.recovered else []
+    notes += [f"{out.reselected} prompts' pairs chosen again from the responses file"] if out.reselected else []
     print(f"rewardbridge pairs: {stats['rows']} prompts: {stats['done_now']} sampled now, {stats['resumed']} already done "
           f"(resumed), {stats['rejected']} rejected; {stats['pairs']} pairs made, {stats['below_margin']} below "
-          f"--min-margin {min_margin:g}, {stats['unscored']} with fewer than 2 scored responses; {stats['written']} pairs "
-          f"in {output}" + (f" ({out.recovered} rebuilt from the responses file)" if out.recovered else ""), file=sys.stderr)
+          f"--min-margin {min_margin:g}, {stats['unscored']} with fewer than 2 scored responses"
+          + (f", {stats['truncated']} with fewer than 2 complete ones (--drop-truncated)" if drop_truncated else "")
+          + f"; {stats['truncated_responses']} of the responses sampled now were cut at --max-new-tokens {max_new_tokens}; "
+          f"{stats['written']} pairs in {output}" + (f" ({'; '.join(notes)})" if notes else ""), file=sys.stderr)
     return stats
 
 
-def _run(prompts, out: PairsOutput, done, generator, reward, sampling, min_margin, batch_size, as_chat, prompt_column,
+def _check_first_prompt(prompts: str, column: str, as_chat: bool) -> None:
+    """The first row's prompt, read before any file is written: a wrong --prompt-column fails here."""
+    first = next(iter(read_rows(prompts)), None)
+    if first is None:
+        return
+    try:
+        read_prompt(first, column, as_chat)
+    except InputError as error:
+        raise InputError(f"{prompts} {first.where}: {error}; pass --on-bad-row skip to write such rows to OUTPUT.rejects.jsonl "
+                         "(nothing was written)") from None
+
+
+def _run(prompts, out: PairsOutput, done, generator, reward, sampling, selection, batch_size, as_chat, prompt_column,
          on_bad_row, total, progress) -> dict:
     from tqdm import tqdm
 
-    stats = {"rows": 0, "done_now": 0, "resumed": 0, "pairs": 0, "below_margin": 0, "unscored": 0, "rejected": 0}
+    stats = {"rows": 0, "done_now": 0, "resumed": 0, "pairs": 0, "below_margin": 0, "unscored": 0, "truncated": 0,
+             "truncated_responses": 0, "rejected": 0}
     seen_done: set[str] = set()
     batch: list[tuple[Row, Any]] = []
     bar = tqdm(total=total, unit="prompt", desc="pairs", file=sys.stderr, dynamic_ncols=True, disable=not progress)
 
     def finish_batch():
-        for record in sample_and_score(generator, reward, batch, sampling, min_margin):
+        for record in sample_and_score(generator, reward, batch, sampling, *selection):
             out.write_row(record)
             stats["done_now"] += 1
             key = "pairs" if record["chosen"] is not None else record["no_pair"]
             stats[key] += 1
+            stats["truncated_responses"] += sum(is_truncated(r) for r in record["responses"])
         out.flush()
         bar.update(len(batch))
         bar.set_postfix(pairs=stats["pairs"])
@@ -192,22 +230,29 @@ def read_prompt(row: Row, column: str, as_chat: bool):
     return [dict(m) for m in value]
 
 
-def sample_and_score(generator, reward, batch: list[tuple[Row, Any]], sampling: Sampling, min_margin: float) -> list[dict]:
-    """One batch: N samples per prompt, one reward call for all of them, a record per prompt."""
+def sample_and_score(generator, reward, batch: list[tuple[Row, Any]], sampling: Sampling, min_margin: float,
+                     drop_truncated: bool = False) -> list[dict]:
+    """One batch: N samples per prompt, one reward call for all of them, a record per prompt.
+
+    A reward that gives attributes and no single reward (no ``attribute_weights``) is refused; one
+    whose scores are all None because its requests failed (``on_error="skip"``) is not: those
+    prompts are counted as unscored.
+    """
     from .score import score_conversations
 
     samples = generator.generate([prompt for _, prompt in batch], first_index=batch[0][0].index)
     conversations = [Conversation.from_trl(prompt, s.text if isinstance(prompt, str) else [{"role": "assistant", "content": s.text}])
                      for (_, prompt), group in zip(batch, samples) for s in group]
     values, named = score_conversations(reward, conversations)
-    if all(v is None for v in values) and named and named[0]:
+    if reward.options.attribute_weights is None and named and named[0] and all(v is None for v in values):
         raise ConfigError(f"the reward returns attributes {sorted(named[0])} but no single reward: pass "
                           "--option attribute_weights=[...] (Nemotron-4-340B-Reward: the card's weights)")
     records = []
     for position, ((row, prompt), group) in enumerate(zip(batch, samples)):
         rewards = values[position * sampling.n:(position + 1) * sampling.n]
         attributes = named[position * sampling.n:(position + 1) * sampling.n]
-        chosen, rejected, why = select_pair(rewards, min_margin)
+        truncated = [s.finish_reason == "length" for s in group] if drop_truncated else None
+        chosen, rejected, why = select_pair(rewards, min_margin, truncated)
         records.append({
             "row_id": row.row_id, "where": row.where, "prompt": prompt, "chat": not isinstance(prompt, str),
             "responses": [{"text": s.text, "reward": r, "finish_reason": s.finish_reason, **({"attributes": a} if a else {})}
@@ -215,29 +260,6 @@ def sample_and_score(generator, reward, batch: list[tuple[Row, Any]], sampling: 
             "chosen": chosen, "rejected": rejected, "no_pair": why,
         })
     return records
-
-
-def select_pair(rewards: list[float | None], min_margin: float = 0.0) -> tuple[int | None, int | None, str | None]:
-    """The best and the worst scored response: ``(chosen, rejected, None)``, or ``(None, None, why)``.
-
-    Unscored responses (None) are left out; on a tie the first response wins. No pair when fewer
-    than 2 are scored (``"unscored"``) or when best - worst is 0 or below ``min_margin``
-    (``"below_margin"``): equal scores say nothing about which is better.
-
-    >>> select_pair([0.5, 2.0, None, -1.0])
-    (1, 3, None)
-    >>> select_pair([0.5, 0.7], min_margin=0.5)
-    (None, None, 'below_margin')
-    """
-    scored = [(r, i) for i, r in enumerate(rewards) if r is not None]
-    if len(scored) < 2:
-        return None, None, "unscored"
-    best = max(scored, key=lambda x: (x[0], -x[1]))
-    worst = min(scored, key=lambda x: (x[0], x[1]))
-    margin = best[0] - worst[0]
-    if margin <= 0 or margin < min_margin:
-        return None, None, "below_margin"
-    return best[1], worst[1], None
 
 
 def _plain(options) -> dict:

@@ -9,12 +9,16 @@ Files, beside OUT:
   none did). It is written first, so it is the record of which rows are done;
 - ``OUT.rejects.jsonl``: malformed rows, with ``--on-bad-row skip``;
 - ``OUT.run.json``: what produced them (policy, engine, reward and its options, sampling, N,
-  min-margin); a resume with other settings is refused;
+  min-margin); a resume with other settings is refused, except the ones that only choose
+  among the scored responses (``min_margin``, ``drop_truncated``): then every prompt's pair is
+  chosen again from the responses file, and nothing is sampled again;
 - ``OUT.lock``: an exclusive lock held while a run writes (``output.hold_lock``, the lock every
   job's output takes; the OS drops it when the process dies, so a killed run never blocks its resume).
 
 A kill between a row's responses line and its pair line loses nothing: the resume writes the
-pair again from the responses file. A last line cut off mid-write is dropped and redone.
+pair again from the responses file. A last line cut off mid-write is dropped and redone. Files
+that hold no sampled row (a run that stopped at its start) are this job's own to start again
+over, with or without ``--resume``.
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ import os
 from typing import Any
 
 from ..errors import ConfigError, InputError
-from .output import check_writable, hold_lock, same_file
+from .output import RUNTIME_OPTIONS, check_writable, hold_lock, same_file
+from .selection import reselect
 
 SUFFIXES = {"responses": ".responses.jsonl", "rejects": ".rejects.jsonl", "run": ".run.json", "lock": ".lock"}
+# Settings that only choose the pair among scored responses: a resume with others re-selects the pairs.
+SELECTION = ("min_margin", "drop_truncated")
 
 
 class PairsOutput:
@@ -41,24 +48,30 @@ class PairsOutput:
         self._lock = None
         self._pending_pairs: list[dict] = []
         self.recovered = 0  # pairs a resume rebuilt from the responses file
+        self.reselected = 0  # prompts whose pair a resume chose again (another min_margin or drop_truncated)
 
     def open(self, resume: bool) -> dict[int, str]:
         """Take the lock, check the run, and (resume) reconcile the files; returns the done rows."""
         check_writable(self.output)
         self._refuse_input_as_output()
         self._lock = hold_lock(self.paths["lock"], self.output)
-        if not resume:
+        if self._started_nothing():  # a run that stopped before its first row: start again over its files
+            for name in ("pairs", "responses", "rejects"):
+                open(self.paths[name], "w").close()
+            self._write_run()
+            done: dict[int, str] = {}
+        elif not resume:
             for name in ("pairs", "responses", "rejects", "run"):
                 path = self.paths[name]
                 if os.path.exists(path) and os.path.getsize(path) > 0:
                     raise ConfigError(f"{path} already exists; pass --resume to continue that run, or remove it "
                                       "(rewardbridge pairs never overwrites)")
-            with open(self.paths["run"], "w", encoding="utf-8") as f:
-                json.dump(self.run, f, indent=1)
-            done: dict[int, str] = {}
+            self._write_run()
+            done = {}
         else:
             self._check_run()
             done = self._reconcile()
+            self._write_run()  # a changed selection setting is now the run's
         self._files = {name: open(self.paths[name], "a", encoding="utf-8") for name in ("pairs", "responses", "rejects")}
         return done
 
@@ -106,46 +119,84 @@ class PairsOutput:
                     raise ConfigError(f"--output {self.output} would write over the input {path} (as its {name} file); "
                                       "choose another --output")
 
+    def _started_nothing(self) -> bool:
+        """Our own run.json beside files that hold no sampled row (rejects aside): nothing to keep."""
+        if not os.path.exists(self.paths["run"]):
+            return False
+        return not any(os.path.exists(self.paths[n]) and os.path.getsize(self.paths[n]) for n in ("pairs", "responses"))
+
+    def _write_run(self) -> None:
+        path = self.paths["run"]
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(self.run, f, indent=1)
+        os.replace(path + ".tmp", path)
+
     def _check_run(self) -> None:
         path = self.paths["run"]
         if not os.path.exists(path):
             if any(os.path.exists(self.paths[n]) and os.path.getsize(self.paths[n]) for n in ("pairs", "responses")):
                 raise ConfigError(f"{self.output} has no {path}: it was not written by rewardbridge pairs; remove it or drop --resume")
-            with open(path, "w", encoding="utf-8") as f:
-                json.dump(self.run, f, indent=1)
             return
         with open(path, encoding="utf-8") as f:
             before = json.load(f)
         changed = [f"{key}: {before.get(key)!r} then, {self.run.get(key)!r} now"
-                   for key in sorted(set(before) | set(self.run)) if key != "prompts" and before.get(key) != self.run.get(key)]
+                   for key in sorted(set(before) | set(self.run))
+                   if key not in ("prompts", "reward_options", *SELECTION) and before.get(key) != self.run.get(key)]
+        # The reward's options that change how a score is fetched, not what it is, may change (as for `score`).
+        options_then, options_now = ({k: v for k, v in (run.get("reward_options") or {}).items() if k not in RUNTIME_OPTIONS}
+                                     for run in (before, self.run))
+        if options_then != options_now:
+            changed.append(f"reward_options: {options_then!r} then, {options_now!r} now")
         if changed:
             raise ConfigError(f"--resume: {self.output} was made with other settings ({'; '.join(changed)}); "
                               "resume with the same ones, or write to another --output")
 
     def _reconcile(self) -> dict[int, str]:
-        """Rows done (responses + rejects), and pairs the responses file names but OUT lacks, written now."""
+        """Rows done (responses + rejects); OUT made to hold exactly the pairs the responses file names.
+
+        A pair missing from OUT (killed between the two writes) is written now. When the pairs are
+        chosen again (another ``min_margin`` / ``drop_truncated``), or OUT disagrees with the
+        responses file (a kill in the middle of that), both files are rewritten from the records.
+        """
         records = _read_lines(self.paths["responses"])
         done: dict[int, str] = {}
         for number, record in records:
             _remember(done, record, self.paths["responses"], number)
         for number, record in _read_lines(self.paths["rejects"]):
             _remember(done, record, self.paths["rejects"], number)
-        pairs_seen: set[str] = set()
+        pairs: dict[str, dict] = {}
         for number, pair in _read_lines(self.paths["pairs"]):
             row_id = pair.get("row_id")
-            if row_id in pairs_seen:
+            if row_id in pairs:
                 raise InputError(f"{self.output} line {number} repeats the pair of row {row_id}: two runs wrote it, or it was "
                                  "edited; remove the output or write to another --output")
             if row_id not in done.values():
                 raise InputError(f"{self.output} line {number} (row {row_id}) is not in {self.paths['responses']}: the files "
                                  "do not belong together; remove them or write to another --output")
-            pairs_seen.add(row_id)
-        missing = [pair for _, record in records if (pair := pair_of(record)) is not None and record["row_id"] not in pairs_seen]
+            pairs[row_id] = pair
+        chosen = [reselect(record, self.run.get("min_margin", 0.0), bool(self.run.get("drop_truncated"))) for _, record in records]
+        self.reselected = sum(new is not old for new, (_, old) in zip(chosen, records))
+        expected = {r["row_id"]: pair for r in chosen if (pair := pair_of(r)) is not None}
+        if self.reselected or any(expected.get(row_id) != pair for row_id, pair in pairs.items()):
+            self._rewrite(chosen)
+            return done
+        missing = [pair for row_id, pair in expected.items() if row_id not in pairs]
         with open(self.paths["pairs"], "a", encoding="utf-8") as f:
             for pair in missing:  # killed between the two writes: the pair is rebuilt, not lost
                 f.write(_line(pair))
         self.recovered = len(missing)
         return done
+
+    def _rewrite(self, records: list[dict]) -> None:
+        """The responses file (the record) replaced whole, then OUT rebuilt from it; a kill between the
+        two leaves OUT disagreeing with the records, which the next resume rebuilds again."""
+        for name, lines in (("responses", records), ("pairs", [p for r in records if (p := pair_of(r)) is not None])):
+            path = self.paths[name]
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                f.writelines(_line(line) for line in lines)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(path + ".tmp", path)
 
 
 def pair_of(record: dict[str, Any]) -> dict[str, Any] | None:

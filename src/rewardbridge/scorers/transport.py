@@ -188,6 +188,8 @@ class Transport:
             retry_budget, retry_wait, max_concurrency, api_key_env).
     """
 
+    give_up_hint = "raise retry_budget/timeout, add endpoints, or pass on_error='skip'"  # an engine says its own
+
     def __init__(self, urls: Sequence[str], protocol: str, options: Any):
         self.urls = list(urls)
         self.protocol = protocol
@@ -372,11 +374,10 @@ class Transport:
                          "the URL is the server's base (http://host:port)")
         else:
             what = f"could not be reached ({error})"
-        tried = f" after {attempts} attempt{'s' if attempts != 1 else ''} over {spent:.1f} s" if attempts > 1 else ""
-        message = f"{where} {what} for {samples}{tried}"
+        message = f"{where} {what} for {samples}" + (f" after {attempts} attempts over {spent:.1f} s" if attempts > 1 else "")
         if isinstance(error, (RetryableStatus, _TransportError)):
             limit = f"max_retries={self.max_retries}" if self.max_retries is not None and attempts > self.max_retries else f"retry_budget={self.retry_budget:g} s"
-            message += f"; it gave up at {limit}: raise retry_budget/timeout, add endpoints, or pass on_error='skip'"
+            message += f"; it gave up at {limit}: {self.give_up_hint}"
         remote = RemoteError(self._scrub(message))
         # The endpoint's trouble (down, overloaded) or this request's (4xx, an unreadable answer):
         # the coalescer re-sends a shared request's calls apart only for the latter.

@@ -27,6 +27,7 @@ from .engine_process import EngineProcess
 from .preference import PAIR_COLUMNS, REWARD_COLUMNS
 from .prompts import load_prompts, read_rows
 from .recipe import Recipe
+from .resume import check_iterations_folder, check_training_folder
 from .train import HeldOut, build_rewards, quiet_libraries, resolve_model
 
 __all__ = ["PreferenceStepPrinter", "build_preference_trainer", "run_preference"]
@@ -46,18 +47,16 @@ def run_preference(recipe: Recipe, resume: bool = False) -> list[dict]:
     if recipe.pairs is None:
         return _train_once(recipe, out, resume, started)
     main = int(os.environ.get("RANK", "0")) == 0
-    # The main process checks the folder; the others may start after it began writing there.
-    finished = sorted(out.glob("iter-*/done.json")) + sorted(out.glob("iter-*/pairs.jsonl")) if main else []
-    if finished and not resume:
-        raise ConfigError(f"{out} already holds iterations ({finished[0].parent.name}); pass --resume to continue that run, "
-                          "or set training.output_dir to a new folder")
+    # The main process checks the folder (and saves the recipe); the others may start after it began writing there.
+    work = check_iterations_folder(recipe, out, resume) if main else ["(checked by the main process)"]
     out.mkdir(parents=True, exist_ok=True)
-    prompts = _write_prompts(recipe, out, main)
+    prompts = _write_prompts(recipe, out, main, fresh=not work)
     # The main process samples and scores; the others only train (and wait for its pairs).
     reward = build_rewards([recipe.pairs.reward])[0] if main else None
     heldout = _heldout(recipe, reward)
-    log = json.loads((out / "heldout.json").read_text()) if resume and (out / "heldout.json").exists() else {}
-    policy, records, history = resolve_model(recipe.model.path, recipe.model.gguf_file), [], []
+    log = json.loads((out / "heldout.json").read_text()) if work and (out / "heldout.json").exists() else {}
+    start = resolve_model(recipe.model.path, recipe.model.gguf_file)
+    policy, records, history = start, [], []
     for k in range(1, recipe.iterations + 1):
         d = out / f"iter-{k}"
         if (d / "done.json").exists():
@@ -68,6 +67,11 @@ def run_preference(recipe: Recipe, resume: bool = False) -> list[dict]:
             print(f"iteration {k}/{recipe.iterations}: done in an earlier run ({policy})", flush=True)
             continue
         d.mkdir(parents=True, exist_ok=True)
+        if heldout is not None and "before" not in log and k > 1:  # "before" is the recipe's policy, never a later one
+            log["before"] = _score_heldout(heldout, *_load_policy(start, recipe))
+            (out / "heldout.json").write_text(json.dumps(log, indent=1))
+            heldout.trainer.model = None  # let the recipe's policy go before this iteration's loads
+            gc.collect()
         model, tokenizer = _load_policy(policy, recipe)
         if heldout is not None and "before" not in log:
             log["before"] = _score_heldout(heldout, model, tokenizer)
@@ -143,6 +147,8 @@ def _train_once(recipe: Recipe, out: Path, resume: bool, started: float) -> list
     dataset = Dataset.from_list(read_rows(spec.path)) if os.path.isfile(spec.path) else load_dataset(spec.path, data_dir=spec.data_dir, split=spec.split)
     if spec.limit:
         dataset = dataset.select(range(min(spec.limit, len(dataset))))
+    if int(os.environ.get("RANK", "0")) == 0:
+        check_training_folder(out, resume, f"{recipe.trainer.upper()} training")
     model, tokenizer = _load_policy(resolve_model(recipe.model.path, recipe.model.gguf_file), recipe)
     heldout = _heldout(recipe)
     log = {"before": _score_heldout(heldout, model, tokenizer)} if heldout is not None else {}
@@ -160,8 +166,9 @@ def _train_once(recipe: Recipe, out: Path, resume: bool, started: float) -> list
     return trainer.state.log_history
 
 
-def _write_prompts(recipe: Recipe, out: Path, main: bool) -> Path:
-    """The recipe's prompts, once, as ``output_dir/prompts.jsonl`` (the pairs jobs' input and row identity)."""
+def _write_prompts(recipe: Recipe, out: Path, main: bool, fresh: bool = False) -> Path:
+    """The recipe's prompts, once, as ``output_dir/prompts.jsonl`` (the pairs jobs' input and row identity);
+    ``fresh``: no iteration holds work yet, so the file is this run's to write again."""
     path = out / "prompts.jsonl"
     rows = [{"prompt": p} for p in load_prompts(recipe.dataset)["prompt"]]
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
@@ -171,10 +178,10 @@ def _write_prompts(recipe: Recipe, out: Path, main: bool) -> Path:
                           f"needs {need} prompts; dataset has {len(rows)}: lower one of them, or give more prompts")
     if not main:
         return path  # the main process writes it (and checks it) before it samples
-    if path.exists() and path.read_text() != text:
+    if path.exists() and path.read_text() != text and not fresh:
         raise ConfigError(f"{path} holds other prompts than the recipe's dataset now; resume with the same dataset, "
                           "or set training.output_dir to a new folder")
-    if not path.exists():
+    if not path.exists() or fresh:
         path.with_suffix(".tmp").write_text(text)
         os.replace(path.with_suffix(".tmp"), path)
     return path
@@ -198,7 +205,8 @@ def _make_iteration_pairs(recipe, k, d: Path, prompts: Path, policy, model, toke
         lines = prompts.read_text().splitlines(keepends=True)[(k - 1) * m:k * m]
         (d / "prompts.jsonl").write_text("".join(lines))
         prompts = d / "prompts.jsonl"
-    common = dict(reward=reward, n=spec.n, min_margin=spec.min_margin, batch_size=spec.batch_size, max_new_tokens=spec.max_new_tokens,
+    common = dict(reward=reward, n=spec.n, min_margin=spec.min_margin, drop_truncated=spec.drop_truncated,
+                  batch_size=spec.batch_size, max_new_tokens=spec.max_new_tokens,
                   temperature=spec.temperature, top_p=spec.top_p, seed=recipe.seed + 1000 * k, as_chat=spec.as_chat,
                   resume=(d / "pairs.jsonl").exists(), progress=False)
     print(f"iteration {k}/{recipe.iterations}: sampling {spec.n} responses per prompt from {policy}"
@@ -213,8 +221,12 @@ def _make_iteration_pairs(recipe, k, d: Path, prompts: Path, policy, model, toke
         stats = make_pairs(str(policy), str(prompts), str(d / "pairs.jsonl"), model=model, tokenizer=tokenizer, **common)
     stats = {key: v for key, v in stats.items() if key != "output"} | {"seconds": round(time.monotonic() - started, 1)}
     if stats["written"] == 0:
+        truncated = (f", {stats['truncated']} with fewer than 2 complete responses (pairs.drop_truncated: false keeps the cut ones, "
+                     "or raise pairs.max_new_tokens)") if spec.drop_truncated else ""
         raise ConfigError(f"iteration {k} made no pairs from {stats['rows']} prompts ({stats['below_margin']} below "
-                          f"min_margin={spec.min_margin}, {stats['unscored']} unscored): lower pairs.min_margin or raise pairs.n")
+                          f"min_margin={spec.min_margin}, {stats['unscored']} unscored{truncated}). Its responses are kept in "
+                          f"{d / 'pairs.jsonl.responses.jsonl'}: rerun with --resume --set pairs.min_margin=<lower> to choose "
+                          "their pairs again, or raise pairs.n with a new training.output_dir")
     done.with_suffix(".tmp").write_text(json.dumps(stats, indent=1))
     os.replace(done.with_suffix(".tmp"), done)  # whole or absent: the other processes poll for it
     return stats
@@ -230,10 +242,12 @@ def _pairs_dataset(path: Path, trainer: str):
 def _load_policy(path: str, recipe: Recipe):
     """The policy and its tokenizer from a folder; on the GPU this process trains on unless ``use_cpu``."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from ..policy import load_causal_lm
 
     dtype = "auto" if recipe.model.dtype == "auto" else getattr(torch, recipe.model.dtype)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=recipe.model.trust_remote_code)
+    model = load_causal_lm(path, "policy", dtype=dtype, trust_remote_code=recipe.model.trust_remote_code)
     if torch.cuda.is_available() and not recipe.training.get("use_cpu"):
         model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
     return model, AutoTokenizer.from_pretrained(path, trust_remote_code=recipe.model.trust_remote_code)

@@ -6,7 +6,6 @@ from typing import Any
 
 from .. import yaml12
 from ..errors import ConfigError
-from ..options import TEXT_OPTIONS
 
 
 def apply_override(data: dict, item: str) -> None:
@@ -14,9 +13,8 @@ def apply_override(data: dict, item: str) -> None:
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {item!r} is not KEY=VALUE (for example --set training.max_steps=5)")
-    leaf_name = key.strip().rsplit(".", 1)[-1]
-    # A reward's text options (a judge prompt, a chat template) are taken as typed, not as YAML.
-    parsed = value if leaf_name in TEXT_OPTIONS else yaml12.parse_value(value, f"--set {item!r}")
+    # The rule --option follows: null clears any key; a prompt or template is taken as typed.
+    parsed = yaml12.parse_setting(key.strip().rsplit(".", 1)[-1], value, f"--set {item!r}")
     node: Any = data
     *parents, leaf = key.strip().split(".")
     for depth, part in enumerate(parents):

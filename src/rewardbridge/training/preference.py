@@ -30,11 +30,13 @@ class PairsSpec:
     ``engine``: an OpenAI-compatible server's URL; since each iteration samples from a new
     policy, ``engine_command`` (with ``{policy}``) starts one for each iteration's checkpoint.
     ``prompts_per_iteration``: iteration k takes the k-th slice of the prompts (default: all).
+    ``drop_truncated``: responses cut at ``max_new_tokens`` are left out of the pairs (docs/rpo.md).
     """
 
     reward: Any
     n: int = 4
     min_margin: float = 0.0
+    drop_truncated: bool = False
     max_new_tokens: int = 256
     temperature: float = 1.0
     top_p: float = 1.0
@@ -57,6 +59,9 @@ def parse_pairs(value: Any, parse_reward: Callable[[Any, int], Any], reject_unkn
     reject_unknown(value, [f.name for f in fields(PairsSpec)], "pairs: unknown key")
     if not isinstance(value.get("reward"), dict):
         raise ConfigError("pairs.reward is required: the reward model that scores the samples (source + load_reward options)")
+    if "weight" in value["reward"]:
+        raise ConfigError("pairs.reward.weight: the pairs' reward is the only one, and its own scores make the pairs (RPO's "
+                          "target is eta * their gap); a weight would be ignored: drop it, and scale with training.eta")
     try:
         reward = parse_reward(value["reward"], 0)
     except ConfigError as error:
@@ -109,6 +114,13 @@ def check_engine_iterations(spec: PairsSpec | None, iterations: int | None) -> N
         raise ConfigError(f"pairs.engine serves one fixed policy, but iteration 2 of {iterations} must sample from iteration 1's "
                           "checkpoint; add pairs.engine_command (e.g. 'vllm serve {policy} --port 8011'), which the runner "
                           "starts for each iteration, or drop pairs.engine to generate in-process")
+
+
+def check_iteration_training(training: dict, spec: PairsSpec | None) -> None:
+    """What the iterations decide themselves: each iteration's reference is the previous policy."""
+    if spec is not None and training.get("sync_ref_model"):
+        raise ConfigError("training.sync_ref_model: true mixes the policy into the reference during an iteration (TR-DPO); "
+                          "with iterations the reference is the previous iteration's policy, held fixed: drop sync_ref_model")
 
 
 def check_preference_dataset(path: str, trainer: str) -> None:

@@ -25,9 +25,11 @@ import yaml
 
 from .. import yaml12
 from ..errors import ConfigError, RewardBridgeError
+from ..policy import check_policy_config
 from .early_checks import check_batch, check_first_row
 from .overrides import apply_override
-from .preference import PREFERENCE_TRAINERS, check_engine_iterations, check_preference, check_preference_dataset, parse_pairs
+from .preference import (PREFERENCE_TRAINERS, check_engine_iterations, check_iteration_training, check_preference,
+                         check_preference_dataset, parse_pairs)
 from .remote_rewards import fill_group_size
 from .typecheck import check_value
 
@@ -207,6 +209,7 @@ def parse_recipe(data: dict[str, Any], base_dir: Path = Path("."), name: str = "
     resolve_files(recipe, base_dir)
     if recipe.trainer in PREFERENCE_TRAINERS:
         check_engine_iterations(recipe.pairs, recipe.iterations)
+        check_iteration_training(recipe.training, recipe.pairs)
         if recipe.pairs is None:
             check_preference_dataset(recipe.dataset.path, recipe.trainer)
         if recipe.evaluation is not None and not recipe.rewards and recipe.pairs is None:
@@ -263,6 +266,8 @@ def check_training(trainer: str, training: Any) -> dict[str, Any]:
 
     config_class = {"rloo": RLOOConfig, "grpo": GRPOConfig, "dpo": DPOConfig, "rpo": RPOConfig}[trainer]
     fields = {f.name: f.type for f in dataclasses.fields(config_class)}
+    if trainer in PREFERENCE_TRAINERS and isinstance(training.get("loss_type"), str):
+        training = {**training, "loss_type": [training["loss_type"]]}  # as DPOConfig.__post_init__ takes a string itself
     _reject_unknown(training, list(fields), "training: unknown key", f"(not a field of TRL's {config_class.__name__})", here="training")
     checked = {key: check_value(f"training.{key}", value, fields[key]) for key, value in training.items()}
     if trainer == "rpo":
@@ -308,6 +313,8 @@ def resolve_files(recipe: Recipe, base_dir: Path) -> None:
             continue
         if value.startswith((".", "/", "~")) or (base_dir / value).exists():  # a path (relative to the recipe): check it now
             setattr(spec, attr, str(_existing(value, base_dir, where)))
+        if where == "model.path" and os.path.isdir(spec.path):  # a reward model's folder as the policy, before any weights
+            check_policy_config(spec.path, where, spec.gguf_file)  # (a folder an earlier recipe will write: at load time)
 
 
 def _existing(value: str, base_dir: Path, where: str) -> Path:

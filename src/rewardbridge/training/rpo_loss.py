@@ -16,6 +16,8 @@ Every log comes from ``logsigmoid``, never ``log(sigmoid(.))``: a margin of 1e4 
 from __future__ import annotations
 
 import math
+import numbers
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,8 +46,8 @@ def rpo_loss(
             each response (summed over its tokens, or their mean).
         ref_chosen_logps, ref_rejected_logps: shape (B,), the same under the reference policy.
         chosen_rewards, rejected_rewards: shape (B,), the reward model's score of each response.
-        beta: scales the implicit reward ``log pi - log pi_ref`` (DPO's beta), > 0.
-        eta: scales the reward model's gap (NeMo-Aligner's ``gt_reward_scale``), > 0.
+        beta: scales the implicit reward ``log pi - log pi_ref`` (DPO's beta), a real number > 0 (float, NumPy, 0-d tensor).
+        eta: scales the reward model's gap (NeMo-Aligner's ``gt_reward_scale``), > 0, of the same kinds.
         distance: ``"bwd_kl"`` (the paper's), ``"fwd_kl"`` or ``"sq"``.
 
     Returns:
@@ -59,9 +61,7 @@ def rpo_loss(
     """
     if distance not in DISTANCES:
         raise ConfigError(f"distance={distance!r} is not one of {DISTANCES}")
-    for name, value in (("beta", beta), ("eta", eta)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"{name}={value!r} must be a finite number > 0")
+    beta, eta = _scale("beta", beta), _scale("eta", eta)
     tensors = {
         "policy_chosen_logps": policy_chosen_logps, "policy_rejected_logps": policy_rejected_logps,
         "ref_chosen_logps": ref_chosen_logps, "ref_rejected_logps": ref_rejected_logps,
@@ -77,6 +77,20 @@ def rpo_loss(
     implicit = beta * ((pc - rc) - (pl - rl))
     target = eta * (cr - rr)
     return rpo_distance(implicit, target, distance)
+
+
+def _scale(name: str, value: Any) -> float | torch.Tensor:
+    """A real number > 0: a Python or NumPy number, or a 0-d tensor (kept as one: it may carry a gradient)."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and value.is_floating_point():
+        number = float(value.detach())
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):  # NumPy numbers are numbers.Real too
+        number = value = float(value)
+    else:
+        got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ConfigError(f"{name}={value!r} must be a real number > 0 (a float, a NumPy number or a 0-d tensor), got {got}")
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigError(f"{name}={number!r} must be a finite number > 0")
+    return value
 
 
 def rpo_distance(implicit: torch.Tensor, target: torch.Tensor, distance: str = "bwd_kl") -> torch.Tensor:

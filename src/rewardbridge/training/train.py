@@ -113,9 +113,11 @@ def build_trainer(recipe: Recipe):
     quiet_libraries()
     prompts, functions = preflight(recipe)  # prompts read and rewards resolved before any trainer import or weights
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import AutoTokenizer, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    from ..policy import load_causal_lm
 
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
@@ -124,7 +126,7 @@ def build_trainer(recipe: Recipe):
     model_path = resolve_model(recipe.model.path, recipe.model.gguf_file)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=recipe.model.trust_remote_code)
     dtype = "auto" if recipe.model.dtype == "auto" else getattr(torch, recipe.model.dtype)
-    policy = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, trust_remote_code=recipe.model.trust_remote_code)
+    policy = load_causal_lm(model_path, "model.path", dtype=dtype, trust_remote_code=recipe.model.trust_remote_code)
     peft_config = None
     if recipe.peft is not None:
         from peft import LoraConfig
@@ -159,6 +161,11 @@ def run(recipe: Recipe, resume: bool = False) -> list[dict]:
     if recipe.trainer not in ("rloo", "grpo"):
         raise ConfigError(f"trainer={recipe.trainer!r} runs in rewardbridge.training.iterations.run_preference (the CLI picks it)")
     started = time.monotonic()
+    from .resume import check_training_folder
+
+    # --resume needs a checkpoint (TRL's own error is a bare ValueError after the weights loaded); a rerun
+    # over a finished run is allowed here, as `make demo` reruns the quickstart.
+    check_training_folder(Path(recipe.training.get("output_dir") or "trainer_output"), resume, refuse_existing=False)
     trainer = build_trainer(recipe)
     main = trainer.accelerator.is_main_process
     wandb_run = start_wandb(recipe) if (main and recipe.reports_to_wandb) else None
