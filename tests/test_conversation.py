@@ -91,6 +91,11 @@ FORMS = [
                     {"role": "assistant", "content": "No."}, {"role": "user", "content": "Please."}],
      [{"role": "assistant", "content": text("Why did the", "model cross the road?")}]),
     ("plain", "2+2=", "4"),
+    # Issue 15 review 23: a completion may end with a tool turn, and an assistant turn that only calls a
+    # tool may have content null (OpenAI's form): the chat routes split a flat list as TRL pairs it.
+    ("tool-turns", [{"role": "user", "content": "What is 2+2? Use the calculator."}],
+     [{"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {"name": "add", "arguments": "{}"}}]},
+      {"role": "tool", "content": "4"}, {"role": "assistant", "content": "It is 4."}, {"role": "tool", "content": "logged"}]),
 ]
 
 
@@ -154,8 +159,12 @@ REFUSED = [
      "prompt message 0 content part 0", "[0].content[0]"),
     ("text-part-without-text", [{"role": "user", "content": [{"type": "text"}]}], [{"role": "assistant", "content": "?"}],
      "prompt message 0 content part 0", "[0].content[0]"),
-    ("content-null", [{"role": "user", "content": None}], [{"role": "assistant", "content": "?"}], "prompt message 0 has no 'content'",
+    ("content-null", [{"role": "user", "content": None}], [{"role": "assistant", "content": "?"}], "prompt message 0 has 'content': null",
+     "[0]' has 'content': null"),
+    ("no-content", [{"role": "user"}], [{"role": "assistant", "content": "?"}], "prompt message 0 has no 'content'",
      "[0]' has no 'content'"),
+    ("empty-messages", [{"role": "user", "content": ""}], [{"role": "assistant", "content": ""}],
+     "prompt and sample 0: completion are both empty", ""),  # as "" + "" is refused everywhere
 ]
 
 
@@ -189,3 +198,16 @@ def test_a_text_that_renders_to_no_tokens_is_refused_not_scored(served, path, bo
 
     response = httpx.post(served + path, json=body, timeout=60)
     assert response.status_code == 422 and "sample 0 renders to no tokens" in response.json()["error"]["message"], response.text
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/classify", "/pooling"])
+@pytest.mark.parametrize("messages, words", [
+    ([{"role": "assistant", "content": "4"}], "field 'messages' holds only the response"),
+    ([{"role": "user", "content": "2+2?"}], "field 'messages[-1].role' is 'user'; the response to score comes last"),
+    ([{"role": "user", "content": "2+2?"}, {"role": "tool", "content": "4"}], "field 'messages[-1].role' is 'tool'"),
+], ids=["lone-assistant", "no-answer", "tool-without-answer"])
+def test_a_chat_body_without_a_prompt_and_an_answer_names_the_field(served, path, messages, words):
+    import httpx
+
+    response = httpx.post(served + path, json={"model": "reward_model", "messages": messages}, timeout=60)
+    assert response.status_code == 422 and words in response.json()["error"]["message"], response.text

@@ -314,14 +314,22 @@ _LIVE: dict[str, weakref.WeakSet] = {}
 
 
 def _claim_name(reward: RewardFunction) -> None:
-    """Warn when another live reward from another source has this name: in one trainer TRL would log
-    both under ``rewards/<name>/...`` and merge their metrics (two ``checkpoint-500`` folders). The
-    same source again (a reload, or other options) is not warned about; a recipe refuses any repeat."""
+    """Warn when another live reward of this name differs from this one (another source, or the same
+    source with other options: another protocol on one URL, two normalize variants of one model): in
+    one trainer TRL would log both under ``rewards/<name>/...`` and merge their metrics. The same source
+    with the same options again (a reload) is one reward; a recipe refuses any repeat."""
     alive = _LIVE.setdefault(reward.__name__, weakref.WeakSet())
-    other = next((r for r in alive if r.source != reward.source), None)
+    other = next((r for r in alive if r.source != reward.source or r.options != reward.options), None)
     if other is not None:
+        if other.source != reward.source:
+            differ = f"{other.source} and {reward.source}"
+        else:
+            before, now = other.options.changed(), reward.options.changed()
+            keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k != "name")
+            shown = lambda options, k: repr(options[k]) if k in options else "unset"  # noqa: E731
+            differ = f"one source, {', '.join(f'{k} {shown(before, k)} and {shown(now, k)}' for k in keys)}"
         warn(
-            f"two rewards are named {reward.__name__!r} ({other.source} and {reward.source}); TRL logs rewards by name and "
+            f"two rewards are named {reward.__name__!r} ({differ}); TRL logs rewards by name and "
             "would merge their metrics: pass name='...' to load_reward (a recipe's 'name:') to tell them apart"
         )
     alive.add(reward)

@@ -15,10 +15,9 @@ import uuid
 from typing import Any
 
 from ..conversation import Conversation
-from ..errors import InputError
 from ..scorers.base import Scores
 from ..scorers.transport import ProtocolError, Request
-from ._wire import field, load_json, messages_field, text_list
+from ._wire import chat_conversation, field, load_json, text_list
 from .base import CHAT, TEXT, Call, Codec, Route, Rows, batched, check_attribute_names
 
 CLASSIFY, POOLING = "/classify", "/pooling"
@@ -71,10 +70,7 @@ def parse_request(body: bytes) -> tuple[str, list]:
     """-> ("text", [rendered strings]) or ("chat", [one Conversation])."""
     data = load_json(body)
     if isinstance(data, dict) and data.get("messages") is not None:
-        messages = messages_field(field(data, "messages", list), "messages")
-        if messages[-1]["role"] != "assistant":
-            raise InputError("field 'messages[-1].role' must be 'assistant': the last message is the response to score")
-        return "chat", [Conversation.from_trl(messages[:-1], messages[-1:])]
+        return "chat", [chat_conversation(field(data, "messages", list))]
     return "text", text_list(field(data, "input", (str, list)), "input")
 
 
