@@ -462,7 +462,8 @@ CLI_ERRORS = [
     ("set-with-a-space", ["train", "recipe.yaml", "--set", "training.max_steps", "2"], 2, ["write --set training.max_steps=2"]),
     ("swapped-score", ["score", "{data}", "{model}", "-o", "{out}"], 2, ["is a model folder (it has config.json), not data",
                                                                        "the other way round"]),
-    ("swapped-eval", ["eval", "{data}", "{model}"], 2, ["is a model folder", "the other way round"]),
+    ("swapped-eval", ["eval", "{data}", "{model}"], 2, ["is a model folder", "the other way round? (rewardbridge eval MODEL DATA)"]),
+    ("swapped-pairs", ["pairs", "{data}", "{model}", "--reward", "{model}", "-o", "{out}"], 2, ["is a model folder", "rewardbridge pairs POLICY PROMPTS"]),
     ("config-json-source", ["score", "{model}/config.json", "{data}", "-o", "{out}"], 2, ["is a file", "pass its folder"]),
     ("inspect-config-json", ["inspect", "{model}/config.json"], 2, ["pass its folder: source='{model}'"]),
     ("url-without-scheme", ["inspect", "127.0.0.1:8000", "--option", "protocol=nim"], 2, ["without its scheme"]),
@@ -470,6 +471,13 @@ CLI_ERRORS = [
     ("output-is-the-input", ["score", "{model}", "{data}", "-o", "{data}", "--best-of-n", "1"], 2, ["is the input"]),
     ("report-is-the-data", ["eval", "{model}", "{data}", "-o", "{data}"], 2, ["is the input"]),
     ("report-folder-missing", ["eval", "{model}", "{data}", "-o", "{tmp}/no/such/report.json"], 2, ["does not exist"]),
+    # Issue 15 review 25: hints that pointed the wrong way.
+    ("option-negative-value", ["score", "{model}", "{data}", "-o", "{out}", "--option", "clip", "-1"], 2, ["write --option clip=-1"]),
+    ("dangling-symlink-output", ["score", "{model}", "{data}", "-o", "{link}"], 2,
+     ["is a symlink to {tmp}/gone/out.jsonl, whose folder does not exist", "mkdir -p {tmp}/gone"]),
+    ("serve-policy-tokenizer-missing", ["serve", "{model}", "--policy-tokenizer", "{tmp}/no/such/policy"], 2,
+     ["--policy-tokenizer='{tmp}/no/such/policy': no such folder"]),
+    ("serve-policy-tokenizer-empty", ["serve", "{model}", "--policy-tokenizer", "{tmp}"], 2, ["--policy-tokenizer {tmp} has no tokenizer files"]),
 ]
 
 
@@ -478,7 +486,9 @@ def test_cli_mistakes_get_one_line_that_points_the_right_way(classifier_dir, tmp
     data = tmp_path / "pairs.jsonl"
     data.write_text(json.dumps({"prompt": "Q?", "chosen": "A.", "rejected": "B.", "subset": "mine"}) + "\n")
     before = data.read_bytes()
-    places = {"{model}": classifier_dir, "{data}": str(data), "{out}": str(tmp_path / "out.jsonl"), "{tmp}": str(tmp_path)}
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "gone" / "out.jsonl")  # a dangling symlink
+    places = {"{model}": classifier_dir, "{data}": str(data), "{out}": str(tmp_path / "out.jsonl"), "{tmp}": str(tmp_path),
+              "{link}": str(tmp_path / "link.jsonl")}
     fill = lambda text: functools.reduce(lambda t, k: t.replace(k, places[k]), places, text)  # noqa: E731
     assert cli_main([fill(a) for a in argv]) == status
     err = capsys.readouterr().err

@@ -151,6 +151,34 @@ def test_every_route_reads_a_conversation_as_load_reward_does(served, classifier
     assert got == {route: pytest.approx(expected, abs=1e-5) for route in got}
 
 
+# (protocol, options): each client of a real `rewardbridge serve`, without and with the reward model's tokenizer.
+CLIENTS = [("rewardbridge", {}), ("nim", {}), ("vllm", {}), ("vllm", {"tokenizer": True}), ("openrlhf", {"tokenizer": True})]
+
+
+@pytest.mark.parametrize("protocol, options", CLIENTS, ids=[p + ("-tokenizer" if o else "") for p, o in CLIENTS])
+def test_every_client_reads_a_conversation_as_load_reward_does(served, classifier_dir, protocol, options):
+    from rewardbridge import load_reward
+
+    local = load_reward(classifier_dir, name="local")
+    remote = load_reward(served, protocol=protocol, name=f"remote-{protocol}",
+                         **({"tokenizer": classifier_dir} if options else {}))
+    prompts, completions = [f[1] for f in FORMS], [f[2] for f in FORMS]
+    # vLLM without a tokenizer sends every row as messages (text rows too, and a text prompt with a messages
+    # completion): the server's template reads them as load_reward does (issue 15 review 8).
+    assert remote(prompts=prompts, completions=completions) == pytest.approx(local(prompts=prompts, completions=completions), abs=1e-5)
+
+
+def test_openrlhf_without_a_tokenizer_refuses_chat_data_either_way(served):
+    from rewardbridge import load_reward
+    from rewardbridge.errors import InputError
+
+    reward = load_reward(served, protocol="openrlhf")
+    for prompt, completion in [("2+2?", [{"role": "assistant", "content": "4"}]), ([{"role": "user", "content": "2+2?"}], "4")]:
+        # Before: the first went as the raw text "2+2?4", the second was refused for want of a template.
+        with pytest.raises(InputError, match="protocol='openrlhf' sends each conversation as rendered text.*pass tokenizer="):
+            reward(prompts=[prompt], completions=[completion])
+
+
 # (id, prompt, completion, the place named in-process, the field named by the server)
 REFUSED = [
     ("image-part", [{"role": "user", "content": [*text("What is this?"), {"type": "image_url", "image_url": {"url": "x"}}]}],

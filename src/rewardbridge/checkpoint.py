@@ -214,6 +214,19 @@ def check_tokenizer_files(folder: str, what: str) -> None:
     )
 
 
+def load_tokenizer(source: str, what: str, **kwargs):
+    """A tokenizer by folder or hub id, with the mistakes said as such: a folder that does not exist (not a
+    hub lookup that fails with an OSError about a repo id), one without tokenizer files (not "install
+    sentencepiece"), a file where the folder is meant."""
+    from transformers import AutoTokenizer
+
+    from .sources import resolve_local_source
+
+    source = resolve_local_source(source, what)
+    check_tokenizer_files(source, what)
+    return from_pretrained_or_explain(AutoTokenizer, source, what, **kwargs)
+
+
 def token_ids_for(token_id, tokenizer) -> tuple[int, ...]:
     """``0`` -> (0,); ``("Yes", "No")`` -> their single-token ids."""
     wanted = token_id if isinstance(token_id, (tuple, list)) else (token_id,)

@@ -86,7 +86,10 @@ class Resolved:
         if self.kind == "pair_regression":
             return "(question, answer) pair: the prompt's last user turn and the completion"
         renderer = self.renderer
-        if self.remote and renderer.tokenizer is None and renderer.mode == "auto":
+        if self.remote and renderer.tokenizer is None and renderer.mode == "auto" and not renderer.has_chat_template:
+            if self.options.protocol == "vllm":
+                return ("messages, one conversation per request (text rows as one user turn + the answer): the server "
+                        "renders them with its model's template; render='text' sends prompt + completion as raw input instead")
             return ("text: prompt + completion as plain text (standard data); chat data needs tokenizer= "
                     "(the reward model's tokenizer) for its chat template")
         if renderer.mode != "auto":
@@ -185,7 +188,9 @@ class Resolved:
         from .conversation import Conversation
 
         chat = Conversation([{"role": "user", "content": EXAMPLE[0]}], ({"role": "assistant", "content": EXAMPLE[1]},))
-        if self.renderer is None:
+        sends_messages = (self.remote and self.options.protocol == "vllm" and self.renderer is not None
+                          and self.renderer.mode == "auto" and not self.renderer.has_chat_template)  # VllmClient._as_messages
+        if self.renderer is None or sends_messages:
             return repr(chat.messages())
         conversation = chat if self.renderer.has_chat_template or self.renderer.resolved_mode(chat) == "steerlm" else Conversation(*EXAMPLE)
         if self.remote:

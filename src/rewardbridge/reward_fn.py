@@ -183,11 +183,35 @@ class RewardFunction:
             )
         raw = self.combine(scores)  # (B,)
         rewards, group_stats = self.normalize(raw, scores, conversations, columns)
-        rewards = clip_rewards(rewards, self.options.clip)
+        rewards = self.check_final(raw, clip_rewards(rewards, self.options.clip).float())
         if log_metric is not None or log_extra is not None:
             self._log(raw, rewards, scores, group_stats, log_metric, log_extra)
         # NaN (a score that could not be had) goes back as None: TRL leaves it out.
         return [None if math.isnan(r) else r for r in rewards.tolist()]
+
+    def check_final(self, raw: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+        """The float32 rewards TRL gets, (B,): every finite score must stay finite through attribute weights,
+        normalize and clip (1e38 + 1e38 is inf in float32). One that does not is a failure by the
+        ``on_error`` rule: ScoreError naming the samples, or under "skip" NaN (None to TRL) and a warning."""
+        import torch
+
+        from .errors import ScoreError
+
+        # NaN alone is a score that could not be had (a skipped remote failure, a failed reference): None, as
+        # before. Infinity (or NaN made from one, inf - inf) is an overflow of finite scores.
+        bad = (torch.isinf(rewards) | torch.isinf(raw)).nonzero().flatten().tolist() if len(raw) else []
+        if not bad:
+            return rewards
+        reason = (f"the scores are finite numbers but the reward is {rewards[bad[0]].item()} after attribute_weights, normalize "
+                  "and clip (float32, up to +-3.4e38): a reward must be a finite number. Scale attribute_weights down, or check "
+                  "the model's scale")
+        message = f"{self.__name__}: sample {bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}: {reason}"
+        if self.options.on_error != "skip":
+            raise ScoreError(message, samples=bad, reason=reason)
+        self._warn_once("overflow", message + " (scored as failed: on_error='skip')")
+        rewards = rewards.clone()
+        rewards[bad] = math.nan
+        return rewards
 
     def combine(self, scores: Scores) -> torch.Tensor:
         """The scalar reward per conversation, shape (B,): attribute weights when given."""
@@ -284,7 +308,7 @@ class RewardFunction:
             f"{name}/raw_mean": _nanmean(raw),
             f"{name}/raw_std": _nanstd(raw),
             f"{name}/truncated_frac": scores.num_truncated / n,
-            f"{name}/failed_frac": float(torch.isnan(raw).sum()) / n,
+            f"{name}/failed_frac": float((torch.isnan(raw) | torch.isnan(rewards)).sum()) / n if len(raw) else 0.0,
         }
         for attribute, column in scores.attributes.items():
             metrics[f"{name}/{attribute}_mean"] = _nanmean(column)

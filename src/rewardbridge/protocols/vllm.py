@@ -24,15 +24,19 @@ CLASSIFY, POOLING = "/classify", "/pooling"
 
 
 class VllmClient(Codec):
-    """Client side: rendered text batched in ``input``; chat data without a local template goes as ``messages``, one per request."""
+    """Client side: with a local chat template (``tokenizer=``) or ``render='steerlm'``/``'text'``, rendered
+    text batched in ``input``; without, every conversation goes as ``messages``, one per request, so the
+    server applies its model's own template to text rows and chat rows alike, as ``load_reward`` would."""
 
     protocol = "vllm"
     renders_here = True
-    summary = "POST /classify, request_batch_size rendered texts per request (chat without a local template: messages, one per request)"
+    summary = ("POST /classify: with tokenizer= (or render=), request_batch_size rendered texts per request; without, "
+               "each conversation as messages (one per request) for the server's template")
 
     def _as_messages(self, conversation: Conversation) -> bool:
-        # No chat template here: let the server apply the model's own.
-        return conversation.is_chat and self.renderer.resolved_mode(conversation) == "text"
+        # No chat template here and no render= asked for: let the server apply the model's own, to every row
+        # (a text row read as one user turn plus the answer, as in-process scoring reads it under a template).
+        return self.renderer.mode == "auto" and self.renderer.resolved_mode(conversation) == "text"
 
     def chunks(self, conversations: list[Conversation]) -> list[list[int]]:
         singles = [[i] for i, c in enumerate(conversations) if self._as_messages(c)]

@@ -138,8 +138,9 @@ def check_finite(values: torch.Tensor | None, attributes: dict[str, torch.Tensor
     for name, column in ([("reward", values)] if values is not None else []) + list(attributes.items()):
         bad = (~torch.isfinite(column)).nonzero().flatten().tolist()
         if bad:
+            fix = "Check the checkpoint (NaN weights?) and dtype (float16 overflows: use dtype='bfloat16' or 'float32')"
             raise ScoreError(
                 f"the reward model scored {column[bad[0]].item()} ({name}) for sample {bad[0]}"
-                f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}: a score must be a finite number. Check the checkpoint "
-                "(NaN weights?) and dtype (float16 overflows: use dtype='bfloat16' or 'float32')"
+                f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}: a score must be a finite number. {fix}",
+                samples=bad, reason=f"the reward model scored {column[bad[0]].item()} ({name}): a score must be a finite number. {fix}",
             )
