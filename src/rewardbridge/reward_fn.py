@@ -183,13 +183,13 @@ class RewardFunction:
             )
         raw = self.combine(scores)  # (B,)
         rewards, group_stats = self.normalize(raw, scores, conversations, columns)
-        rewards = self.check_final(raw, clip_rewards(rewards, self.options.clip).float())
+        rewards = self.check_final(raw, clip_rewards(rewards, self.options.clip).float(), scores)
         if log_metric is not None or log_extra is not None:
             self._log(raw, rewards, scores, group_stats, log_metric, log_extra)
         # NaN (a score that could not be had) goes back as None: TRL leaves it out.
         return [None if math.isnan(r) else r for r in rewards.tolist()]
 
-    def check_final(self, raw: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+    def check_final(self, raw: torch.Tensor, rewards: torch.Tensor, scores: Scores | None = None) -> torch.Tensor:
         """The float32 rewards TRL gets, (B,): every finite score must stay finite through attribute weights,
         normalize and clip (1e38 + 1e38 is inf in float32). One that does not is a failure by the
         ``on_error`` rule: ScoreError naming the samples, or under "skip" NaN (None to TRL) and a warning."""
@@ -198,8 +198,13 @@ class RewardFunction:
         from .errors import ScoreError
 
         # NaN alone is a score that could not be had (a skipped remote failure, a failed reference): None, as
-        # before. Infinity (or NaN made from one, inf - inf) is an overflow of finite scores.
-        bad = (torch.isinf(rewards) | torch.isinf(raw)).nonzero().flatten().tolist() if len(raw) else []
+        # before. Infinity, or a NaN combined from finite scores (1e38 * 4 - 1e38 * 4 is inf - inf), is an overflow.
+        overflow = torch.isinf(rewards) | torch.isinf(raw)
+        if scores is not None and len(raw):
+            columns = ([scores.values] if scores.values is not None else []) + list(scores.attributes.values())
+            finite = torch.stack([torch.isfinite(c.float()) for c in columns]).all(dim=0) if columns else torch.ones_like(raw, dtype=torch.bool)
+            overflow |= torch.isnan(raw) & finite
+        bad = overflow.nonzero().flatten().tolist() if len(raw) else []
         if not bad:
             return rewards
         reason = (f"the scores are finite numbers but the reward is {rewards[bad[0]].item()} after attribute_weights, normalize "

@@ -266,7 +266,7 @@ def score_conversations(reward, conversations: list[Conversation]) -> tuple[list
         combined = torch.full((len(conversations),), math.nan)  # attributes only (labelling): no single reward
     else:
         combined = reward.combine(scores)
-        combined = reward.check_final(combined, combined)
+        combined = reward.check_final(combined, combined, scores)
     values = [_float_or_none(v) for v in combined]
     named = [{name: _float_or_none(column[i]) for name, column in scores.attributes.items()} for i in range(len(conversations))]
     return values, named
