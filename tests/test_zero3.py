@@ -104,7 +104,7 @@ def test_grpo_and_rloo_train_with_a_zero3_reward(policy, causal_dir, classifier_
 
 
 def test_a_checkpoint_without_its_score_head_is_refused_under_zero3_too(classifier_dir, tmp_path):
-    # Without ZeRO-3 this is tests/test_kinds.py's; serve --option zero3=true loads through the same path.
+    # Without ZeRO-3 this is tests/test_bad_input.py's; serve --option zero3=true loads through the same path.
     from safetensors.torch import load_file, save_file
 
     headless = tmp_path / "headless"
