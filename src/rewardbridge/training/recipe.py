@@ -349,9 +349,9 @@ def _elsewhere(key: str, here: str) -> list[str]:
     places["rewards[0]"] = [f.name for f in dataclasses.fields(RewardSpec) if f.name != "options"] + [
         f.name for f in dataclasses.fields(RewardOptions)]
     if here != "training":
-        from trl import GRPOConfig
+        from .config_fields import config_fields  # read from TRL's source: importing trl takes seconds
 
-        places["training"] = [f.name for f in dataclasses.fields(GRPOConfig)]
+        places["training"] = config_fields("trl.trainer.grpo_config", "GRPOConfig")
     return [f"{section}.{key}" for section, names in places.items() if section != here and key in names]
 
 
