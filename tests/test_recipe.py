@@ -113,6 +113,12 @@ BAD_RECIPES = [
     (["rewards.0.judge_prompt=Q: {prompt} A: {response}"], ConfigError, ["rewards[0]", "judge_prompt asks a causal LM"]),
     (["model.path=sub/config.json"], ConfigError, ["model.path=", "is a file", "pass its folder"]),
     (["model.path=sub"], ConfigError, ["model.path", "has no tokenizer files"]),
+    # Issue 15 review 12: TRL's own config checks, and a run of 0 steps, when the recipe is read.
+    (["training.generation_batch_size=4", "training.steps_per_generation=2"], ConfigError,
+     ["training.generation_batch_size, training.steps_per_generation: TRL's RLOOConfig refuses", "can not be both configured"]),
+    (["training.num_iterations=0"], ConfigError, ["training.num_iterations=0: this run would train 0 steps"]),
+    (["training.max_steps=0"], ConfigError, ["training.max_steps=0: this run would train 0 steps"]),
+    (["training.lr_scheduler_type=nope"], ConfigError, ["training.lr_scheduler_type: TRL's RLOOConfig refuses", "not a valid SchedulerType"]),
 ]
 
 
@@ -138,6 +144,27 @@ def test_bad_recipes_fail_early_with_a_clear_message(good_recipe, no_weights, ov
     for word in words:
         word = word.replace("{dir}", str(good_recipe.parent.resolve()))
         assert word in message, f"{word!r} not in {message!r}"
+
+
+# (id, the prompt file's lines, the words naming the file and line): issue 15 review 11, every row read in the pre-flight
+BAD_PROMPTS = [
+    ("null-prompt", [{"prompt": "Hi?"}, {"prompt": None}], ["prompts.jsonl:2: no 'prompt' value (null)"]),
+    ("missing-prompt", [{"prompt": "Hi?"}, {"question": "x"}], ["prompts.jsonl:2: no 'prompt' value (missing)"]),
+    ("empty-messages", [{"prompt": []}], ["prompts.jsonl:1: prompt is an empty list of messages"]),
+    ("image-part", [{"prompt": "Hi?"}, {"prompt": "Yo?"}, {"prompt": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "x"}}]}]}], ["prompts.jsonl:3: prompt message 0", "image"]),
+    ("mixed-kinds", [{"prompt": "Hi?"}, {"prompt": [{"role": "user", "content": "Yo?"}]}],
+     ["prompts.jsonl:2: its 'prompt' is a list of messages", "prompts.jsonl:1's is a string"]),
+]
+
+
+@pytest.mark.parametrize("rows, words", [r[1:] for r in BAD_PROMPTS], ids=[r[0] for r in BAD_PROMPTS])
+def test_every_prompt_is_read_before_any_weights(good_recipe, no_weights, rows, words):
+    (good_recipe.parent / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ConfigError) as caught:  # before: mid-training, in TRL, or pyarrow's ArrowTypeError
+        run(load_recipe(good_recipe))
+    for word in words:
+        assert word in str(caught.value), str(caught.value)
 
 
 def test_the_cli_prints_one_line_and_exits_2(good_recipe, no_weights, capsys):

@@ -25,7 +25,7 @@ import yaml
 
 from .. import yaml12
 from ..errors import ConfigError, RewardBridgeError
-from .early_checks import check_batch, check_first_row
+from .early_checks import check_batch, check_first_row, check_trl_config
 from .overrides import apply_override
 from .preference import PREFERENCE_TRAINERS, check_engine_iterations, check_preference, check_preference_dataset, parse_pairs
 from .remote_rewards import fill_group_size
@@ -177,10 +177,13 @@ def parse_recipe(data: dict[str, Any], base_dir: Path = Path("."), name: str = "
     training = check_training(data["trainer"], data.get("training") or {})
     if data["trainer"] in ("rloo", "grpo"):
         check_batch(data["trainer"], training)
+    parsed_rewards = [parse_reward(entry, i) for i, entry in enumerate(rewards)]
+    if data["trainer"] in ("rloo", "grpo"):
+        check_trl_config(data["trainer"], training, check_value("seed", data.get("seed", 0), int), [r.weight for r in parsed_rewards])
     recipe = Recipe(
         trainer=data["trainer"],
         model=sections["model"],
-        rewards=[parse_reward(entry, i) for i, entry in enumerate(rewards)],
+        rewards=parsed_rewards,
         dataset=sections["dataset"],
         training=training,
         peft=check_peft(data["peft"]) if data.get("peft") is not None else None,
