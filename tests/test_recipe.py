@@ -2,6 +2,7 @@
 before any weights load (a table of bad recipes)."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,21 @@ def test_a_recipe_error_comes_before_the_runner_imports(good_recipe):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "not a multiple of num_generations=3" in out.stderr
     assert out.stdout.strip().splitlines()[-1] == "2 []"  # exit status 2; neither the runner nor TRL's trainers imported
+
+
+def test_reward_option_paths_resolve_like_reward_sources(good_recipe, classifier_dir, tmp_path_factory, monkeypatch):
+    import shutil
+
+    folder = good_recipe.parent
+    shutil.copytree(classifier_dir, folder / "tok")
+    elsewhere = tmp_path_factory.mktemp("cwd")
+    (elsewhere / "zero3.json").write_text("{}")
+    monkeypatch.chdir(elsewhere)  # not the recipe's folder
+    recipe = load_recipe(good_recipe, ["rewards.0.tokenizer=tok", "rewards.0.zero3=zero3.json"])
+    # Beside the recipe wins (before: a 52 s hub lookup for 'tok'); the working directory still counts
+    # (the shipped nemotron70b recipe names configs/deepspeed/... from the repository root).
+    assert recipe.rewards[0].options == {**recipe.rewards[0].options, "tokenizer": str(folder / "tok"), "zero3": "zero3.json"}
+    for override, words in [("rewards.0.tokenizer=./no_tok", "rewards[0].tokenizer='./no_tok': no such file or folder"),
+                            ("rewards.0.zero3=gone.json", "rewards[0].zero3='gone.json': no such file or folder")]:
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            load_recipe(good_recipe, [override])

@@ -311,6 +311,31 @@ def resolve_files(recipe: Recipe, base_dir: Path) -> None:
             continue
         if value.startswith((".", "/", "~")) or (base_dir / value).exists():  # a path (relative to the recipe): check it now
             setattr(spec, attr, str(_existing(value, base_dir, where)))
+    for where, spec in [(f"rewards[{i}]", r) for i, r in enumerate(recipe.rewards)] + [(w.split(".source")[0], s) for w, s in extra]:
+        resolve_option_paths(spec.options or {}, base_dir, where)
+
+
+PATH_OPTIONS = ("tokenizer", "zero3")  # reward options that may name a local file or folder
+
+
+def resolve_option_paths(options: dict, base_dir: Path, where: str) -> None:
+    """A reward's ``tokenizer:`` and ``zero3:`` paths, as its ``source:``: beside the recipe first; else,
+    as before, from the working directory (the shipped nemotron70b recipe names
+    ``configs/deepspeed/zero3_inference.json`` from the repository root); a path that is neither (``./tok``)
+    is an error now, not a hub lookup. A bare name found in neither place stays a hub id."""
+    for key in PATH_OPTIONS:
+        value = options.get(key)
+        if not isinstance(value, str) or value.startswith(("http://", "https://")):
+            continue
+        path = Path(value).expanduser()
+        beside = path if path.is_absolute() else base_dir / path
+        if beside.exists():
+            options[key] = str(beside)
+        elif path.exists():
+            options[key] = str(path)
+        elif value.startswith((".", "/", "~")) or (key == "zero3" and value.endswith(".json")):
+            raise ConfigError(f"{where}.{key}={value!r}: no such file or folder (looked beside the recipe, {beside.resolve()}, "
+                              f"and in the working directory, {path.resolve()}); paths are relative to the recipe's folder")
 
 
 def _existing(value: str, base_dir: Path, where: str) -> Path:
