@@ -239,3 +239,20 @@ def test_a_chat_body_without_a_prompt_and_an_answer_names_the_field(served, path
 
     response = httpx.post(served + path, json={"model": "reward_model", "messages": messages}, timeout=60)
     assert response.status_code == 422 and words in response.json()["error"]["message"], response.text
+
+
+def test_a_served_pair_model_refuses_the_text_routes(pair_rm_dir):
+    import httpx
+
+    from servers.process import start_server, stop
+
+    process, url = start_server(pair_rm_dir, "--option", "trust_remote_code=true")
+    try:
+        for path, body in [("/classify", {"model": "reward_model", "input": ["Q? A."]}), ("/get_reward", {"query": ["Q? A."]})]:
+            response = httpx.post(url + path, json=body, timeout=60)
+            # Before: 200, the text scored as the pair (text, "").
+            assert response.status_code == 422 and "(question, answer) pairs" in response.text, (path, response.text)
+        conversation = {"conversations": [{"prompt": "Q?", "completion": "A."}]}
+        assert httpx.post(url + "/v1/score", json=conversation, timeout=60).status_code == 200  # conversations still score
+    finally:
+        stop(process)
