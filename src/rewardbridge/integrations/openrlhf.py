@@ -63,7 +63,7 @@ def _setup() -> tuple[ThreadBatcher, PolicyTemplate | None]:
             reward = shared_reward(caller="OpenRLHF reward_func")
             policy = None
             if os.environ.get(ENV_POLICY_TOKENIZER):
-                from ..checkpoint import load_tokenizer
+                from rewardbridge.checkpoint import load_tokenizer  # absolute: OpenRLHF loads this file by path
 
                 policy = PolicyTemplate(load_tokenizer(os.environ[ENV_POLICY_TOKENIZER], f"${ENV_POLICY_TOKENIZER}"))
             _state.update(
