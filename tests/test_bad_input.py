@@ -128,6 +128,27 @@ LOAD_ERRORS = [
     ("tokenizer-json-as-tokenizer", "classifier", {"tokenizer": "{classifier}/tokenizer.json"}, ConfigError,
      ["tokenizer=", "is a file", "pass the folder that holds it"]),
     ("no-tokenizer-files", "no_tokenizer", {}, ConfigError, ["has no tokenizer files", "tokenizer='<the base model"]),
+    # Issue 15 review: each was found only after the weights loaded, at the first call, or never.
+    ("pair-regression-on-causal", "causal", {"kind": "pair_regression"}, ConfigError,
+     ["kind='pair_regression' reads (question, answer)", "a causal LM (architecture LlamaForCausalLM)", "kind='causal_logit'"]),
+    ("pair-regression-on-decoder-classifier", "classifier", {"kind": "pair_regression"}, ConfigError,
+     ["a decoder ('llama'", "no segment ids", "Pass kind='classifier'"]),
+    ("template-syntax-error", "classifier", {"chat_template": "{% for m in messages %}{{ m['content'] }}"}, ConfigError,
+     ["chat_template cannot render a conversation (TemplateSyntaxError"]),
+    ("template-unknown-filter", "classifier", {"chat_template": "{{ messages | nosuchfilter }}"}, ConfigError,
+     ["chat_template cannot render a conversation", "nosuchfilter"]),
+    ("system-prompt-dropped-by-template", "classifier",
+     {"chat_template": "{% for m in messages %}{% if m['role'] != 'system' %}{{ m['content'] }}{% endif %}{% endfor %}",
+      "system_prompt": "Be brief."}, ConfigError, ["system_prompt would be ignored", "renders the same text with and without"]),
+    ("principle-a-file", "http://127.0.0.1:9", {"protocol": "principle", "principle": "helpful.txt"}, ConfigError,
+     ["principle='helpful.txt' looks like a file's name"]),
+    ("urls-with-a-space", "http://a:1 http://b:2", {"protocol": "rewardbridge"}, ConfigError,
+     ["holds a space", "separated by commas: 'http://a:1,http://b:2'"]),
+    ("url-with-a-query", "http://127.0.0.1:9/?x=1", {"protocol": "rewardbridge"}, ConfigError, ["has a query", "pass 'http://127.0.0.1:9'"]),
+    ("url-with-a-fragment", "http://127.0.0.1:9#top", {"protocol": "vllm"}, ConfigError, ["has a fragment"]),
+    ("url-port", "http://127.0.0.1:99999", {"protocol": "nim"}, ConfigError, ["port that is not a number"]),
+    ("weight-beyond-float32", "attributes", {"attributes": ["a", "b", "c"], "attribute_weights": [1e39, 0, 0]}, ConfigError,
+     ["attribute_weights[0]=1e+39 is beyond float32", "3.4e+38"]),
 ]
 
 
@@ -179,7 +200,7 @@ CALL_ERRORS = [
     ("no-content", [[msg("user", "hi")], [{"role": "user"}]], [[msg("assistant", "yo")]] * 2, {}, InputError,
      ["sample 1: prompt message 0 has no 'content'"]),
     ("no-role", [[msg("user", "hi")]], [[{"content": "yo"}]], {}, InputError, ["sample 0: completion message 0 has no 'role'"]),
-    ("none-content", [[msg("user", "hi")]], [[msg("assistant", None)]], {}, InputError, ["completion message 0 has no 'content'"]),
+    ("none-content", [[msg("user", "hi")]], [[msg("assistant", None)]], {}, InputError, ["completion message 0 has 'content': null"]),
     ("single-dict", [[msg("user", "hi")]], [msg("assistant", "yo")], {}, InputError, ["sample 0: completion is a single message dict"]),
     ("prompt-int", [7], ["x"], {}, InputError, ["sample 0: prompt is a int"]),
     ("message-not-dict", [["hello"]], ["x"], {}, InputError, ["prompt message 0 is a str"]),
@@ -196,6 +217,8 @@ CALL_ERRORS = [
      ["completion message 0 has role 'tool'"]),
     ("empty-conversation", [""], [""], {}, InputError, ["sample 0: prompt and sample 0: completion are both empty"]),
     ("empty-conversation-in-a-batch", ["What is 2+2?", ""], ["4", ""], {}, InputError, ["sample 1: prompt and sample 1: completion"]),
+    # Empty messages are as empty as empty strings (issue 15 review 23: they were scored).
+    ("empty-messages", [[msg("user", "")]], [[msg("assistant", "")]], {}, InputError, ["sample 0: prompt and sample 0: completion are both empty"]),
     ("numbers-as-content", [[msg("user", [1, 2])]], [[msg("assistant", "?")]], {}, InputError, ["content part 0 is of type 'int'"]),
     ("text-part-without-text", [[msg("user", [{"type": "text"}])]], ["x"], {}, InputError, ["a text part without a string 'text'"]),
     ("reference-from-user", ["a"], ["x"], {"ref": [[msg("user", "r")]]}, InputError, ["reference_column 'ref' value 0 message 0 has role 'user'"]),
@@ -402,6 +425,12 @@ def test_two_rewards_with_one_name_warn_and_name_says_how(classifier_dir, tmp_pa
         named = load_reward(str(b), name="run_b")  # a name of its own: no warning
         again = load_reward(str(a))  # the same source and options as a live one: a reload, not a second reward
     assert (named.__name__, again.__name__) == ("run_b", "checkpoint-500")
+    # One source, other options (issue 15 review 21): TRL would merge them just the same.
+    with pytest.warns(RewardBridgeWarning, match=r"two rewards are named 'checkpoint-500' \(one source, normalize unset and 'zscore'\)"):
+        zscored = load_reward(str(a), normalize="zscore")
+    with pytest.warns(RewardBridgeWarning, match=r"one source, protocol 'nim' and 'vllm'"):
+        on_url = [load_reward("http://127.0.0.1:9", protocol=p) for p in ("nim", "vllm")]
+    assert zscored.__name__ == "checkpoint-500" and {r.__name__ for r in on_url} == {"127.0.0.1_9"}
 
 
 def test_system_prompt_becomes_the_system_turn_under_a_chat_template(classifier_dir, causal_dir):
@@ -433,7 +462,8 @@ CLI_ERRORS = [
     ("set-with-a-space", ["train", "recipe.yaml", "--set", "training.max_steps", "2"], 2, ["write --set training.max_steps=2"]),
     ("swapped-score", ["score", "{data}", "{model}", "-o", "{out}"], 2, ["is a model folder (it has config.json), not data",
                                                                        "the other way round"]),
-    ("swapped-eval", ["eval", "{data}", "{model}"], 2, ["is a model folder", "the other way round"]),
+    ("swapped-eval", ["eval", "{data}", "{model}"], 2, ["is a model folder", "the other way round? (rewardbridge eval MODEL DATA)"]),
+    ("swapped-pairs", ["pairs", "{data}", "{model}", "--reward", "{model}", "-o", "{out}"], 2, ["is a model folder", "rewardbridge pairs POLICY PROMPTS"]),
     ("config-json-source", ["score", "{model}/config.json", "{data}", "-o", "{out}"], 2, ["is a file", "pass its folder"]),
     ("inspect-config-json", ["inspect", "{model}/config.json"], 2, ["pass its folder: source='{model}'"]),
     ("url-without-scheme", ["inspect", "127.0.0.1:8000", "--option", "protocol=nim"], 2, ["without its scheme"]),
@@ -441,6 +471,13 @@ CLI_ERRORS = [
     ("output-is-the-input", ["score", "{model}", "{data}", "-o", "{data}", "--best-of-n", "1"], 2, ["is the input"]),
     ("report-is-the-data", ["eval", "{model}", "{data}", "-o", "{data}"], 2, ["is the input"]),
     ("report-folder-missing", ["eval", "{model}", "{data}", "-o", "{tmp}/no/such/report.json"], 2, ["does not exist"]),
+    # Issue 15 review 25: hints that pointed the wrong way.
+    ("option-negative-value", ["score", "{model}", "{data}", "-o", "{out}", "--option", "clip", "-1"], 2, ["write --option clip=-1"]),
+    ("dangling-symlink-output", ["score", "{model}", "{data}", "-o", "{link}"], 2,
+     ["is a symlink to {tmp}/gone/out.jsonl, whose folder does not exist", "mkdir -p {tmp}/gone"]),
+    ("serve-policy-tokenizer-missing", ["serve", "{model}", "--policy-tokenizer", "{tmp}/no/such/policy"], 2,
+     ["--policy-tokenizer='{tmp}/no/such/policy': no such folder"]),
+    ("serve-policy-tokenizer-empty", ["serve", "{model}", "--policy-tokenizer", "{tmp}"], 2, ["--policy-tokenizer {tmp} has no tokenizer files"]),
 ]
 
 
@@ -449,7 +486,9 @@ def test_cli_mistakes_get_one_line_that_points_the_right_way(classifier_dir, tmp
     data = tmp_path / "pairs.jsonl"
     data.write_text(json.dumps({"prompt": "Q?", "chosen": "A.", "rejected": "B.", "subset": "mine"}) + "\n")
     before = data.read_bytes()
-    places = {"{model}": classifier_dir, "{data}": str(data), "{out}": str(tmp_path / "out.jsonl"), "{tmp}": str(tmp_path)}
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "gone" / "out.jsonl")  # a dangling symlink
+    places = {"{model}": classifier_dir, "{data}": str(data), "{out}": str(tmp_path / "out.jsonl"), "{tmp}": str(tmp_path),
+              "{link}": str(tmp_path / "link.jsonl")}
     fill = lambda text: functools.reduce(lambda t, k: t.replace(k, places[k]), places, text)  # noqa: E731
     assert cli_main([fill(a) for a in argv]) == status
     err = capsys.readouterr().err

@@ -91,6 +91,11 @@ FORMS = [
                     {"role": "assistant", "content": "No."}, {"role": "user", "content": "Please."}],
      [{"role": "assistant", "content": text("Why did the", "model cross the road?")}]),
     ("plain", "2+2=", "4"),
+    # Issue 15 review 23: a completion may end with a tool turn, and an assistant turn that only calls a
+    # tool may have content null (OpenAI's form): the chat routes split a flat list as TRL pairs it.
+    ("tool-turns", [{"role": "user", "content": "What is 2+2? Use the calculator."}],
+     [{"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {"name": "add", "arguments": "{}"}}]},
+      {"role": "tool", "content": "4"}, {"role": "assistant", "content": "It is 4."}, {"role": "tool", "content": "logged"}]),
 ]
 
 
@@ -146,6 +151,34 @@ def test_every_route_reads_a_conversation_as_load_reward_does(served, classifier
     assert got == {route: pytest.approx(expected, abs=1e-5) for route in got}
 
 
+# (protocol, options): each client of a real `rewardbridge serve`, without and with the reward model's tokenizer.
+CLIENTS = [("rewardbridge", {}), ("nim", {}), ("vllm", {}), ("vllm", {"tokenizer": True}), ("openrlhf", {"tokenizer": True})]
+
+
+@pytest.mark.parametrize("protocol, options", CLIENTS, ids=[p + ("-tokenizer" if o else "") for p, o in CLIENTS])
+def test_every_client_reads_a_conversation_as_load_reward_does(served, classifier_dir, protocol, options):
+    from rewardbridge import load_reward
+
+    local = load_reward(classifier_dir, name="local")
+    remote = load_reward(served, protocol=protocol, name=f"remote-{protocol}",
+                         **({"tokenizer": classifier_dir} if options else {}))
+    prompts, completions = [f[1] for f in FORMS], [f[2] for f in FORMS]
+    # vLLM without a tokenizer sends every row as messages (text rows too, and a text prompt with a messages
+    # completion): the server's template reads them as load_reward does (issue 15 review 8).
+    assert remote(prompts=prompts, completions=completions) == pytest.approx(local(prompts=prompts, completions=completions), abs=1e-5)
+
+
+def test_openrlhf_without_a_tokenizer_refuses_chat_data_either_way(served):
+    from rewardbridge import load_reward
+    from rewardbridge.errors import InputError
+
+    reward = load_reward(served, protocol="openrlhf")
+    for prompt, completion in [("2+2?", [{"role": "assistant", "content": "4"}]), ([{"role": "user", "content": "2+2?"}], "4")]:
+        # Before: the first went as the raw text "2+2?4", the second was refused for want of a template.
+        with pytest.raises(InputError, match="protocol='openrlhf' sends each conversation as rendered text.*pass tokenizer="):
+            reward(prompts=[prompt], completions=[completion])
+
+
 # (id, prompt, completion, the place named in-process, the field named by the server)
 REFUSED = [
     ("image-part", [{"role": "user", "content": [*text("What is this?"), {"type": "image_url", "image_url": {"url": "x"}}]}],
@@ -154,8 +187,12 @@ REFUSED = [
      "prompt message 0 content part 0", "[0].content[0]"),
     ("text-part-without-text", [{"role": "user", "content": [{"type": "text"}]}], [{"role": "assistant", "content": "?"}],
      "prompt message 0 content part 0", "[0].content[0]"),
-    ("content-null", [{"role": "user", "content": None}], [{"role": "assistant", "content": "?"}], "prompt message 0 has no 'content'",
+    ("content-null", [{"role": "user", "content": None}], [{"role": "assistant", "content": "?"}], "prompt message 0 has 'content': null",
+     "[0]' has 'content': null"),
+    ("no-content", [{"role": "user"}], [{"role": "assistant", "content": "?"}], "prompt message 0 has no 'content'",
      "[0]' has no 'content'"),
+    ("empty-messages", [{"role": "user", "content": ""}], [{"role": "assistant", "content": ""}],
+     "prompt and sample 0: completion are both empty", ""),  # as "" + "" is refused everywhere
 ]
 
 
@@ -189,3 +226,33 @@ def test_a_text_that_renders_to_no_tokens_is_refused_not_scored(served, path, bo
 
     response = httpx.post(served + path, json=body, timeout=60)
     assert response.status_code == 422 and "sample 0 renders to no tokens" in response.json()["error"]["message"], response.text
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/classify", "/pooling"])
+@pytest.mark.parametrize("messages, words", [
+    ([{"role": "assistant", "content": "4"}], "field 'messages' holds only the response"),
+    ([{"role": "user", "content": "2+2?"}], "field 'messages[-1].role' is 'user'; the response to score comes last"),
+    ([{"role": "user", "content": "2+2?"}, {"role": "tool", "content": "4"}], "field 'messages[-1].role' is 'tool'"),
+], ids=["lone-assistant", "no-answer", "tool-without-answer"])
+def test_a_chat_body_without_a_prompt_and_an_answer_names_the_field(served, path, messages, words):
+    import httpx
+
+    response = httpx.post(served + path, json={"model": "reward_model", "messages": messages}, timeout=60)
+    assert response.status_code == 422 and words in response.json()["error"]["message"], response.text
+
+
+def test_a_served_pair_model_refuses_the_text_routes(pair_rm_dir):
+    import httpx
+
+    from servers.process import start_server, stop
+
+    process, url = start_server(pair_rm_dir, "--option", "trust_remote_code=true")
+    try:
+        for path, body in [("/classify", {"model": "reward_model", "input": ["Q? A."]}), ("/get_reward", {"query": ["Q? A."]})]:
+            response = httpx.post(url + path, json=body, timeout=60)
+            # Before: 200, the text scored as the pair (text, "").
+            assert response.status_code == 422 and "(question, answer) pairs" in response.text, (path, response.text)
+        conversation = {"conversations": [{"prompt": "Q?", "completion": "A."}]}
+        assert httpx.post(url + "/v1/score", json=conversation, timeout=60).status_code == 200  # conversations still score
+    finally:
+        stop(process)

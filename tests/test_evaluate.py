@@ -122,3 +122,17 @@ def test_eval_names_the_bad_row(classifier_dir, tmp_path):
                     + json.dumps({"prompt": "a", "chosen": "b", "rejected": "c"}) + "\n")
     with pytest.raises(InputError, match=r"bad.jsonl line 2: has no string 'subset' column"):
         evaluate_file(classifier_dir, str(data), reward=load_reward(classifier_dir))
+
+
+@pytest.mark.parametrize("content, words", [
+    (json.dumps({"prompt": "Q?", "completion": "A."}) + "\n", "line 1"),  # scoring rows, not pairs
+    ("\ufeff" + json.dumps({"Prompt": "Q?", "chosen": "A.", "rejected": "B."}) + "\n", "line 1"),  # a BOM, and a column's case
+], ids=["not-pairs", "bom-and-case"])
+def test_eval_reads_the_first_row_before_any_weights(content, words, classifier_dir, tmp_path, no_weights):
+    from rewardbridge.errors import InputError
+    from rewardbridge.jobs.evaluate import evaluate_file
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(content, encoding="utf-8")
+    with pytest.raises(InputError, match=words):  # before: after "Loading weights"
+        evaluate_file(classifier_dir, str(data))

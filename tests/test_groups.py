@@ -78,7 +78,7 @@ def test_a_prompt_in_two_places_warns_that_it_is_judged_as_one_group(judge):
         reward(prompts=prompts, completions=completions)
     assert len(judge.requests) == 4 + 2  # Q's 4 rows in one circle, R's 2
     judge.requests.clear()
-    apart = load_reward(judge.url, protocol="genrm", group_size=2, **FAST)
+    apart = load_reward(judge.url, protocol="genrm", group_size=2, name="apart", **FAST)  # two live rewards, two names
     # Three groups of 2: (a, b c) 1|2 both ways -> 1, 2; (x, y z) -> 1, 2; (d e f, g h i j) -> 3, 4.
     assert apart(prompts=prompts, completions=completions) == [1.0, 2.0, 1.0, 2.0, 3.0, 4.0]
     assert Counter(frozenset(p) for p in compared(judge)) == Counter({frozenset(p): 2 for p in

@@ -32,6 +32,29 @@ def test_nothing_heavy_is_imported(code):
     assert loaded == [], f"{code!r} imported {loaded}"
 
 
+@pytest.mark.parametrize("recipe", ["modle: {path: x}\n", "max_steps: 2\nmodel: {path: x}\n"], ids=["typo", "misplaced-key"])
+def test_a_recipe_key_mistake_is_told_without_importing_trl(recipe, tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("trainer: grpo\n" + recipe)
+    code = f"from rewardbridge.cli import main; main(['train', {str(path)!r}])"
+    probe = PROBE.format(code=code, heavy=HEAVY)
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert "did you mean" in result.stderr, result.stderr[-2000:]  # 'model'?, training.max_steps?
+    loaded = json.loads(result.stdout.rpartition("HEAVY=")[2])
+    assert loaded == [], f"a recipe key mistake imported {loaded} (issue 15 review 24: 6.8 s for a typo)"
+
+
+def test_trl_config_fields_read_from_source_are_its_fields():
+    import dataclasses
+
+    from trl import GRPOConfig, RLOOConfig
+
+    from rewardbridge.training.config_fields import config_fields
+
+    for module, cls in [("trl.trainer.grpo_config", GRPOConfig), ("trl.trainer.rloo_config", RLOOConfig)]:
+        assert config_fields(module, cls.__name__) == [f.name for f in dataclasses.fields(cls)]
+
+
 def test_public_names_still_load_on_use():
     import rewardbridge
 

@@ -6,13 +6,14 @@ models, so the presets (matched by name, no hub) fill in kind, alpha and attribu
 """
 
 import functools
+import warnings
 
 import pytest
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardbridge import load_reward
-from rewardbridge.errors import ConfigError
+from rewardbridge.errors import ConfigError, RewardBridgeWarning
 from rewardbridge.scorers.tokens import encode_pairs
 
 QUESTIONS = ["What is the capital of France?", "How many legs does a spider have?", "Tell me a joke."]
@@ -63,8 +64,13 @@ def test_pair_regression_reads_the_last_user_turn_of_a_multi_turn_prompt(pair_rm
         {"role": "assistant", "content": "No."},
         {"role": "user", "content": QUESTIONS[0]},
     ]
-    got = reward(prompts=[prompt], completions=[[{"role": "assistant", "content": ANSWERS[0]}]])[0]
+    # The card reads (question, answer) only: the earlier turns are not seen, and it says so, once.
+    with pytest.warns(RewardBridgeWarning, match="a prompt with several turns .* is read as its last user turn only"):
+        got = reward(prompts=[prompt], completions=[[{"role": "assistant", "content": ANSWERS[0]}]])[0]
     assert got == pytest.approx(card_pair_score(pair_rm_dir, QUESTIONS[0], ANSWERS[0]), abs=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reward(prompts=[prompt], completions=[[{"role": "assistant", "content": ANSWERS[0]}]])
 
 
 def test_over_long_pairs_lose_the_question_first_never_the_answers_end(pair_rm_dir):
@@ -172,3 +178,54 @@ def test_a_cross_encoder_with_a_chat_template_renders_and_says_why(cross_encoder
 
     resolved = resolve(cross_encoder_dir, chat_template="{% for m in messages %}{{ m['content'] }} {% endfor %}")
     assert resolved.kind == "classifier" and "kind='pair_regression' reads (question, answer) pairs instead" in resolved.why["kind"]
+
+
+def test_a_literal_sep_in_the_question_does_not_move_the_segments(cross_encoder_dir):
+    # Segment ids come from tokenizer(question, answer) itself; searching the ids for [SEP] (as before)
+    # would start the answer's segment at the question's own "[SEP]".
+    question, answer = "is [SEP] a token?", "yes, in bert."
+    tokenizer, model = card_load(cross_encoder_dir, AutoModelForSequenceClassification)
+    tokens = tokenizer(question, answer, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**tokens).logits[0, 0].item()
+        sep = (tokens["input_ids"] == tokenizer.sep_token_id).long()
+        searched = ((sep.cumsum(dim=1) - sep) > 0).long()  # the old reading: segment 1 after the first [SEP]
+        assert not torch.equal(searched, tokens["token_type_ids"])
+        moved = model(input_ids=tokens["input_ids"], token_type_ids=searched).logits[0, 0].item()
+    assert load_reward(cross_encoder_dir)(prompts=[question], completions=[answer])[0] == pytest.approx(expected, abs=1e-5)
+    assert moved != pytest.approx(expected, abs=1e-4)
+
+
+TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} {% endfor %}"
+
+
+def test_an_encoder_under_a_chat_template_still_reads_its_cls_and_sep(cross_encoder_dir):
+    from rewardbridge import Conversation
+    from rewardbridge.resolve import resolve
+
+    tokenizer, model = card_load(cross_encoder_dir, AutoModelForSequenceClassification)
+    reward = load_reward(cross_encoder_dir, chat_template=TEMPLATE)
+    texts = [reward.scorer.renderer.render(Conversation.from_trl(q, a)) for q, a in zip(QUESTIONS, ANSWERS)]
+    with torch.no_grad():  # the encoder's own reading: tokenizer(text) adds [CLS] ... [SEP], which its pooler reads
+        expected = [model(**tokenizer(t, return_tensors="pt")).logits[0, 0].item() for t in texts]
+        bare = [model(**tokenizer(t, add_special_tokens=False, return_tensors="pt")).logits[0, 0].item() for t in texts]
+    assert reward(prompts=QUESTIONS, completions=ANSWERS) == pytest.approx(expected, abs=1e-5)
+    assert bare != pytest.approx(expected, abs=1e-4)  # what chat rendering fed it before: no [CLS], no [SEP]
+    resolved = resolve(cross_encoder_dir, chat_template=TEMPLATE)  # inspect says so, and shows them
+    assert "special tokens added ('[CLS] [SEP]')" in resolved.input
+    assert resolved.example().startswith("'[CLS] ") and resolved.example().endswith("[SEP]'")
+    # A template that writes them itself gets them once.
+    writes = load_reward(cross_encoder_dir, chat_template="[CLS] " + TEMPLATE + "[SEP]", name="writes")
+    (ids,), _ = writes.scorer.tokenize([Conversation.from_trl(QUESTIONS[0], ANSWERS[0])])
+    assert ids[0] == tokenizer.cls_token_id and ids.count(tokenizer.cls_token_id) == 1
+
+
+def test_a_system_prompt_on_a_cross_encoder_points_to_what_works(cross_encoder_dir, no_weights):
+    # kind='classifier' alone would render plain text, where system_prompt is refused in turn.
+    with pytest.raises(ConfigError, match=r"pass kind='classifier' and chat_template='<jinja>' \(this tokenizer has none\)"):
+        load_reward(cross_encoder_dir, system_prompt="Be brief.")
+    from rewardbridge import Conversation
+    from rewardbridge.resolve import resolve
+
+    resolved = resolve(cross_encoder_dir, kind="classifier", chat_template=TEMPLATE, system_prompt="Be brief.")  # the hint works
+    assert resolved.renderer.render(Conversation.from_trl("q", "a")).startswith("system: Be brief. user: q")

@@ -180,3 +180,122 @@ def test_two_processes_on_one_output_never_write_a_row_twice(classifier_dir, tmp
         assert sorted(code for code, _ in results) == [0, 2]
     ids = [row["row_id"] for row in lines(out)]
     assert len(ids) == len(set(ids)) == n  # every row once: 400 rows, 400 lines
+
+
+# -- issue 15 review 2, 5: one file by any name --------------------------------------------------
+
+def _alias(kind: str, tmp_path: Path, out: Path) -> tuple[JobOutput, Path]:
+    """(the job a first run holds, the name a second run is given for one of its files)."""
+    data = tmp_path / "rows.jsonl"
+    if kind == "scored-beside-best-of-n":  # `--best-of-n 1 -o out` scores into out.scored.jsonl
+        job = JobOutput(str(out), str(data), [str(out) + ".scored.jsonl", str(out) + ".rejects.jsonl"], final=str(out))
+        return job, Path(str(out) + ".scored.jsonl")
+    job = JobOutput(str(out), str(data), [str(out), str(out) + ".rejects.jsonl"])
+    alias = tmp_path / f"{kind}.jsonl"
+    return job, alias
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "scored-beside-best-of-n"])
+def test_a_second_name_for_a_held_output_is_refused(kind, classifier_dir, tmp_path):
+    data = rows_file(tmp_path / "rows.jsonl")
+    out = tmp_path / "out.jsonl"
+    job, alias = _alias(kind, tmp_path, out)
+    with job.locked():  # this process is the first run, writing out.jsonl
+        if kind == "symlink":
+            alias.symlink_to(out)
+        elif kind == "hardlink":
+            os.link(out, alias)  # the file exists: locked() created it
+        process = cli(classifier_dir, str(data), "-o", str(alias))  # the second run, a real process
+        _, err = process.communicate(timeout=120)
+    # Before: the lock was `alias + ".lock"`, a different file, and both wrote every row into one file.
+    assert process.returncode == 2 and "is being written by another run" in err, err
+    assert out.read_text() == "" if kind != "scored-beside-best-of-n" else True
+
+
+@pytest.mark.parametrize("command", ["score", "eval"])
+def test_an_input_another_run_is_writing_is_refused(command, classifier_dir, tmp_path):
+    partial = tmp_path / "w.jsonl"
+    job = JobOutput(str(partial), str(tmp_path / "rows.jsonl"), [str(partial)])
+    with job.locked():  # `score ... -o w.jsonl` still running
+        partial.write_text(json.dumps({"prompt": "Q?", "chosen": "A.", "rejected": "B."}) + "\n")
+        argv = [command, classifier_dir, str(partial)] + (["-o", str(tmp_path / "w2.jsonl")] if command == "score" else [])
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        process = subprocess.run([sys.executable, "-m", "rewardbridge.cli", *argv], env=env, capture_output=True, text=True,
+                                 timeout=120)
+    assert process.returncode == 2 and "is being written by another run" in process.stderr, process.stderr
+    assert "partial file" in process.stderr and not (tmp_path / "w2.jsonl").exists()
+
+
+# -- issue 15 review 3, 27: the model, not its path ------------------------------------------------
+
+def _copy_model(src: str, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("change, words", [
+    ("weights-replaced", ["model.model.safetensors:"]),
+    ("config-edited", ["model.config.json: 'sha256:"]),
+    ("symlink-retargeted", ["model.path:", "model.model.safetensors"]),
+    ("dtype-differs", ["model.dtype: 'bfloat16' -> 'float32'"]),  # dtype='auto' resolved on another device
+])
+def test_a_resume_on_other_weights_at_the_same_path_is_refused(change, words, classifier_dir, plain_tokenizer_classifier_dir, tmp_path):
+    data = rows_file(tmp_path / "rows.jsonl")
+    first = _copy_model(classifier_dir, tmp_path / "first")
+    link = tmp_path / "model"
+    link.symlink_to(first)
+    out = tmp_path / "out.jsonl"
+    score_file(str(link), str(data), str(out))
+    record = read_record(str(out) + ".run.json")
+    assert record.model["path"] == str(first) and record.model["dtype"] == "float32"  # the real folder, the resolved dtype
+    before = out.read_bytes()
+    if change == "weights-replaced":
+        weights = first / "model.safetensors"
+        weights.write_bytes((Path(plain_tokenizer_classifier_dir) / "model.safetensors").read_bytes())
+    elif change == "config-edited":
+        config = json.loads((first / "config.json").read_text())
+        (first / "config.json").write_text(json.dumps({**config, "pad_token_id": 0}))
+    elif change == "symlink-retargeted":
+        link.unlink()
+        link.symlink_to(_copy_model(plain_tokenizer_classifier_dir, tmp_path / "second"))
+    else:
+        saved = json.loads(Path(str(out) + ".run.json").read_text())
+        saved["model"]["dtype"] = "bfloat16"
+        Path(str(out) + ".run.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError) as caught:
+        score_file(str(link), str(data), str(out), resume=True)
+    message = str(caught.value)
+    assert "--resume would mix two runs" in message and all(word in message for word in words), message
+    assert out.read_bytes() == before
+
+
+def test_a_resume_on_the_same_weights_finds_every_row_done(classifier_dir, tmp_path):
+    data = rows_file(tmp_path / "rows.jsonl")
+    out = tmp_path / "out.jsonl"
+    score_file(classifier_dir, str(data), str(out))
+    assert score_file(classifier_dir, str(data), str(out), resume=True)["resumed"] == 6  # the fingerprint is stable
+
+
+# -- issue 15 review 4: a report that appeared while eval ran -------------------------------------
+
+def test_eval_never_overwrites_a_report_that_appeared_while_it_ran(classifier_dir, tmp_path):
+    from rewardbridge.jobs.evaluate import evaluate_file
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps({"prompt": "Q?", "chosen": "A.", "rejected": "B.", "subset": "mine"}) + "\n")
+    report = tmp_path / "report.json"
+    reward = load_reward(classifier_dir)
+    score = reward.scorer.score
+
+    def score_then_another_writes(conversations):  # another run writes the report while this one scores
+        report.write_text('{"theirs": true}\n')
+        return score(conversations)
+
+    reward.scorer.score = score_then_another_writes
+    with pytest.raises(ConfigError, match=r"report.json appeared while eval ran .* was not overwritten; this run's report is in "):
+        evaluate_file(classifier_dir, str(data), output=str(report), reward=reward)
+    assert report.read_text() == '{"theirs": true}\n'  # before: replaced by open("w") at the end
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("report.json.") and p.name.endswith(".tmp")]
+    assert len(kept) == 1 and "accuracy" in kept[0].read_text()

@@ -2,6 +2,7 @@
 before any weights load (a table of bad recipes)."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,12 @@ BAD_RECIPES = [
     (["rewards.0.judge_prompt=Q: {prompt} A: {response}"], ConfigError, ["rewards[0]", "judge_prompt asks a causal LM"]),
     (["model.path=sub/config.json"], ConfigError, ["model.path=", "is a file", "pass its folder"]),
     (["model.path=sub"], ConfigError, ["model.path", "has no tokenizer files"]),
+    # Issue 15 review 12: TRL's own config checks, and a run of 0 steps, when the recipe is read.
+    (["training.generation_batch_size=4", "training.steps_per_generation=2"], ConfigError,
+     ["training.generation_batch_size, training.steps_per_generation: TRL's RLOOConfig refuses", "can not be both configured"]),
+    (["training.num_iterations=0"], ConfigError, ["training.num_iterations=0: this run would train 0 steps"]),
+    (["training.max_steps=0"], ConfigError, ["training.max_steps=0: this run would train 0 steps"]),
+    (["training.lr_scheduler_type=nope"], ConfigError, ["training.lr_scheduler_type: TRL's RLOOConfig refuses", "not a valid SchedulerType"]),
 ]
 
 
@@ -149,6 +156,26 @@ def test_a_resume_without_a_checkpoint_fails_before_any_weights(good_recipe, no_
     # TRL's own error would be a bare "ValueError: No valid checkpoint found", after the weights loaded.
     with pytest.raises(ConfigError, match=r"--resume: .*out has no checkpoint-\* to resume from"):
         run(load_recipe(good_recipe), resume=True)
+
+# (id, the prompt file's lines, the words naming the file and line): issue 15 review 11, every row read in the pre-flight
+BAD_PROMPTS = [
+    ("null-prompt", [{"prompt": "Hi?"}, {"prompt": None}], ["prompts.jsonl:2: no 'prompt' value (null)"]),
+    ("missing-prompt", [{"prompt": "Hi?"}, {"question": "x"}], ["prompts.jsonl:2: no 'prompt' value (missing)"]),
+    ("empty-messages", [{"prompt": []}], ["prompts.jsonl:1: prompt is an empty list of messages"]),
+    ("image-part", [{"prompt": "Hi?"}, {"prompt": "Yo?"}, {"prompt": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "x"}}]}]}], ["prompts.jsonl:3: prompt message 0", "image"]),
+    ("mixed-kinds", [{"prompt": "Hi?"}, {"prompt": [{"role": "user", "content": "Yo?"}]}],
+     ["prompts.jsonl:2: its 'prompt' is a list of messages", "prompts.jsonl:1's is a string"]),
+]
+
+
+@pytest.mark.parametrize("rows, words", [r[1:] for r in BAD_PROMPTS], ids=[r[0] for r in BAD_PROMPTS])
+def test_every_prompt_is_read_before_any_weights(good_recipe, no_weights, rows, words):
+    (good_recipe.parent / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ConfigError) as caught:  # before: mid-training, in TRL, or pyarrow's ArrowTypeError
+        run(load_recipe(good_recipe))
+    for word in words:
+        assert word in str(caught.value), str(caught.value)
 
 
 def test_the_cli_prints_one_line_and_exits_2(good_recipe, no_weights, capsys):
@@ -208,3 +235,21 @@ def test_a_recipe_error_comes_before_the_runner_imports(good_recipe):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "not a multiple of num_generations=3" in out.stderr
     assert out.stdout.strip().splitlines()[-1] == "2 []"  # exit status 2; neither the runner nor TRL's trainers imported
+
+
+def test_reward_option_paths_resolve_like_reward_sources(good_recipe, classifier_dir, tmp_path_factory, monkeypatch):
+    import shutil
+
+    folder = good_recipe.parent
+    shutil.copytree(classifier_dir, folder / "tok")
+    elsewhere = tmp_path_factory.mktemp("cwd")
+    (elsewhere / "zero3.json").write_text("{}")
+    monkeypatch.chdir(elsewhere)  # not the recipe's folder
+    recipe = load_recipe(good_recipe, ["rewards.0.tokenizer=tok", "rewards.0.zero3=zero3.json"])
+    # Beside the recipe wins (before: a 52 s hub lookup for 'tok'); the working directory still counts
+    # (the shipped nemotron70b recipe names configs/deepspeed/... from the repository root).
+    assert recipe.rewards[0].options == {**recipe.rewards[0].options, "tokenizer": str(folder / "tok"), "zero3": "zero3.json"}
+    for override, words in [("rewards.0.tokenizer=./no_tok", "rewards[0].tokenizer='./no_tok': no such file or folder"),
+                            ("rewards.0.zero3=gone.json", "rewards[0].zero3='gone.json': no such file or folder")]:
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            load_recipe(good_recipe, [override])

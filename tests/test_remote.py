@@ -111,7 +111,7 @@ def steerlm(prompt, response):
         # The preset by model name alone: NIM's five attributes and the card's weights.
         ("nim", nim_answer(), dict(model_name="nvidia/nemotron-4-340b-reward"),
          lambda p, c: sum(w * v for w, v in zip([0.3, 0.74, 0.46, 0.47, -0.33], nim_values(p, c)))),
-        ("vllm", vllm_answer, {}, lambda p, c: len(p + c) / 100),  # standard text: prompt + completion
+        ("vllm", vllm_answer, {"render": "text"}, lambda p, c: len(p + c) / 100),  # render='text': prompt + completion
         ("openrlhf", openrlhf_answer, {}, lambda p, c: len(p + c) / 100),
         ("triton", triton_answer(1), {}, lambda p, c: len(steerlm(p, c)) / 100),  # SteerLM-rendered sentences
         # [B, 9] without names: Nemotron-4-340B's attributes; helpfulness is column 4 -> +4.
@@ -333,6 +333,11 @@ def test_chat_data_goes_to_vllm_as_messages_without_a_local_template(serve):
     completions = [[{"role": "assistant", "content": c}] for c in COMPLETIONS]
     assert reward(prompts=prompts, completions=completions) == pytest.approx([len(c) / 10 for c in COMPLETIONS], abs=1e-4)
     assert len(server.requests) == 4  # one chat per request: vLLM's /classify takes one `messages`
+    # Text rows and a text prompt with a messages completion too (issue 15 review 8: they went as raw `input`).
+    mixed = [COMPLETIONS[0], [{"role": "assistant", "content": COMPLETIONS[1]}]]
+    assert reward(prompts=PROMPTS[:2], completions=mixed) == pytest.approx([len(c) / 10 for c in COMPLETIONS[:2]], abs=1e-4)
+    assert [json.loads(body)["messages"][0] for _, _, body in server.requests[4:]] == [
+        {"role": "user", "content": p} for p in PROMPTS[:2]]
 
 
 # -- issue 15: endpoints written as their docs write them, answers that are no number ------------------
@@ -374,16 +379,25 @@ def test_a_404_from_a_server_of_another_protocol_says_to_check_protocol(serve):
     ("openrlhf", b'{"rewards": [1.0, Infinity]}'),
     ("rewardbridge", b'{"rewards": [1e400, 1.0], "attributes": {}}'),
     ("vllm", b'{"data": [{"index": 0, "probs": [-Infinity]}, {"index": 1, "probs": [1.0]}]}'),
-], ids=["nan", "infinity", "1e400", "vllm-minus-infinity"])
+    # Finite in JSON (float64), infinite as the float32 TRL gets (issue 15 review 6): a failure on every protocol.
+    ("openrlhf", b'{"rewards": [1e308, 1.0]}'),
+    ("rewardbridge", b'{"rewards": [1.0, -1e39], "attributes": {}}'),
+    ("vllm", b'{"data": [{"index": 0, "probs": [1e308]}, {"index": 1, "probs": [1.0]}]}'),
+    ("nim", b'{"choices": [{"message": {"content": "reward:1e308"}}]}'),
+    ("triton", b'{"model_name": "reward_model", "outputs": [{"name": "rewards", "datatype": "FP32", "shape": [2, 1], "data": [1e308, 1.0]}]}'),
+], ids=["nan", "infinity", "1e400", "vllm-minus-infinity", "openrlhf-1e308", "rewardbridge-minus-1e39", "vllm-1e308", "nim-1e308",
+        "triton-1e308"])
 def test_a_non_finite_score_from_an_endpoint_is_a_failure(serve, protocol, body, caplog):
     server = serve(lambda path, request, headers: (200, {"Content-Type": "application/json"}, body))
-    with pytest.raises(RemoteError, match=r"the answer's reward for sample [01] is -?(nan|inf), not a finite number"):
-        load_reward(server.url, protocol=protocol, **FAST)(prompts=PROMPTS[:2], completions=COMPLETIONS[:2])
-    skip = load_reward(server.url, protocol=protocol, on_error="skip", **FAST)
+    batched = {"render": "text"} if protocol == "vllm" else {}  # vLLM: both rows in one `input` request
+    with pytest.raises(RemoteError, match=r"the answer's reward for sample [01] is (-?(nan|inf), not a finite number|"
+                                          r"-?1e\+(308|39), beyond float32's range)"):
+        load_reward(server.url, protocol=protocol, **batched, **FAST)(prompts=PROMPTS[:2], completions=COMPLETIONS[:2])
+    skip = load_reward(server.url, protocol=protocol, on_error="skip", **batched, **FAST)
     logged = {}
     with caplog.at_level("WARNING"):
         assert skip(prompts=PROMPTS[:2], completions=COMPLETIONS[:2], log_metric=logged.__setitem__) == [None, None]
-    assert logged[f"{skip.__name__}/failed_frac"] == 1.0 and "not a finite number" in caplog.text  # counted and warned
+    assert logged[f"{skip.__name__}/failed_frac"] == 1.0 and "not a finite" in caplog.text  # counted and warned
 
 
 def test_a_nim_scores_inf_for_one_sample_only_that_sample_fails(serve):

@@ -84,3 +84,45 @@ def test_a_folder_that_is_not_a_dataset_is_named_as_such(tmp_path, files, words)
         count_rows(str(tmp_path))
     for word in words:
         assert word in str(caught.value)
+
+
+# -- how files are written in the wild (issue 15 review 14, 16) ------------------------------------
+
+ROW = {"prompt": "What is 2+2?", "completion": "4"}
+
+
+# (id, file name, bytes, the rows read)
+WRITTEN = [
+    ("jsonl-bom", "r.jsonl", b"\xef\xbb\xbf" + json.dumps(ROW).encode() + b"\n", [ROW]),  # Notepad's UTF-8
+    ("json-bom", "r.json", b"\xef\xbb\xbf" + json.dumps([ROW]).encode(), [ROW]),
+    ("csv-bom", "r.csv", b"\xef\xbb\xbfprompt,completion\nWhat is 2+2?,4\n", [ROW]),  # Excel's "CSV UTF-8"
+    ("csv-semicolons", "r.csv", b"prompt;completion\nWhat is 2+2?;4\n", [ROW]),  # Excel in many locales
+    ("csv-tabs", "r.csv", b"prompt\tcompletion\nWhat is 2+2?\t4\n", [ROW]),
+    ("jsonl-crlf", "r.jsonl", json.dumps(ROW).encode() + b"\r\n", [ROW]),
+]
+
+
+@pytest.mark.parametrize("name, content, rows", [w[1:] for w in WRITTEN], ids=[w[0] for w in WRITTEN])
+def test_files_as_editors_write_them_read_as_their_rows(tmp_path, name, content, rows):
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert [r.data for r in read_rows(str(path))] == rows  # before: a '\ufeffprompt' column, or one 'prompt;completion' column
+
+
+def test_a_line_that_is_not_utf8_is_named_by_its_line(tmp_path):
+    cp1252 = "Caf\u00e9 \u201cquoted\u201d".encode("cp1252")
+    jsonl = tmp_path / "r.jsonl"
+    jsonl.write_bytes(json.dumps(ROW).encode() + b"\n" + b'{"prompt": "' + cp1252 + b'", "completion": "x"}\n')
+    first, second = read_rows(str(jsonl))  # before: a UnicodeDecodeError with no line, before any row
+    assert first.data == ROW and second.where == "line 2" and "is not UTF-8 text (byte 0xe9 at column 16)" in second.error
+    csv_file = tmp_path / "r.csv"
+    csv_file.write_bytes(b"prompt,completion\n" + cp1252 + b",x\n")
+    with pytest.raises(InputError, match=r"r.csv line 2 is not UTF-8 text .*iconv -f cp1252"):
+        list(read_rows(str(csv_file)))
+
+
+def test_a_csv_header_that_names_a_column_twice_is_refused(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("prompt,completion,prompt\nQ?,A.,other\n")  # DictReader kept the last 'prompt' without a word
+    with pytest.raises(InputError, match=r"the header names the column 'prompt' twice \(columns \[1, 3\]\)"):
+        list(read_rows(str(path)))

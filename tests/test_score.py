@@ -311,3 +311,133 @@ def test_labelling_needs_no_attribute_weights(attributes_dir, tmp_path):
     assert [r["reward"] for r in got] == [None, None]  # no single reward without weights
     labels = [t["label"] for r in got for t in r["conversations"] if t["from"] == "Assistant"]
     assert len(labels) == 3 and all(label.startswith("helpfulness:") and label.count(",") == 2 for label in labels)
+
+
+# -- issue 15 review 6, 9, 10, 14, 15, 16: what a row's score can be, and what is read first ---------
+
+@pytest.fixture(scope="module")
+def nan_on_tilde_dir(tmp_path_factory):
+    """A classifier that scores NaN for any text holding '~' (its embedding row is NaN), as a broken
+    checkpoint does for some inputs only."""
+    from transformers import LlamaForSequenceClassification
+
+    from rewardbridge.testing import build_tokenizer, llama_config, save_model
+
+    tok = build_tokenizer()
+    import torch
+
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(llama_config(tok, num_labels=1))
+    (tilde,) = tok("~", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        model.model.embed_tokens.weight[tilde] = float("nan")
+    return save_model(tmp_path_factory.mktemp("nan_on_tilde"), model, tok)
+
+
+def test_a_row_scored_nan_is_a_bad_row_named_by_its_line(nan_on_tilde_dir, tmp_path):
+    data = tmp_path / "rows.jsonl"
+    rows = [{"prompt": "What is 2+2?", "completion": f"answer {i}"} for i in range(9)]
+    rows[7]["completion"] = "answer ~7"  # line 8, the second row of its batch
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(Exception, match=r"rows.jsonl line 8: the reward model scored nan \(reward\): a score must be a finite"):
+        score_file(nan_on_tilde_dir, str(data), str(tmp_path / "stop.jsonl"), batch_size=6)  # before: "sample 1"
+    out = tmp_path / "skip.jsonl"
+    summary = score_file(nan_on_tilde_dir, str(data), str(out), batch_size=6, on_bad_row="skip")
+    assert (summary["scored"], summary["rejected"]) == (8, 1)  # the rest of its batch scored again without it
+    rejects = read_jsonl(str(out) + ".rejects.jsonl")
+    assert [r["where"] for r in rejects] == ["line 8"] and "scored nan" in rejects[0]["reason"]
+    assert [r["completion"] for r in read_jsonl(out)] == [r["completion"] for k, r in enumerate(rows) if k != 7]
+
+
+@pytest.fixture(scope="module")
+def loud_attributes_dir(tmp_path_factory):
+    """Three attributes of a few hundred each (its head scaled up): finite scores, large ones."""
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    from rewardbridge.testing import build_tokenizer, llama_config, save_model
+
+    tok = build_tokenizer()
+    torch.manual_seed(1)
+    model = LlamaForSequenceClassification(llama_config(tok, num_labels=3))
+    with torch.no_grad():
+        model.score.weight.mul_(1e4)
+    return save_model(tmp_path_factory.mktemp("loud"), model, tok)
+
+
+def test_a_reward_beyond_float32_is_never_written_as_infinity(loud_attributes_dir, tmp_path):
+    attributes_dir = loud_attributes_dir
+    weights = [3e38, 3e38, 3e38]  # each within float32; their weighted sum is not
+    reward = load_reward(attributes_dir, attributes=["a", "b", "c"], attribute_weights=weights)
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"prompt": "Q?", "completion": f"A{i}"}) + "\n" for i in range(3)))
+    scores = reward.scorer.score([Conversation("Q?", f"A{i}") for i in range(3)]).attributes
+    overflows = [i for i in range(3) if abs(sum(w * float(scores[n][i]) for w, n in zip(weights, "abc"))) > 3.4e38]
+    assert overflows, "the tiny model's attributes must overflow the weighted sum for this test"
+    with pytest.raises(Exception, match=r"line \d: .*after attribute_weights, normalize and clip \(float32"):
+        score_file(attributes_dir, str(data), str(tmp_path / "o.jsonl"), reward=reward)
+    for line in (tmp_path / "o.jsonl").read_text().splitlines():
+        assert "Infinity" not in line and "NaN" not in line  # before: `-Infinity`, which is not JSON
+    with pytest.raises(Exception, match="after attribute_weights"):  # and TRL's call: never inf to the trainer
+        reward(prompts=["Q?"] * 3, completions=[f"A{i}" for i in range(3)])
+
+
+@pytest.mark.parametrize("flags", [{"best_of_n": 1}, {"min_zscore": 0.0}, {"options": {"normalize": "zscore"}}],
+                         ids=["best-of-n", "min-zscore", "normalize"])
+def test_filters_on_an_attributes_only_model_are_refused_before_loading(flags, attributes_dir, tmp_path, no_weights):
+    flags = {**flags, "options": {"attributes": ["a", "b", "c"], **flags.get("options", {})}}
+    with pytest.raises(ConfigError, match=r"needs one reward per row, but the model gives attributes \['a', 'b', 'c'\].*attribute_weights"):
+        # Before: every row dropped (--best-of-n 1 gave 0 rows, exit 0), or normalized to null.
+        score_file(attributes_dir, str(DATA / "prompt_completion.jsonl"), str(tmp_path / "o.jsonl"), **flags)
+
+
+def test_rows_that_failed_under_skip_are_counted_and_scored_again_on_resume(tmp_path, capsys):
+    from servers.faulty import FaultyServer
+
+    failing = {"on": True}
+
+    def openrlhf(path, body, headers):  # OpenRLHF's /get_reward; a 500 for a row holding "flaky" while failing
+        queries = json.loads(body)["query"]
+        if failing["on"] and any("flaky" in q for q in queries):
+            return 500, {"Content-Type": "application/json"}, b'{"error": "overloaded"}'
+        return 200, {"Content-Type": "application/json"}, json.dumps({"rewards": [len(q) / 10 for q in queries]}).encode()
+
+    server = FaultyServer(openrlhf).start()
+    try:
+        data = tmp_path / "rows.jsonl"
+        data.write_text("".join(json.dumps({"prompt": "Q?", "completion": c}) + "\n" for c in ["a", "flaky", "c"]))
+        out = tmp_path / "o.jsonl"
+        options = {"protocol": "openrlhf", "on_error": "skip", "max_retries": 0, "retry_wait": 0.01}
+        summary = score_file(server.url, str(data), str(out), options=options, batch_size=1)
+        assert (summary["scored"], summary["failed"], summary["written"]) == (2, 1, 2)  # before: "3 scored", a null reward
+        assert "2 scored, 1 failed" in capsys.readouterr().err
+        assert all(r["reward"] is not None for r in read_jsonl(out))
+        failing["on"] = False
+        summary = score_file(server.url, str(data), str(out), options=options, batch_size=1, resume=True)
+        assert (summary["resumed"], summary["scored"], summary["failed"]) == (2, 1, 0)  # the failed row, scored now
+        assert sorted(r["completion"] for r in read_jsonl(out)) == ["a", "c", "flaky"]
+    finally:
+        server.stop()
+
+
+# (id, file name, content, the words of the error): each found before any weights load
+FIRST_ROW = [
+    ("wrong-case", "r.csv", "Prompt,Completion\nQ?,A.\n", "column names are case-sensitive: rename 'Prompt' to 'prompt'"),
+    ("best-of-n-on-preference", "r.jsonl", json.dumps({"prompt": "Q?", "chosen": "A.", "rejected": "B."}) + "\n",
+     "compare one response per row"),
+    ("reward-column", "r.jsonl", json.dumps({"prompt": "Q?", "completion": "A.", "reward": 0.5}) + "\n",
+     "has a column 'reward', which rewardbridge score writes and would replace"),
+    ("not-utf8", "r.jsonl", None, r"r.jsonl line 1: is not UTF-8 text \(byte 0xe9 at column 16\)"),
+]
+
+
+@pytest.mark.parametrize("name, content, words", [r[1:] for r in FIRST_ROW], ids=[r[0] for r in FIRST_ROW])
+def test_the_first_row_is_read_before_any_weights_load(name, content, words, classifier_dir, tmp_path, no_weights):
+    path = tmp_path / name
+    if content is None:
+        path.write_bytes(b'{"prompt": "Caf\xe9", "completion": "x"}\n')  # cp1252
+    else:
+        path.write_text(content)
+    flags = {"best_of_n": 1} if "preference" in words or "one response" in words else {}
+    with pytest.raises((ConfigError, InputError), match=words):
+        score_file(classifier_dir, str(path), str(tmp_path / "o.jsonl"), **flags)

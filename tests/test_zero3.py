@@ -1,6 +1,7 @@
 """ZeRO-3 reward models: sharded like the issue says, scoring like the whole model, beside any trainer."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,28 @@ def test_grpo_and_rloo_train_with_a_zero3_reward(policy, causal_dir, classifier_
         assert sum("rewards/rm/mean" in entry for entry in run["history"]) == 2
         # An unsharded reward loaded while the trainer's ZeRO-3 config is active still loads whole.
         assert run["after"] == pytest.approx(run["before"], abs=1e-6)
+
+
+def test_a_checkpoint_without_its_score_head_is_refused_under_zero3_too(classifier_dir, tmp_path):
+    # Without ZeRO-3 this is tests/test_bad_input.py's; serve --option zero3=true loads through the same path.
+    from safetensors.torch import load_file, save_file
+
+    headless = tmp_path / "headless"
+    shutil.copytree(classifier_dir, headless)
+    weights = load_file(str(headless / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if not k.startswith("score.")}, str(headless / "model.safetensors"),
+              metadata={"format": "pt"})
+    # A fresh interpreter: ZeRO-3 starts a process group (gloo on CPU), which must not leak into other tests.
+    code = (
+        "from rewardbridge import load_reward\n"
+        "from rewardbridge.errors import ConfigError\n"
+        "try:\n"
+        f"    r = load_reward({str(headless)!r}, device='cpu', zero3=True)\n"
+        "    print('SCORED', r(prompts=['Hi?'], completions=['Hello!']))\n"
+        "except ConfigError as e:\n"
+        "    print('REFUSED', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    # Before, under ZeRO-3: "SCORED [...]", a random head's score.
+    assert "REFUSED the checkpoint has no weights for score.weight" in out.stdout, out.stdout[-2000:]

@@ -161,16 +161,32 @@ def check_kind_fits(kind: str, config: dict, why: str) -> None:
             f"{why}, but this checkpoint is a sequence classifier ({arch_why}) with no language-model head: "
             "kind='causal_logit' would read next-token logits from a randomly initialized head. Pass kind='classifier'"
         )
+    if kind == "pair_regression" and not config.get("auto_map") and not is_encoder(config):
+        # Without custom code, pair_regression is a standard encoder's (question, answer) segments; a decoder
+        # has no segment embeddings, and a causal LM no head at all (a random one would be made).
+        what = (f"a causal LM ({arch_why}) with no score head" if implied == "causal_logit"
+                else f"a decoder ({config.get('model_type')!r}, {arch_why}) that reads one sequence, with no segment ids")
+        fix = ("kind='causal_logit' with token_id" if implied == "causal_logit"
+               else "kind='classifier', which renders the conversation with its chat template")
+        raise ConfigError(
+            f"{why}, but kind='pair_regression' reads (question, answer) as a tokenizer pair with segment ids, as BERT-style "
+            f"cross-encoders (or a model's own code) do, and this checkpoint is {what}. Pass {fix}"
+        )
+
+
+def is_encoder(config: dict) -> bool:
+    """A BERT-style encoder (BERT, RoBERTa, DeBERTa, ...): a masked-LM model type that is not a decoder."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    return config.get("model_type") in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.get("is_decoder", False)
 
 
 def reads_pairs(kind: str, why: str, config: dict, options, has_template: bool) -> tuple[str, str]:
     """A one-output encoder classifier (BERT, RoBERTa, DeBERTa: a cross-encoder) with no chat template
     reads (question, answer) as a tokenizer pair, as such cards do (``tokenizer(question, answer)``),
     not one segment of prompt + completion: ``pair_regression``. Returns (kind, why)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
     model_type = config.get("model_type")
-    encoder = model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.get("is_decoder", False)
+    encoder = is_encoder(config)
     outputs = len(config["id2label"]) if config.get("id2label") else config.get("num_labels", 2)
     if kind != "classifier" or not encoder or outputs != 1 or options.attributes:
         return kind, why
@@ -196,6 +212,19 @@ def check_tokenizer_files(folder: str, what: str) -> None:
         f"{what} {folder} has no tokenizer files (none of {', '.join(TOKENIZER_FILES[:5])}, ...); a fine-tuned checkpoint often "
         "lacks them: copy them from its base model into the folder, or pass tokenizer='<the base model's folder or hub id>'"
     )
+
+
+def load_tokenizer(source: str, what: str, **kwargs):
+    """A tokenizer by folder or hub id, with the mistakes said as such: a folder that does not exist (not a
+    hub lookup that fails with an OSError about a repo id), one without tokenizer files (not "install
+    sentencepiece"), a file where the folder is meant."""
+    from transformers import AutoTokenizer
+
+    from .sources import resolve_local_source
+
+    source = resolve_local_source(source, what)
+    check_tokenizer_files(source, what)
+    return from_pretrained_or_explain(AutoTokenizer, source, what, **kwargs)
 
 
 def token_ids_for(token_id, tokenizer) -> tuple[int, ...]:

@@ -121,8 +121,17 @@ def check_key_value_flags(argv: list[str]) -> None:
     """
     for flag, value, following in zip(argv, argv[1:], argv[2:] + [None]):
         if flag in ("--option", "--set") and "=" not in value and not value.startswith("-"):
-            if following is not None and not following.startswith("-"):
+            # A negative number is a value, not a flag (argparse would say "unrecognized arguments: -1").
+            if following is not None and (not following.startswith("-") or _is_number(following)):
                 raise ConfigError(f"{flag} {value} {following}: write {flag} {value}={following} (KEY=VALUE, no space)")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:

@@ -52,9 +52,25 @@ class Conversation:
         where = "sample" if index is None else f"sample {index}"
         prompt_name, completion_name = names or (sample_namer(f"{where}: prompt"), sample_namer(f"{where}: completion"))
         conversation = cls(read_turns(prompt, prompt_name), read_turns(completion, completion_name, completion=True))
-        if conversation.prompt == "" and conversation.completion == "":
-            raise InputError(f"{prompt_name(())} and {completion_name(())} are both empty: there is nothing to score")
+        if not conversation.has_text():  # "" + "" and [{user: ""}] + [{assistant: ""}] alike: one rule everywhere
+            same = prompt_name(()) == completion_name(())  # one flat message list (a chat body)
+            where = f"{prompt_name(())} holds" if same else f"{prompt_name(())} and {completion_name(())} are both empty:"
+            raise InputError(f"{where}{' no text:' if same else ''} there is nothing to score")
         return conversation
+
+    def has_text(self) -> bool:
+        """Any text at all in the prompt or the completion (a message's content, or a tool call)."""
+        for part in (self.prompt, self.completion):
+            if isinstance(part, str) and part:
+                return True
+            if not isinstance(part, str) and any(m.get("content") or m.get("tool_calls") for m in part):
+                return True
+        return False
+
+    @property
+    def has_messages(self) -> bool:
+        """Either side is a list of messages (a text prompt with a messages completion counts)."""
+        return not (isinstance(self.prompt, str) and isinstance(self.completion, str))
 
     @property
     def is_chat(self) -> bool:
@@ -155,6 +171,7 @@ class Renderer:
     chat_template: str | None = None
     judge_prompt: str | None = None
     system_prompt: str | None = None  # chat/judge: a system turn when the data has none; steerlm: its System text
+    encoder: bool = False  # a BERT-style encoder: it reads its [CLS] ... [SEP] whatever renders the text
 
     def __post_init__(self):
         if self.mode not in RENDER_MODES:
@@ -181,8 +198,21 @@ class Renderer:
         return "chat" if self.has_chat_template else "text"
 
     def add_special_tokens(self, conversation: Conversation) -> bool:
-        """Chat templates carry their own special tokens; plain text gets the tokenizer's."""
-        return self.resolved_mode(conversation) == "text"
+        """Plain text gets the tokenizer's special tokens. A chat template carries a decoder's own (TRL
+        tokenizes its render with ``add_special_tokens=False``); an encoder's template seldom holds
+        [CLS]/[SEP], which its pooler reads, so they are added unless the template writes them itself."""
+        if self.resolved_mode(conversation) == "text":
+            return True
+        return self.encoder and not self._template_writes_special_tokens()
+
+    def _template_writes_special_tokens(self) -> bool:
+        """Does the rendered example already open with the tokenizer's first special token? (Asked once.)"""
+        if "_writes_specials" not in self.__dict__:
+            specials = self.tokenizer("", add_special_tokens=True)["input_ids"] if self.tokenizer is not None else []
+            example = Conversation(({"role": "user", "content": "What is 2+2?"},), ({"role": "assistant", "content": "4"},))
+            ids = self.tokenizer(self.render(example), add_special_tokens=False)["input_ids"] if specials else []
+            self.__dict__["_writes_specials"] = not specials or (bool(ids) and ids[0] == specials[0])
+        return self.__dict__["_writes_specials"]
 
     def render(self, conversation: Conversation) -> str:
         mode = self.resolved_mode(conversation)

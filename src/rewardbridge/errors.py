@@ -33,7 +33,16 @@ class InputError(RewardBridgeError, ValueError):
 
 
 class ScoreError(RewardBridgeError, RuntimeError):
-    """A reward model gave a score that is not a finite number (NaN, +-inf): a failure, never a reward."""
+    """A reward model gave a score that is not a finite number (NaN, +-inf): a failure, never a reward.
+
+    ``samples``: the indices (in the call that scored them) of the samples whose score failed, so a job
+    can name their rows; ``reason``: what failed, without naming a sample (``rewardbridge score`` names
+    the row's line instead).
+    """
+
+    def __init__(self, message: str, samples: list[int] | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.samples, self.reason = samples, reason
 
 
 class RemoteError(RewardBridgeError, RuntimeError):

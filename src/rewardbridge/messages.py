@@ -97,9 +97,14 @@ def read_messages(value: Any, name: Namer, *, completion: bool = False) -> tuple
         if not isinstance(message, Mapping):
             raise InputError(f"{name((j,))} is a {type(message).__name__}, not a {{'role', 'content'}} dict")
         for key in ("role", "content"):
-            if message.get(key) is None:
+            if key not in message:
                 raise InputError(f"{name((j,))} has no {key!r} (it has {sorted(map(str, message))}); every message needs 'role' and 'content'")
-        role = message["role"]
+        role, content = message["role"], message["content"]
+        if content is None and message.get("tool_calls"):
+            content = ""  # OpenAI's form of an assistant turn that only calls tools: the same as content ""
+        for key, value in (("role", role), ("content", content)):
+            if value is None:
+                raise InputError(f"{name((j,))} has {key!r}: null; every message needs a {key} (content may be \"\")")
         if not isinstance(role, str):
             raise InputError(f"{name((j,))} has role {role!r}; a role is a string such as 'user' or 'assistant'")
         if completion and (role not in COMPLETION_ROLES or (j == 0 and role != "assistant")):
@@ -107,8 +112,32 @@ def read_messages(value: Any, name: Namer, *, completion: bool = False) -> tuple
                 f"{name((j,))} has role {role!r}; a completion is the model's answer: role 'assistant' (tool results, role 'tool', "
                 "may follow it). Put other turns in the prompt"
             )
-        messages.append({**message, "content": message_text(message["content"], lambda path, j=j: name((j, *path)))})
+        messages.append({**message, "content": message_text(content, lambda path, j=j: name((j, *path)))})
     return tuple(messages)
+
+
+def split_flat(messages: Sequence[Message], label: str = "messages") -> tuple[list[Message], list[Message]]:
+    """A flat message list (an OpenAI chat body) -> (prompt, completion), read as TRL pairs them: the
+    completion is the trailing run of assistant and tool turns (the model's answer and any tool
+    results), opening with the assistant's; the prompt is what comes before it and must hold a turn.
+
+    >>> split_flat([{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}, {"role": "tool", "content": "ok"}])
+    ([{'role': 'user', 'content': '2+2?'}], [{'role': 'assistant', 'content': '4'}, {'role': 'tool', 'content': 'ok'}])
+    """
+    start = len(messages)
+    while start > 0 and messages[start - 1].get("role") in COMPLETION_ROLES:
+        start -= 1
+    while start < len(messages) and messages[start].get("role") != "assistant":
+        start += 1  # tool results before the answer belong to the prompt
+    if start == len(messages):
+        raise InputError(
+            f"field '{label}[-1].role' is {messages[-1].get('role')!r}; the response to score comes last: role 'assistant' "
+            "(tool results, role 'tool', may follow it)"
+        )
+    if start == 0:
+        raise InputError(f"field '{label}' holds only the response ({len(messages)} assistant/tool message(s)); put the prompt "
+                         "(a user turn) before it")
+    return list(messages[:start]), list(messages[start:])
 
 
 def message_text(content: Any, name: Namer | None = None) -> str:

@@ -37,9 +37,12 @@ def check_misapplied(resolved) -> None:
         if resolved.kind == "pair_regression":
             ignored = [k for k in ("chat_template", "system_prompt") if getattr(opts, k)] + (["render"] if opts.render != "auto" else [])
             if ignored:
+                # kind='classifier' alone would render plain text, where system_prompt has no place either.
+                needs_template = not resolved.renderer.has_chat_template and (opts.system_prompt or opts.render in ("chat", "judge"))
+                template = " and chat_template='<jinja>' (this tokenizer has none)" if needs_template else ""
                 raise ConfigError(
                     f"option(s) {ignored} would be ignored: kind='pair_regression' reads (question, answer) as a tokenizer pair, "
-                    "with no template. Drop them, or pass kind='classifier' to render the conversation"
+                    f"with no template. Drop them, or pass kind='classifier'{template} to render the conversation"
                 )
             return
     mode = rendered_mode(resolved.renderer)
@@ -59,8 +62,8 @@ def check_misapplied(resolved) -> None:
             f"system_prompt has no place in {where} (plain prompt + completion); it becomes a system turn under a chat "
             "template: pass chat_template=... (or a tokenizer with one), or drop system_prompt"
         )
-    if opts.system_prompt and mode in ("chat", "judge"):
-        _check_template_takes_a_system_turn(resolved.renderer)
+    if mode in ("chat", "judge"):
+        check_template_renders(resolved.renderer)
 
 
 def check_judge(kind: str, opts) -> None:
@@ -81,14 +84,36 @@ def rendered_mode(renderer) -> str:
     return "chat" if renderer.has_chat_template else "text"
 
 
-def _check_template_takes_a_system_turn(renderer) -> None:
+def check_template_renders(renderer) -> None:
+    """Render the example conversation now, so a broken chat template (a syntax error, an unknown filter,
+    its own ``raise_exception``) is reported when the reward is resolved, not at the first call; with
+    ``system_prompt``, render it with and without the system turn: a template that drops system turns
+    would ignore it."""
+    import dataclasses
+
     from .conversation import Conversation
 
     example = Conversation(({"role": "user", "content": "What is 2+2?"},), ({"role": "assistant", "content": "4"},))
+    plain = dataclasses.replace(renderer, system_prompt=None)
+    where = "chat_template" if renderer.chat_template else "the tokenizer's chat template"
     try:
-        renderer.render(example)
+        without = plain.render(example)
+    except Exception as error:  # noqa: BLE001: whatever jinja2 (or the template's raise_exception) raises
+        raise ConfigError(
+            f"{where} cannot render a conversation ({type(error).__name__}: {error}); fix the template, or pass "
+            "chat_template='<jinja>' (tokenizer='<dir>') with one that renders"
+        ) from None
+    if not renderer.system_prompt:
+        return
+    try:
+        with_system = renderer.render(example)
     except Exception as error:  # noqa: BLE001: a template's own refusal (jinja2 raise_exception)
         raise ConfigError(
             f"system_prompt: the chat template refuses a system turn ({type(error).__name__}: {error}); put the instruction "
             "in the user turn, or pass a chat_template that takes one"
         ) from None
+    if with_system == without:
+        raise ConfigError(
+            f"system_prompt would be ignored: {where} renders the same text with and without a system turn (it drops "
+            "system messages); put the instruction in the user turn, or pass a chat_template that renders system turns"
+        )

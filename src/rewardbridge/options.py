@@ -33,6 +33,7 @@ ON_ERROR = ("raise", "skip")
 TRUNCATION_MODES = ("left", "error")
 RENDER_MODES = ("auto", "chat", "text", "judge", "steerlm")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
+FLOAT32_MAX = 3.4028234663852886e38  # rewards reach TRL as float32: anything beyond is +-inf
 
 # Options that only a local (colocated) model reads, and only a remote endpoint reads.
 LOCAL_ONLY = (
@@ -57,7 +58,7 @@ TEXT_OPTIONS = (
 PROMPT_OPTIONS = ("chat_template", "judge_prompt", "system_prompt", "principle", "principle_prompt")
 
 # Options whose value is the content itself (a template, a prompt), never a path to it.
-CONTENT_OPTIONS = ("chat_template", "judge_prompt", "system_prompt")
+CONTENT_OPTIONS = ("chat_template", "judge_prompt", "system_prompt", "principle", "principle_prompt")
 FILE_SUFFIXES = (".jinja", ".jinja2", ".j2", ".txt", ".md", ".tmpl", ".template", ".prompt", ".json", ".yaml", ".yml")
 
 
@@ -223,6 +224,13 @@ class RewardOptions:
                     f"attribute_weights has {len(self.attribute_weights)} weights for {len(self.attributes)} attributes; "
                     "give one weight per attribute, or a dict {name: weight}"
                 )
+        if self.attribute_weights is not None:
+            items = self.attribute_weights.items() if isinstance(self.attribute_weights, Mapping) else enumerate(self.attribute_weights)
+            for key, weight in items:
+                if abs(weight) > FLOAT32_MAX:  # it would be inf as a float32 weight, and every reward +-inf or NaN
+                    shown = f"[{key}]" if isinstance(key, int) else f"[{key!r}]"
+                    raise ConfigError(f"attribute_weights{shown}={weight:g} is beyond float32's range (+-{FLOAT32_MAX:.2g}), "
+                                      "the precision rewards are combined in; scale the weights down")
         if self.normalize_target == "attributes" and self.attribute_weights is None:
             raise ConfigError("normalize_target='attributes' needs attributes and attribute_weights")
         if self.normalize_target == "attributes" and self.normalize in ("none", "reference"):

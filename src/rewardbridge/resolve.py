@@ -22,7 +22,7 @@ from typing import Any, Mapping
 from .errors import ConfigError, warn
 from .options import RewardOptions
 from .checkpoint import (
-    check_kind_fits, check_output_count, check_tokenizer_files, config_dict, max_positions, model_class_for,
+    check_kind_fits, check_output_count, check_tokenizer_files, config_dict, is_encoder, max_positions, model_class_for,
     model_max_length, reads_pairs, resolve_device,
     resolve_dtype, resolve_kind, token_ids_for,
 )
@@ -80,12 +80,16 @@ class Resolved:
     @property
     def input(self) -> str:
         """What the model reads, in words."""
+        from .conversation import Conversation
         if self.remote and self.renderer is None:
             return "conversations as messages; the server renders them with its model's template"
         if self.kind == "pair_regression":
             return "(question, answer) pair: the prompt's last user turn and the completion"
         renderer = self.renderer
-        if self.remote and renderer.tokenizer is None and renderer.mode == "auto":
+        if self.remote and renderer.tokenizer is None and renderer.mode == "auto" and not renderer.has_chat_template:
+            if self.options.protocol == "vllm":
+                return ("messages, one conversation per request (text rows as one user turn + the answer): the server "
+                        "renders them with its model's template; render='text' sends prompt + completion as raw input instead")
             return ("text: prompt + completion as plain text (standard data); chat data needs tokenizer= "
                     "(the reward model's tokenizer) for its chat template")
         if renderer.mode != "auto":
@@ -94,6 +98,10 @@ class Resolved:
         if renderer.judge_prompt:
             return "judge: judge_prompt as one user turn"
         if renderer.has_chat_template:
+            if not self.remote and renderer.add_special_tokens(Conversation("?", "!")):
+                shown = self.tokenizer.decode(self.tokenizer("", add_special_tokens=True)["input_ids"])
+                return (f"chat: the reward tokenizer's chat template, with the tokenizer's special tokens added ({shown!r}): "
+                        "an encoder reads them and the template does not write them")
             return "chat: the reward tokenizer's chat template"
         return "text: prompt + completion with the tokenizer's special tokens (the tokenizer has no chat template)"
 
@@ -180,7 +188,9 @@ class Resolved:
         from .conversation import Conversation
 
         chat = Conversation([{"role": "user", "content": EXAMPLE[0]}], ({"role": "assistant", "content": EXAMPLE[1]},))
-        if self.renderer is None:
+        sends_messages = (self.remote and self.options.protocol == "vllm" and self.renderer is not None
+                          and self.renderer.mode == "auto" and not self.renderer.has_chat_template)  # VllmClient._as_messages
+        if self.renderer is None or sends_messages:
             return repr(chat.messages())
         conversation = chat if self.renderer.has_chat_template or self.renderer.resolved_mode(chat) == "steerlm" else Conversation(*EXAMPLE)
         if self.remote:
@@ -331,6 +341,7 @@ def _resolve_local(source: str, options: RewardOptions, given: set[str] | None) 
         chat_template=options.chat_template,
         judge_prompt=options.judge_prompt,
         system_prompt=options.system_prompt,
+        encoder=is_encoder(config),
     )
     if options.max_length:
         max_length = options.max_length

@@ -183,11 +183,40 @@ class RewardFunction:
             )
         raw = self.combine(scores)  # (B,)
         rewards, group_stats = self.normalize(raw, scores, conversations, columns)
-        rewards = clip_rewards(rewards, self.options.clip)
+        rewards = self.check_final(raw, clip_rewards(rewards, self.options.clip).float(), scores)
         if log_metric is not None or log_extra is not None:
             self._log(raw, rewards, scores, group_stats, log_metric, log_extra)
         # NaN (a score that could not be had) goes back as None: TRL leaves it out.
         return [None if math.isnan(r) else r for r in rewards.tolist()]
+
+    def check_final(self, raw: torch.Tensor, rewards: torch.Tensor, scores: Scores | None = None) -> torch.Tensor:
+        """The float32 rewards TRL gets, (B,): every finite score must stay finite through attribute weights,
+        normalize and clip (1e38 + 1e38 is inf in float32). One that does not is a failure by the
+        ``on_error`` rule: ScoreError naming the samples, or under "skip" NaN (None to TRL) and a warning."""
+        import torch
+
+        from .errors import ScoreError
+
+        # NaN alone is a score that could not be had (a skipped remote failure, a failed reference): None, as
+        # before. Infinity, or a NaN combined from finite scores (1e38 * 4 - 1e38 * 4 is inf - inf), is an overflow.
+        overflow = torch.isinf(rewards) | torch.isinf(raw)
+        if scores is not None and len(raw):
+            columns = ([scores.values] if scores.values is not None else []) + list(scores.attributes.values())
+            finite = torch.stack([torch.isfinite(c.float()) for c in columns]).all(dim=0) if columns else torch.ones_like(raw, dtype=torch.bool)
+            overflow |= torch.isnan(raw) & finite
+        bad = overflow.nonzero().flatten().tolist() if len(raw) else []
+        if not bad:
+            return rewards
+        reason = (f"the scores are finite numbers but the reward is {rewards[bad[0]].item()} after attribute_weights, normalize "
+                  "and clip (float32, up to +-3.4e38): a reward must be a finite number. Scale attribute_weights down, or check "
+                  "the model's scale")
+        message = f"{self.__name__}: sample {bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}: {reason}"
+        if self.options.on_error != "skip":
+            raise ScoreError(message, samples=bad, reason=reason)
+        self._warn_once("overflow", message + " (scored as failed: on_error='skip')")
+        rewards = rewards.clone()
+        rewards[bad] = math.nan
+        return rewards
 
     def combine(self, scores: Scores) -> torch.Tensor:
         """The scalar reward per conversation, shape (B,): attribute weights when given."""
@@ -284,7 +313,7 @@ class RewardFunction:
             f"{name}/raw_mean": _nanmean(raw),
             f"{name}/raw_std": _nanstd(raw),
             f"{name}/truncated_frac": scores.num_truncated / n,
-            f"{name}/failed_frac": float(torch.isnan(raw).sum()) / n,
+            f"{name}/failed_frac": float((torch.isnan(raw) | torch.isnan(rewards)).sum()) / n if len(raw) else 0.0,
         }
         for attribute, column in scores.attributes.items():
             metrics[f"{name}/{attribute}_mean"] = _nanmean(column)
@@ -314,14 +343,22 @@ _LIVE: dict[str, weakref.WeakSet] = {}
 
 
 def _claim_name(reward: RewardFunction) -> None:
-    """Warn when another live reward from another source has this name: in one trainer TRL would log
-    both under ``rewards/<name>/...`` and merge their metrics (two ``checkpoint-500`` folders). The
-    same source again (a reload, or other options) is not warned about; a recipe refuses any repeat."""
+    """Warn when another live reward of this name differs from this one (another source, or the same
+    source with other options: another protocol on one URL, two normalize variants of one model): in
+    one trainer TRL would log both under ``rewards/<name>/...`` and merge their metrics. The same source
+    with the same options again (a reload) is one reward; a recipe refuses any repeat."""
     alive = _LIVE.setdefault(reward.__name__, weakref.WeakSet())
-    other = next((r for r in alive if r.source != reward.source), None)
+    other = next((r for r in alive if r.source != reward.source or r.options != reward.options), None)
     if other is not None:
+        if other.source != reward.source:
+            differ = f"{other.source} and {reward.source}"
+        else:
+            before, now = other.options.changed(), reward.options.changed()
+            keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k != "name")
+            shown = lambda options, k: repr(options[k]) if k in options else "unset"  # noqa: E731
+            differ = f"one source, {', '.join(f'{k} {shown(before, k)} and {shown(now, k)}' for k in keys)}"
         warn(
-            f"two rewards are named {reward.__name__!r} ({other.source} and {reward.source}); TRL logs rewards by name and "
+            f"two rewards are named {reward.__name__!r} ({differ}); TRL logs rewards by name and "
             "would merge their metrics: pass name='...' to load_reward (a recipe's 'name:') to tell them apart"
         )
     alive.add(reward)

@@ -134,5 +134,6 @@ def _folder_hint(path: str, what: str) -> str:
         return f"pass the folder that holds it with its config.json: {what}={folder!r}"
     if lowered.endswith(DATA_SUFFIXES):
         return ("it looks like data, not a reward model; the arguments may be swapped: the reward model comes first, "
-                "then the data (rewardbridge score MODEL DATA -o OUT)")
+                "then the data (rewardbridge score MODEL DATA -o OUT, rewardbridge eval MODEL DATA; "
+                "rewardbridge pairs POLICY PROMPTS --reward MODEL)")
     return "a reward model is a folder with a config.json, a hub id such as 'org/name', or an http(s):// URL"

@@ -63,9 +63,9 @@ def _setup() -> tuple[ThreadBatcher, PolicyTemplate | None]:
             reward = shared_reward(caller="OpenRLHF reward_func")
             policy = None
             if os.environ.get(ENV_POLICY_TOKENIZER):
-                from transformers import AutoTokenizer
+                from rewardbridge.checkpoint import load_tokenizer  # absolute: OpenRLHF loads this file by path
 
-                policy = PolicyTemplate(AutoTokenizer.from_pretrained(os.environ[ENV_POLICY_TOKENIZER]))
+                policy = PolicyTemplate(load_tokenizer(os.environ[ENV_POLICY_TOKENIZER], f"${ENV_POLICY_TOKENIZER}"))
             _state.update(
                 reward=reward,
                 policy=policy,

@@ -15,7 +15,6 @@ folded rewards stand for the scores.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sys
@@ -26,6 +25,7 @@ from . import rewardbench
 from .rows import read_rows
 
 BENCHMARKS = ("auto", "rewardbench", "rewardbench2")
+USAGE = "rewardbridge eval MODEL DATA"
 
 # RewardBench's example counts per subset; math-prm is upweighted to match the code subsets' total.
 SECTIONS: dict[str, dict[str, int]] = {
@@ -100,8 +100,10 @@ def evaluate_file(
     """
     from tqdm import tqdm
 
+    from ..options import RewardOptions
     from ..reward_fn import load_reward
-    from .rows import count_rows
+    from .output import check_input_free
+    from .rows import count_rows, first_row
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
@@ -117,19 +119,26 @@ def evaluate_file(
         check_not_input(output, data)
         if os.path.exists(output):
             raise ConfigError(f"--output {output} already exists (a report is never overwritten); remove it or pick another path")
-    total = count_rows(data)  # a missing, unknown or model-folder input fails here
-    if reward is None:
-        reward = load_reward(source, **options)
-    rows = iter(tqdm(read_rows(data), total=total, unit="row", desc="evaluating", file=sys.stderr, dynamic_ncols=True))
-    first = next(rows, None)
+    total = count_rows(data, USAGE)  # a missing, unknown or model-folder input fails here
+    check_input_free(data, "data")  # not a file another run is still writing
+    first = first_row(data, USAGE)  # read before any weights load: its format decides the benchmark
     if first is None:
         raise InputError(f"{data} has no rows to evaluate")
     if benchmark == "auto":
         benchmark = "rewardbench2" if first.data is not None and rewardbench.is_rewardbench2_row(first.data) else "rewardbench"
     read = _read_rewardbench2 if benchmark == "rewardbench2" else _read_rewardbench
+    try:
+        if first.error:
+            raise InputError(first.error)
+        read(first.data, reward.options if reward is not None else RewardOptions.from_kwargs(**options))
+    except InputError as error:
+        raise InputError(f"{data} {first.where}: {error}") from None
+    if reward is None:
+        reward = load_reward(source, **options)
+    rows = iter(tqdm(read_rows(data, USAGE), total=total, unit="row", desc="evaluating", file=sys.stderr, dynamic_ncols=True))
     scored: list = []
     batch: list = []
-    for row in itertools.chain([first], rows):
+    for row in rows:
         try:
             if row.error:
                 raise InputError(row.error)
@@ -148,10 +157,32 @@ def evaluate_file(
         report = rewardbench_report([(subset, scores[0], scores[1]) for subset, _, scores, _ in scored])
         print(format_report(report))
     if output:
-        with open(output, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
+        write_report(output, report)
     return report
+
+
+def write_report(output: str, report: dict) -> None:
+    """Write ``report`` to ``output`` only if no file appeared there while eval ran: written whole to a
+    temporary file, then linked into place (an exclusive create); if one appeared, it is left as it is
+    and this run's report stays in the temporary file, named in the error."""
+    tmp = f"{output}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2, allow_nan=False)
+        f.write("\n")
+    try:
+        try:
+            os.link(tmp, output)  # fails if output exists, atomically
+        except FileExistsError:
+            raise
+        except OSError:  # a filesystem without hard links: an exclusive create instead
+            with open(output, "x", encoding="utf-8") as f, open(tmp, encoding="utf-8") as report_text:
+                f.write(report_text.read())
+    except FileExistsError:
+        raise ConfigError(
+            f"--output {output} appeared while eval ran (another run wrote it?) and was not overwritten; this run's report "
+            f"is in {tmp} (and printed above)"
+        ) from None
+    os.remove(tmp)
 
 
 def _read_rewardbench(row: dict, options: Any) -> tuple:

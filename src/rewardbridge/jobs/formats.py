@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..conversation import Conversation, parse_flattened_turns
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, ScoreError
 
 ROLES = {"User": "user", "Assistant": "assistant", "System": "system"}
 
@@ -33,6 +33,7 @@ class Parsed:
     conversations: list[Conversation]
     finish: Callable[[list[float | None], list[dict[str, float]]], dict]  # (rewards, attributes) -> output row
     group_key: str | None = None  # the prompt, for best-of-n / z-scores (rows with one response)
+    writes: tuple[str, ...] = ()  # the columns ``finish`` writes into the output row
 
 
 def parse_row(row: dict, steerlm_labels: bool = False) -> Parsed:
@@ -46,18 +47,34 @@ def parse_row(row: dict, steerlm_labels: bool = False) -> Parsed:
     if "completion" in row:
         prompt, completion = _prompt(row), _messages_or_text(row, "completion")
         conversation = Conversation.from_trl(prompt, completion)
-        return Parsed("prompt/completion", [conversation], lambda r, a: _with_reward(row, r[0], a[0]), conversation.prompt_key())
+        return Parsed("prompt/completion", [conversation], lambda r, a: _with_reward(row, r[0], a[0]), conversation.prompt_key(),
+                      writes=REWARD_COLUMNS)
     if "response" in row:
         return _helpsteer2_row(row)
     raise InputError(
         f"has columns {sorted(row)}; expected prompt/completion (TRL), prompt/chosen/rejected (preference), "
-        "prompt/response (HelpSteer2) or conversations (NeMo-Aligner)"
+        f"prompt/response (HelpSteer2) or conversations (NeMo-Aligner){_column_hint(row)}"
     )
+
+
+KNOWN_COLUMNS = ("prompt", "completion", "chosen", "rejected", "response", "conversations")
+REWARD_COLUMNS = ("reward", "attributes")
+
+
+def _column_hint(row: dict) -> str:
+    """What the columns most likely meant: another case (``Prompt``), or another CSV separator (``prompt;completion``)."""
+    cased = [(c, c.strip().lower()) for c in row if isinstance(c, str) and c not in KNOWN_COLUMNS and c.strip().lower() in KNOWN_COLUMNS]
+    if cased:
+        return "; column names are case-sensitive: rename " + ", ".join(f"{c!r} to {low!r}" for c, low in cased)
+    joined = [c for c in row if isinstance(c, str) and any(sep in c for sep in ";\t|")]
+    if len(row) == 1 and joined:
+        return f"; the header {joined[0]!r} looks like one cell: is the file separated by something else than commas?"
+    return ""
 
 
 def _prompt(row: dict) -> str | list:
     if "prompt" not in row:
-        raise InputError(f"has no 'prompt' column (columns: {sorted(row)})")
+        raise InputError(f"has no 'prompt' column (columns: {sorted(row)}){_column_hint(row)}")
     return _messages_or_text(row, "prompt")
 
 
@@ -100,7 +117,8 @@ def _preference_row(row: dict) -> Parsed:
         margin = None if good is None or bad is None else good - bad
         return {**row, "chosen_reward": good, "rejected_reward": bad, "margin": margin}
 
-    return Parsed("preference", [Conversation.from_trl(prompt, chosen), Conversation.from_trl(prompt, rejected)], finish)
+    return Parsed("preference", [Conversation.from_trl(prompt, chosen), Conversation.from_trl(prompt, rejected)], finish,
+                  writes=("chosen_reward", "rejected_reward", "margin"))
 
 
 def _helpsteer2_row(row: dict) -> Parsed:
@@ -112,7 +130,8 @@ def _helpsteer2_row(row: dict) -> Parsed:
         conversation = Conversation.from_trl(prompt, response)
     else:
         conversation = Conversation.from_trl(turns, [{"role": "assistant", "content": response}])
-    return Parsed("HelpSteer2", [conversation], lambda r, a: _with_reward(row, r[0], a[0]), conversation.prompt_key())
+    return Parsed("HelpSteer2", [conversation], lambda r, a: _with_reward(row, r[0], a[0]), conversation.prompt_key(),
+                  writes=REWARD_COLUMNS)
 
 
 def _nemo_row(row: dict, steerlm_labels: bool) -> Parsed:
@@ -142,7 +161,7 @@ def _nemo_row(row: dict, steerlm_labels: bool) -> Parsed:
         return out
 
     last = conversations[-1]
-    return Parsed("NeMo-Aligner", conversations, finish, last.prompt_key())
+    return Parsed("NeMo-Aligner", conversations, finish, last.prompt_key(), writes=("reward",))  # labels: the format's own
 
 
 def steerlm_label(attributes: dict[str, float], reward: float | None, steerlm: bool) -> str | None:
@@ -167,6 +186,22 @@ def steerlm_label(attributes: dict[str, float], reward: float | None, steerlm: b
         # Halves round up (math.floor(v + 0.5)), not to even as Python's round() does.
         return ",".join(f"{name}:{math.floor(min(4.0, max(0.0, value)) + 0.5)}" for name, value in attributes.items())
     return ",".join(f"{name}:{value:.4f}" for name, value in attributes.items())
+
+
+def json_line(record: dict) -> str:
+    r"""One output row as a JSON line; a number that is not finite is an error, never ``NaN`` or
+    ``-Infinity`` in the file (they are not JSON, and no score is one).
+
+    >>> json_line({"reward": 1.5})
+    '{"reward": 1.5}\n'
+    """
+    import json
+
+    try:
+        return json.dumps(record, ensure_ascii=False, default=str, allow_nan=False) + "\n"
+    except ValueError:
+        raise ScoreError(f"row {record.get('row_id', '?')} holds a number that is not finite ({_short(record)}); no "
+                         "score is written as NaN or Infinity") from None
 
 
 def _short(value: Any) -> str:

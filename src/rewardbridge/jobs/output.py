@@ -5,12 +5,15 @@ and never resumed by a run that would mix another model's or other options' scor
 
 1. :meth:`JobOutput.check` (before any model loads): every path it will write is in an
    existing folder, none is the input, and none already holds data unless ``resume``;
-2. ``with job.locked():``: an exclusive lock on ``OUT.lock`` (filelock; fcntl on Unix), so a
-   second run on the same output stops at once instead of writing every row a second time;
+2. ``with job.locked():``: exclusive locks on the real files, however they are named: a lock file
+   beside each file's real path (``REAL.lock``: a symlink and its target share it, as do ``-o
+   X.scored.jsonl`` and ``--best-of-n -o X``) and an ``flock`` on each file itself (a hard link
+   shares its inode), so a second run on the same output stops at once instead of writing every
+   row a second time; :func:`check_input_free` refuses, as input, a file a run is writing;
 3. :meth:`JobOutput.start` with the run's :class:`RunRecord` (source, options, input, the job's
-   settings): it is written to ``OUT.run.json``; a resume whose record differs is refused,
-   naming what changed, and the rows already done are read back by identity, refusing an
-   output that holds a row twice.
+   settings, the model's fingerprint: ``fingerprint.py``): it is written to ``OUT.run.json``; a
+   resume whose record differs is refused, naming what changed, and the rows already done are read
+   back by identity, refusing an output that holds a row twice.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class RunRecord:
             :data:`RUNTIME_OPTIONS`), as JSON values.
         input: the input's absolute path.
         settings: the job's own settings that decide what is written (filters, label style).
+        model: the model's fingerprint (``fingerprint.model_fingerprint``: real path, file hashes or
+            sizes and times, hub commit, dtype); empty in records written before it was kept.
     """
 
     command: str
@@ -50,12 +55,14 @@ class RunRecord:
     options: dict[str, Any]
     input: str
     settings: dict[str, Any]
+    model: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def of(cls, command: str, source: str, options: Any, input: str, settings: dict[str, Any]) -> RunRecord:
+    def of(cls, command: str, source: str, options: Any, input: str, settings: dict[str, Any],
+           model: dict[str, Any] | None = None) -> RunRecord:
         """Build from a ``RewardOptions``; values become plain JSON (tuples as lists)."""
         chosen = {k: v for k, v in options.changed().items() if k not in RUNTIME_OPTIONS}
-        return cls(command, str(source), _plain(chosen), os.path.abspath(input), _plain(settings))
+        return cls(command, str(source), _plain(chosen), os.path.abspath(input), _plain(settings), _plain(model or {}))
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -71,7 +78,8 @@ class RunRecord:
         for name in ("command", "source", "input"):
             if getattr(self, name) != getattr(other, name):
                 changes.append(f"{name}: {getattr(other, name)!r} -> {getattr(self, name)!r}")
-        for group in ("options", "settings"):
+        groups = ("options", "settings", "model") if self.model and other.model else ("options", "settings")
+        for group in groups:
             now, before = getattr(self, group), getattr(other, group)
             for key in sorted(set(now) | set(before)):
                 if now.get(key) != before.get(key):
@@ -124,12 +132,13 @@ class JobOutput:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold ``OUT.lock`` exclusively; a second process on the same output is refused at once."""
-        lock = hold_lock(self.lock_path, self.output)
+        """Hold every file this job writes exclusively, by its real identity; a second process on any of
+        them, by any name (a symlink, a hard link, ``OUT.scored.jsonl`` beside a filtering run), is refused at once."""
+        held = hold_files([*self.files, *([self.final] if self.final else [])], self.output, create=self.files)
         try:
             yield
         finally:
-            lock.release()
+            held.release()
 
     def start(self, record: RunRecord) -> dict[int, str]:
         """Under the lock: check the run record, start or reopen the files; returns the rows done,
@@ -174,8 +183,97 @@ def hold_lock(lock_path: str, output: str):
     return lock
 
 
+class _Held:
+    """Locks held together, released together."""
+
+    def __init__(self):
+        self.locks, self.fds = [], []
+
+    def release(self) -> None:
+        for fd in self.fds:
+            os.close(fd)  # drops its flock
+        for lock in self.locks:
+            lock.release()
+        self.fds, self.locks = [], []
+
+
+def hold_files(paths: Sequence[str], output: str, create: Sequence[str] = ()) -> _Held:
+    """Exclusive locks on ``paths`` by identity: ``REAL.lock`` beside each one's real path (a symlink's
+    target, a file that does not exist yet), then an ``flock`` on each file itself (``create``: made
+    empty if missing), which a hard link shares. Refused at once, naming ``output``, if another run holds any."""
+    held = _Held()
+    try:
+        for lock_path in dict.fromkeys(os.path.realpath(p) + LOCK_SUFFIX for p in paths):
+            held.locks.append(hold_lock(lock_path, output))
+        for path in paths:
+            if path in create or os.path.exists(path):
+                fd = os.open(path, os.O_RDWR | os.O_CREAT if path in create else os.O_RDONLY, 0o666)
+                held.fds.append(fd)
+                if not _flock(fd, exclusive=True):
+                    raise ConfigError(
+                        f"{output} is being written by another run ({path} is the same file as one it holds, by another name); "
+                        "two runs on one file would write every row twice. Wait for it to finish, or pick another output path"
+                    )
+    except BaseException:
+        held.release()
+        raise
+    return held
+
+
+def _flock(fd: int, exclusive: bool) -> bool:
+    """An flock taken at once, or False when another process holds it (True where there is no fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the REAL.lock files alone
+        return True
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def check_input_free(path: str, flag: str = "input") -> None:
+    """Refuse to read ``path`` while a run is writing it (``score ... -o w.jsonl`` still going): its rows
+    so far are a partial file. Asks its lock files (by the name given and the real one) and its flock."""
+    from filelock import FileLock, Timeout
+
+    if not os.path.isfile(path):
+        return
+    for lock_path in dict.fromkeys([path + LOCK_SUFFIX, os.path.realpath(path) + LOCK_SUFFIX]):
+        if not os.path.exists(lock_path):
+            continue  # never locked: no lock file is made beside the user's input to find out
+        lock = FileLock(lock_path, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ConfigError(
+                f"the {flag} {path} is being written by another run (it holds {lock_path}); reading it now would score a "
+                "partial file. Wait for that run to finish, then run this again"
+            ) from None
+        lock.release()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if not _flock(fd, exclusive=False):
+            raise ConfigError(
+                f"the {flag} {path} is being written by another run (under this or another name); reading it now would "
+                "score a partial file. Wait for that run to finish, then run this again"
+            )
+    finally:
+        os.close(fd)
+
+
 def check_writable(path: str, flag: str = "--output") -> None:
-    """``path`` can be created: its folder exists and is writable, and it is not a folder itself."""
+    """``path`` can be created: its folder exists and is writable, and it is not a folder itself. A
+    symlink is followed: a dangling one names where it points."""
+    if os.path.islink(path) and not os.path.exists(path):
+        target = os.path.realpath(path)
+        if not os.path.isdir(os.path.dirname(target)):
+            raise ConfigError(
+                f"{flag} {path} is a symlink to {target}, whose folder does not exist; create it (mkdir -p "
+                f"{os.path.dirname(target)}), or remove the link, or pick another path"
+            )
+        path = target
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise ConfigError(f"{flag} {path} is a folder; name a file in it, e.g. {os.path.join(path, 'scored.jsonl')}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -49,7 +50,13 @@ class Row:
         return f"{self.index}:{hashlib.sha1(content.encode('utf-8')).hexdigest()[:16]}"
 
 
-def file_format(path: str) -> str:
+# What each command takes, for the hint when a model folder is given as data.
+USAGES = "rewardbridge score MODEL DATA -o OUT, rewardbridge eval MODEL DATA, rewardbridge pairs POLICY PROMPTS --reward MODEL"
+
+
+def file_format(path: str, usage: str | None = None) -> str:
+    """``"jsonl" | "json" | "csv" | "parquet" | "disk"``; ``usage`` (the command's arguments) names the
+    right order when a model folder was given as the data."""
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file or folder")
     if os.path.isdir(path):
@@ -58,7 +65,7 @@ def file_format(path: str) -> str:
         if os.path.exists(os.path.join(path, "config.json")):
             raise ConfigError(
                 f"{path} is a model folder (it has config.json), not data; were the model and the data given the other way "
-                "round? (rewardbridge score MODEL DATA -o OUT)"
+                f"round? ({usage or USAGES})"
             )
         raise ConfigError(
             f"{path} is a folder but not one datasets' save_to_disk wrote (none of {list(SAVED_MARKERS)}); "
@@ -72,11 +79,11 @@ def file_format(path: str) -> str:
     return FORMATS[ext]
 
 
-def count_rows(path: str) -> int | None:
+def count_rows(path: str, usage: str | None = None) -> int | None:
     """The number of rows, for a progress bar (None when it would cost a full parse)."""
-    fmt = file_format(path)
+    fmt = file_format(path, usage)
     if fmt == "jsonl":
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is reported where it is read, by its number
             return sum(1 for line in f if line.strip())
     if fmt == "parquet":
         import pyarrow.parquet as pq
@@ -87,10 +94,31 @@ def count_rows(path: str) -> int | None:
     return None
 
 
-def read_rows(path: str) -> Iterator[Row]:
+def read_rows(path: str, usage: str | None = None) -> Iterator[Row]:
     """Every row of ``path``, in order."""
-    reader = {"jsonl": _jsonl, "json": _json, "csv": _csv, "parquet": _parquet, "disk": _disk}[file_format(path)]
+    reader = {"jsonl": _jsonl, "json": _json, "csv": _csv, "parquet": _parquet, "disk": _disk}[file_format(path, usage)]
     yield from reader(path)
+
+
+def first_row(path: str, usage: str | None = None) -> Row | None:
+    """The first row (None for an empty file): read before any model loads, so a file of the wrong
+    format, encoding or columns fails in seconds."""
+    return next(iter(read_rows(path, usage)), None)
+
+
+def _lines(path: str) -> Iterator[tuple[int, str | None, str | None]]:
+    """(line number, text, error) per line, UTF-8 with an optional byte-order mark (Excel and Notepad
+    write one): a line that is not UTF-8 comes with the error naming its line and byte, not a
+    UnicodeDecodeError from the middle of the file."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield number, raw.decode("utf-8"), None
+            except UnicodeDecodeError as error:
+                yield number, None, (f"is not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1}); save "
+                                     "the file as UTF-8 (a cp1252 / Latin-1 file: iconv -f cp1252 -t utf-8)")
 
 
 def _from_json_text(index: int, where: str, text: str) -> Row:
@@ -105,17 +133,24 @@ def _from_json_text(index: int, where: str, text: str) -> Row:
 
 def _jsonl(path: str) -> Iterator[Row]:
     index = 0
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            yield _from_json_text(index, f"line {number}", line.rstrip("\n"))
+    for number, line, error in _lines(path):
+        if error is not None:
+            yield Row(index, f"line {number}", None, error, f"(line {number}: not UTF-8)")
             index += 1
+            continue
+        if not line.strip():
+            continue
+        yield _from_json_text(index, f"line {number}", line.rstrip("\r\n"))
+        index += 1
 
 
 def _json(path: str) -> Iterator[Row]:
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+    except UnicodeDecodeError:  # name the line
+        bad = next(f"line {number}: {error}" for number, _, error in _lines(path) if error is not None)
+        raise InputError(f"{path} {bad}") from None
     try:
         data = json.loads(text) if text.strip() else []
     except json.JSONDecodeError as error:
@@ -135,21 +170,40 @@ def _json(path: str) -> Iterator[Row]:
             yield Row(index, where, None, f"a row must be a JSON object, got {type(item).__name__}", json.dumps(item))
 
 
+def _csv_text(path: str) -> Iterator[str]:
+    """The file's lines as text for the csv module (which joins a quoted cell's lines itself)."""
+    for number, line, error in _lines(path):
+        if error is not None:
+            raise InputError(f"{path} line {number} {error}")
+        yield line
+
+
 def _csv(path: str) -> Iterator[Row]:
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        start = 2  # the first data row follows the header line
-        for index, record in enumerate(reader):
-            where = f"line {start}"
-            start = reader.line_num + 1
-            if None in record or any(v is None for v in record.values()):
-                yield Row(index, where, None, f"has a different number of cells than the header {reader.fieldnames}",
-                          json.dumps(record, default=str))
-                continue
-            try:
-                yield Row(index, where, {k: _maybe_json(k, v) for k, v in record.items()})
-            except InputError as error:
-                yield Row(index, where, None, str(error), json.dumps(record))
+    lines = _csv_text(path)
+    header = next(lines, None)
+    if header is None:
+        return
+    # The separator the file was written with: commas, or what Excel writes in many locales (;), or tabs.
+    counts = {sep: header.count(sep) for sep in (",", ";", "\t", "|")}
+    delimiter = "," if counts[","] else max(counts, key=counts.get) if any(counts.values()) else ","
+    reader = csv.DictReader(itertools.chain([header], lines), delimiter=delimiter)
+    names = reader.fieldnames or []
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # DictReader would keep the last of them without a word
+        columns = [i + 1 for i, n in enumerate(names) if n == twice[0]]
+        raise InputError(f"{path}: the header names the column {twice[0]!r} twice (columns {columns}); give each column its own name")
+    start = 2  # the first data row follows the header line
+    for index, record in enumerate(reader):
+        where = f"line {start}"
+        start = reader.line_num + 1
+        if None in record or any(v is None for v in record.values()):
+            yield Row(index, where, None, f"has a different number of cells than the header {reader.fieldnames}",
+                      json.dumps(record, default=str))
+            continue
+        try:
+            yield Row(index, where, {k: _maybe_json(k, v) for k, v in record.items()})
+        except InputError as error:
+            yield Row(index, where, None, str(error), json.dumps(record))
 
 
 def _maybe_json(column: str, value: str) -> Any:

@@ -7,13 +7,17 @@ labelling needs no single reward). Scored rows are appended to OUT as each batch
 with a ``row_id`` (index + content hash); ``resume`` skips the rows OUT already holds, found
 by that identity. ``best_of_n``, ``min_zscore`` and the ``normalize`` option
 (``normalized_reward``) need every response of a prompt, so they score into
-``OUT.scored.jsonl`` and write OUT from it at the end. ``output.py`` keeps the output safe:
-checked before the model loads, locked while the job runs, resumed only by the same run.
+``OUT.scored.jsonl`` and write OUT from it at the end (``filters.py``). ``output.py`` keeps the
+output safe: checked before the model loads, locked while the job runs, resumed only by the
+same run (and model: ``fingerprint.py``).
+
+A row whose scoring failed under ``on_error='skip'`` (a remote failure) is not written: the
+summary counts it as failed, and ``--resume`` scores it again. A row the model scores NaN or
+infinite is a bad row: ``--on-bad-row skip`` writes it to the rejects file with the reason.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -22,10 +26,13 @@ from typing import Any
 import torch
 
 from ..conversation import Conversation
-from ..errors import ConfigError, InputError
-from .formats import Parsed, parse_row
-from .output import JobOutput, RunRecord
-from .rows import Row, count_rows, read_rows
+from ..errors import ConfigError, InputError, ScoreError
+from .filters import select_rows, write_filtered  # noqa: F401 (select_rows: its old home)
+from .formats import Parsed, json_line, parse_row
+from .output import JobOutput, RunRecord, check_input_free
+from .rows import Row, count_rows, first_row, read_rows
+
+USAGE = "rewardbridge score MODEL DATA -o OUT"
 
 
 def score_file(
@@ -51,18 +58,20 @@ def score_file(
         min_zscore: drop rows whose z-score among their prompt's responses is below this.
         steerlm_labels: NeMo-Aligner rows: labels rounded and clamped to 0-4.
         resume: continue an interrupted run into the same ``output``; refused when the source,
-            options, input or settings differ from the run that wrote it (``OUT.run.json``).
-        on_bad_row: ``"stop"`` raises InputError at a malformed row (naming its line);
-            ``"skip"`` writes it with the reason to ``OUTPUT.rejects.jsonl`` and goes on.
+            options, input, settings or the model's files differ from the run that wrote it (``OUT.run.json``).
+        on_bad_row: ``"stop"`` raises InputError at a malformed row, or one the model scores NaN or
+            infinite (naming its line); ``"skip"`` writes it with the reason to ``OUTPUT.rejects.jsonl``.
         reward: an already loaded RewardFunction (tests, notebooks); else loaded from ``source``.
 
     Every output path is checked before the model loads (``jobs/output.py``): its folder exists,
-    it is not the input, it holds no data unless ``resume``; and the output is locked while the
-    job runs, so a second run on it stops at once.
+    it is not the input, it holds no data unless ``resume``; the input is not a file another run
+    is writing; its first row is read (format, columns, the filters' needs); and the output is
+    locked while the job runs, so a second run on it stops at once.
 
     Returns:
-        ``{"rows", "scored", "resumed", "rejected", "written", "output"}``: rows in the input,
-        rows scored now, rows found already done, rows rejected, rows in ``output``.
+        ``{"rows", "scored", "failed", "resumed", "rejected", "written", "output"}``: rows in the input,
+        rows scored now, rows whose scoring failed (on_error='skip'; not written), rows found already done,
+        rows rejected, rows in ``output``.
     """
     from tqdm import tqdm
 
@@ -89,7 +98,11 @@ def score_file(
     rejects_path = output + ".rejects.jsonl"
     job = JobOutput(output, input, [scored_path, rejects_path], final=output if filtering else None, resume=resume)
     job.check()  # every path, before anything loads
-    total = count_rows(input)  # a missing or unknown input fails here, before any file is written
+    total = count_rows(input, USAGE)  # a missing or unknown input fails here, before any file is written
+    check_input_free(input)  # not a file another run is still writing
+    writes = ("row_id",) + (("normalized_reward",) if normalize != "none" else ()) + (("zscore",) if min_zscore is not None else ())
+    job_settings = JobRows(input, filtering, steerlm_labels, writes, on_bad_row, rejects_path)
+    job_settings.check_first(first_row(input))  # format, columns, filters: before the model loads
     resolved = None
     if reward is None:
         from ..resolve import resolve
@@ -101,8 +114,12 @@ def score_file(
             "with each other and needs all of them at once; evaluate a pairwise judge with `rewardbridge eval`, or score "
             "with a pointwise reward (a reward model, or protocol='principle')"
         )
+    if filtering:
+        check_single_reward((resolved or reward).options, resolved.kind if resolved is not None else chosen.kind,
+                            "--best-of-n" if best_of_n is not None else "--min-zscore" if min_zscore is not None else f"normalize={normalize!r}")
     settings = {"best_of_n": best_of_n, "min_zscore": min_zscore, "steerlm_labels": steerlm_labels}
-    record = RunRecord.of("rewardbridge score", (resolved or reward).source, (resolved or reward).options, input, settings)
+    record = RunRecord.of("rewardbridge score", (resolved or reward).source, (resolved or reward).options, input, settings,
+                          model=fingerprint_of(resolved, reward))
     with job.locked():
         done = job.start(record)
         if reward is None:
@@ -110,181 +127,189 @@ def score_file(
             from ..scorers import build_scorer
 
             reward = RewardFunction(resolved.source, resolved.options, scorer=build_scorer(resolved))
-        stats = _score_rows(reward, input, total, scored_path, rejects_path, done, filtering, steerlm_labels,
-                            batch_size, on_bad_row, tqdm)
+        stats = _score_rows(reward, job_settings, total, scored_path, done, batch_size, tqdm)
         if filtering:
-            stats["written"] = _post_process(scored_path, output, reward.options, best_of_n, min_zscore, steerlm_labels)
+            stats["written"] = write_filtered(scored_path, output, reward.options, best_of_n, min_zscore, steerlm_labels)
         else:
             stats["written"] = _count_lines(output)
     stats["output"] = output
+    failed = (f"{stats['failed']} failed (scoring failed under on_error='skip'; not written: --resume scores them again), "
+              if stats["failed"] else "")
     print(
-        f"rewardbridge score: {stats['rows']} rows: {stats['scored']} scored, {stats['resumed']} already in the output "
-        f"(resumed), {stats['rejected']} rejected; {stats['written']} rows in {output}",
+        f"rewardbridge score: {stats['rows']} rows: {stats['scored']} scored, {failed}{stats['resumed']} already in the "
+        f"output (resumed), {stats['rejected']} rejected; {stats['written']} rows in {output}",
         file=sys.stderr,
     )
     return stats
 
 
-def _score_rows(reward, input, total, scored_path, rejects_path, done, filtering, steerlm_labels, batch_size, on_bad_row, tqdm):
-    """Score the rows not in ``done`` into ``scored_path`` (rejects into ``rejects_path``); returns the counts."""
-    stats = {"rows": 0, "scored": 0, "resumed": 0, "rejected": 0}
+def check_single_reward(options: Any, kind: str | None, what: str) -> None:
+    """Filters and normalization need one reward per row: a multi-output model without attribute_weights
+    has only attributes (every row would be dropped, or normalized to null)."""
+    if options.attributes and len(options.attributes) > 1 and options.attribute_weights is None and kind != "custom":
+        raise ConfigError(
+            f"{what} needs one reward per row, but the model gives attributes {list(options.attributes)} and no single reward "
+            "(every row would be dropped, or normalized to null); pass --option attribute_weights=[...] to combine them"
+        )
+
+
+def fingerprint_of(resolved: Any, reward: Any) -> dict:
+    """The model's fingerprint (``fingerprint.py``) from what resolve decided, or from a loaded reward."""
+    from .fingerprint import model_fingerprint
+
+    if resolved is not None:
+        return model_fingerprint(resolved.source, resolved.options, resolved.remote, resolved.dtype)
+    model = getattr(reward.scorer, "model", None)
+    remote = reward.source.lower().startswith(("http://", "https://"))
+    return model_fingerprint(reward.source, reward.options, remote, getattr(model, "dtype", None))
+
+
+class JobRows:
+    """How one run reads its rows: the format checks, the columns it writes, where bad rows go."""
+
+    def __init__(self, input: str, filtering: bool, steerlm_labels: bool, writes: tuple[str, ...], on_bad_row: str, rejects: str):
+        self.input, self.filtering, self.steerlm_labels, self.writes = input, filtering, steerlm_labels, writes
+        self.on_bad_row, self.rejects_path = on_bad_row, rejects
+
+    def parse(self, row: Row) -> Parsed:
+        """The row's conversations, or InputError (a bad row); ConfigError for what no row of this run could be."""
+        if row.error:
+            raise InputError(row.error)
+        parsed = parse_row(row.data, self.steerlm_labels)
+        if self.filtering and parsed.group_key is None:
+            raise ConfigError(
+                f"--best-of-n, --min-zscore and normalize compare one response per row among its prompt's; "
+                f"{self.input} {row.where} is a {parsed.format} row"
+            )
+        clash = [c for c in (*self.writes, *parsed.writes) if c in row.data]
+        if clash:  # it would be replaced without a word
+            raise InputError(
+                f"has a column {clash[0]!r}, which rewardbridge score writes and would replace; rename it (or drop it) "
+                "in the input"
+            )
+        return parsed
+
+    def check_first(self, row: Row | None) -> None:
+        """The first row read before any weights load: a file of another format or columns fails in seconds."""
+        if row is None:
+            return
+        try:
+            self.parse(row)
+        except InputError as error:
+            if self.on_bad_row == "stop":
+                raise InputError(f"{self.input} {row.where}: {error}; pass --on-bad-row skip to write such rows to "
+                                 f"{self.rejects_path}") from None
+
+    def bad(self, error: Exception, row: Row, rejects, stats: dict) -> None:
+        """A bad row: raised under --on-bad-row stop, else written to the rejects file."""
+        if self.on_bad_row == "stop":
+            raise type(error)(f"{self.input} {row.where}: {error}; pass --on-bad-row skip to write such rows to "
+                              f"{self.rejects_path}") from None
+        rejects.write(json_line({"row_id": row.row_id, "where": row.where, "reason": str(error),
+                                 "row": row.data if row.data is not None else row.raw}))
+        rejects.flush()
+        stats["rejected"] += 1
+
+
+def _score_rows(reward, job: JobRows, total, scored_path, done, batch_size, tqdm):
+    """Score the rows not in ``done`` into ``scored_path`` (rejects into the job's rejects file); returns the counts."""
+    stats = {"rows": 0, "scored": 0, "failed": 0, "resumed": 0, "rejected": 0}
     seen_done: set[str] = set()
     batch: list[tuple[Row, Parsed]] = []
     progress = tqdm(total=total, unit="row", desc="scoring", file=sys.stderr, dynamic_ncols=True)
     try:
-        with open(scored_path, "a", encoding="utf-8") as out, open(rejects_path, "a", encoding="utf-8") as rejects:
-            for row in read_rows(input):
+        with open(scored_path, "a", encoding="utf-8") as out, open(job.rejects_path, "a", encoding="utf-8") as rejects:
+            for row in read_rows(job.input, USAGE):
                 stats["rows"] += 1
                 progress.update(1)
                 identity = row.row_id
                 if row.index in done:
                     if done[row.index] != identity:
                         raise InputError(
-                            f"{input} {row.where} differs from what {scored_path} holds for it ({done[row.index]}, now {identity}): "
+                            f"{job.input} {row.where} differs from what {scored_path} holds for it ({done[row.index]}, now {identity}): "
                             "the input changed since that run; remove the output or drop --resume"
                         )
                     seen_done.add(identity)
                     stats["resumed"] += 1
                     continue
                 try:
-                    if row.error:
-                        raise InputError(row.error)
-                    parsed = parse_row(row.data, steerlm_labels)
-                    if filtering and parsed.group_key is None:
-                        raise ConfigError(
-                            f"--best-of-n, --min-zscore and normalize compare one response per row among its prompt's; "
-                            f"{input} {row.where} is a {parsed.format} row"
-                        )
+                    batch.append((row, job.parse(row)))
                 except InputError as error:
-                    if on_bad_row == "stop":
-                        raise InputError(f"{input} {row.where}: {error}; pass --on-bad-row skip to write such rows to {rejects_path}") from None
-                    _write(rejects, {"row_id": identity, "where": row.where, "reason": str(error),
-                                     "row": row.data if row.data is not None else row.raw})
-                    stats["rejected"] += 1
+                    job.bad(error, row, rejects, stats)
                     continue
-                batch.append((row, parsed))
                 if len(batch) >= batch_size:
-                    stats["scored"] += _score_batch(reward, batch, out)
+                    _score_batch(reward, batch, out, rejects, job, stats)
                     batch = []
             if batch:
-                stats["scored"] += _score_batch(reward, batch, out)
+                _score_batch(reward, batch, out, rejects, job, stats)
     finally:
         progress.close()
-        if os.path.exists(rejects_path) and os.path.getsize(rejects_path) == 0:
-            os.remove(rejects_path)  # no rejects, no file
+        if os.path.exists(job.rejects_path) and os.path.getsize(job.rejects_path) == 0:
+            os.remove(job.rejects_path)  # no rejects, no file
     missing = sorted(set(done.values()) - seen_done)
     if missing:
         raise InputError(
-            f"{scored_path} holds {len(missing)} row(s) that {input} no longer has (first: {missing[0]}); "
+            f"{scored_path} holds {len(missing)} row(s) that {job.input} no longer has (first: {missing[0]}); "
             "the input changed since that run: remove the output or drop --resume"
         )
     return stats
 
 
 def score_conversations(reward, conversations: list[Conversation]) -> tuple[list[float | None], list[dict[str, float]]]:
-    """The combined reward and the attributes of each conversation; None where scoring failed."""
+    """The combined reward and the attributes of each conversation; None where scoring failed.
+
+    The reward is checked as TRL would get it (float32, after attribute_weights): an overflow to
+    +-inf is a failure by the ``on_error`` rule (``RewardFunction.check_final``), never a number.
+    """
     scores = reward.scorer.score(conversations)
     if scores.values is None and reward.options.attribute_weights is None:
         combined = torch.full((len(conversations),), math.nan)  # attributes only (labelling): no single reward
     else:
         combined = reward.combine(scores)
+        combined = reward.check_final(combined, combined, scores)
     values = [_float_or_none(v) for v in combined]
     named = [{name: _float_or_none(column[i]) for name, column in scores.attributes.items()} for i in range(len(conversations))]
     return values, named
 
 
-def _score_batch(reward, batch: list[tuple[Row, Parsed]], out) -> int:
+def _score_batch(reward, batch: list[tuple[Row, Parsed]], out, rejects, job: JobRows, stats: dict) -> None:
+    """Score and write one batch. A row the model scores NaN or +-inf is a bad row (named by its line;
+    the rest of the batch is scored again without it); a row whose scoring failed under
+    on_error='skip' is counted as failed and not written, so --resume scores it again."""
     conversations = [c for _, parsed in batch for c in parsed.conversations]
-    values, named = score_conversations(reward, conversations)
+    owners = [k for k, (_, parsed) in enumerate(batch) for _ in parsed.conversations]
+    try:
+        values, named = score_conversations(reward, conversations)
+    except ScoreError as error:
+        if error.samples is None:
+            raise
+        bad = sorted({owners[i] for i in error.samples})
+        for k in bad:  # named by its line, not its place in the batch
+            job.bad(ScoreError(error.reason or str(error)), batch[k][0], rejects, stats)
+        rest = [item for k, item in enumerate(batch) if k not in bad]
+        if rest:
+            _score_batch(reward, rest, out, rejects, job, stats)
+        return
     start = 0
+    labelling = reward.options.attribute_weights is None
     for row, parsed in batch:
         n = len(parsed.conversations)
-        result = parsed.finish(values[start:start + n], named[start:start + n])
+        rewards, attributes = values[start:start + n], named[start:start + n]
         start += n
-        _write(out, {**result, "row_id": row.row_id}, flush=False)
+        # Failed under on_error='skip': NaN everywhere (an attributes-only row has a null reward by design).
+        failed = any(v is None for a in attributes for v in a.values()) or any(
+            r is None and not (labelling and a) for r, a in zip(rewards, attributes))
+        if failed:
+            stats["failed"] += 1
+            continue
+        out.write(json_line({**parsed.finish(rewards, attributes), "row_id": row.row_id}))
+        stats["scored"] += 1
     out.flush()  # a killed run keeps every finished batch
-    return len(batch)
-
-
-def _write(f, record: dict, flush: bool = True) -> None:
-    f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-    if flush:
-        f.flush()
 
 
 def _count_lines(path: str) -> int:
     with open(path, "rb") as f:
         return sum(1 for _ in f)
-
-
-def _post_process(scored_path: str, output: str, options, best_of_n: int | None, min_zscore: float | None, steerlm: bool) -> int:
-    """Write the rows of ``scored_path`` that pass the filters to ``output``; returns how many.
-
-    With ``options.normalize`` each row also gets ``normalized_reward``: its reward normalized
-    among all its prompt's responses in the file (then ``options.clip``), as training would.
-    """
-    from ..normalize import clip_rewards, group_index, normalize_per_prompt
-
-    with open(scored_path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f]
-    keys = [parse_row({k: v for k, v in row.items() if k != "row_id"}, steerlm).group_key for row in rows]
-    rewards = [row["reward"] for row in rows]
-    if options.normalize != "none" and rows:
-        values = torch.tensor([math.nan if r is None else r for r in rewards], dtype=torch.float32)
-        normalized = normalize_per_prompt(values, group_index(keys), options.normalize, options.std_floor).values.reshape(-1)
-        for row, value in zip(rows, clip_rewards(normalized, options.clip).tolist()):
-            row["normalized_reward"] = None if math.isnan(value) else value
-    if best_of_n is None and min_zscore is None:
-        keep = list(range(len(rows)))  # normalize alone keeps every row, failed ones too
-    else:
-        keep, zscores = select_rows(keys, rewards, best_of_n, min_zscore)
-    if min_zscore is not None:
-        for i in keep:
-            rows[i]["zscore"] = zscores[i]
-    tmp = output + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for i in keep:
-            _write(f, rows[i], flush=False)
-    os.replace(tmp, output)  # OUT appears whole, or not at all
-    return len(keep)
-
-
-def select_rows(
-    keys: list[str], rewards: list[float | None], best_of_n: int | None, min_zscore: float | None
-) -> tuple[list[int], dict[int, float]]:
-    """The rows to keep, in input order, and the z-score of each candidate.
-
-    Per prompt (rows with equal ``keys``): the candidates are its first ``best_of_n``
-    responses (all when None); z-scores ``(x - mean) / std`` (sample std, as
-    ``normalize="zscore"``; a prompt with one response has z = 0) are taken over the
-    candidates and rows below ``min_zscore`` are dropped; ``best_of_n`` then keeps the highest
-    reward left (the first one on a tie). Rows without a reward (scoring failed) are never kept.
-
-    >>> select_rows(["a", "a", "a", "b"], [1.0, 3.0, 2.0, 0.5], best_of_n=2, min_zscore=None)[0]
-    [1, 3]
-    """
-    from ..normalize import group_index, normalize_per_prompt
-
-    groups: dict[str, list[int]] = {}
-    for i, (key, reward) in enumerate(zip(keys, rewards)):
-        candidates = groups.setdefault(key, [])
-        if best_of_n is None or len(candidates) < best_of_n:
-            candidates.append(i)
-    candidates = [i for members in groups.values() for i in members if rewards[i] is not None]
-    zscores: dict[int, float] = {}
-    if candidates:
-        values = torch.tensor([rewards[i] for i in candidates], dtype=torch.float64)
-        z = normalize_per_prompt(values, group_index([keys[i] for i in candidates]), "zscore").values.reshape(-1)
-        zscores = dict(zip(candidates, z.tolist()))
-    if min_zscore is not None:
-        candidates = [i for i in candidates if zscores[i] >= min_zscore]
-    if best_of_n is not None:
-        best: dict[str, int] = {}
-        for i in candidates:
-            if keys[i] not in best or rewards[i] > rewards[best[keys[i]]]:
-                best[keys[i]] = i
-        candidates = list(best.values())
-    return sorted(candidates), zscores
 
 
 def _float_or_none(value) -> float | None:

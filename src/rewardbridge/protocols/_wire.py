@@ -86,6 +86,17 @@ def messages_field(value: Any, label: str, completion: bool = False) -> list[dic
     return list(read_messages(value, field_namer(label), completion=completion))
 
 
+def chat_conversation(value: Any, label: str = "messages"):
+    """A flat chat body's messages (``/v1/chat/completions``, ``/classify``, ``/pooling``) -> the
+    ``Conversation`` to score, split as in-process data is (``messages.split_flat``), errors naming the field."""
+    from ..conversation import Conversation
+    from ..messages import field_namer, split_flat
+
+    prompt, completion = split_flat(messages_field(value, label), label)
+    name = field_namer(label)
+    return Conversation.from_trl(prompt, completion, names=(name, name))
+
+
 def text_list(value: Any, label: str) -> list[str]:
     """A string or a list of strings -> list of strings."""
     if isinstance(value, str):

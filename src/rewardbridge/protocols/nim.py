@@ -15,10 +15,9 @@ import uuid
 from typing import Any
 
 from ..conversation import Conversation
-from ..errors import InputError
 from ..scorers.base import Scores
 from ..scorers.transport import ProtocolError, Request
-from ._wire import field, load_json, messages_field
+from ._wire import chat_conversation, field, load_json
 from .base import CHAT, Call, Codec, Route, Rows, check_attribute_names
 
 PATH = "/v1/chat/completions"
@@ -95,13 +94,7 @@ class NimClient(Codec):
 
 def parse_request(body: bytes) -> Conversation:
     """A chat completions body -> the conversation whose last (assistant) turn is scored."""
-    data = load_json(body)
-    messages = messages_field(field(data, "messages", list), "messages")
-    if messages[-1]["role"] != "assistant":
-        raise InputError("field 'messages[-1].role' must be 'assistant': the last message is the response to score")
-    if len(messages) < 2:
-        raise InputError("field 'messages' needs a prompt before the assistant response")
-    return Conversation.from_trl(messages[:-1], messages[-1:])
+    return chat_conversation(field(load_json(body), "messages", list))
 
 
 def format_response(scores: Scores, row: int, model: str) -> dict:

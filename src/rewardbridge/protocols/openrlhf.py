@@ -28,6 +28,13 @@ class OpenRLHFClient(Codec):
     summary = "POST /get_reward, request_batch_size rendered texts per request"
 
     def request(self, batch: list[Conversation]) -> Request:
+        if self.renderer.mode == "auto" and not self.renderer.has_chat_template:
+            if any(c.has_messages for c in batch):  # raw text one way (a messages completion), refused the other
+                raise InputError(
+                    "protocol='openrlhf' sends each conversation as rendered text, and these samples hold chat messages "
+                    "(in the prompt or the completion), which only the reward model's chat template renders the way it "
+                    "reads them: pass tokenizer='<the reward model's tokenizer>', or send text prompts and completions"
+                )
         return Request(PATH, json={
             "query": [self.renderer.render(c) for c in batch],
             "prompts": [c.prompt_text() for c in batch],

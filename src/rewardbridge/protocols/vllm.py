@@ -15,25 +15,28 @@ import uuid
 from typing import Any
 
 from ..conversation import Conversation
-from ..errors import InputError
 from ..scorers.base import Scores
 from ..scorers.transport import ProtocolError, Request
-from ._wire import field, load_json, messages_field, text_list
+from ._wire import chat_conversation, field, load_json, text_list
 from .base import CHAT, TEXT, Call, Codec, Route, Rows, batched, check_attribute_names
 
 CLASSIFY, POOLING = "/classify", "/pooling"
 
 
 class VllmClient(Codec):
-    """Client side: rendered text batched in ``input``; chat data without a local template goes as ``messages``, one per request."""
+    """Client side: with a local chat template (``tokenizer=``) or ``render='steerlm'``/``'text'``, rendered
+    text batched in ``input``; without, every conversation goes as ``messages``, one per request, so the
+    server applies its model's own template to text rows and chat rows alike, as ``load_reward`` would."""
 
     protocol = "vllm"
     renders_here = True
-    summary = "POST /classify, request_batch_size rendered texts per request (chat without a local template: messages, one per request)"
+    summary = ("POST /classify: with tokenizer= (or render=), request_batch_size rendered texts per request; without, "
+               "each conversation as messages (one per request) for the server's template")
 
     def _as_messages(self, conversation: Conversation) -> bool:
-        # No chat template here: let the server apply the model's own.
-        return conversation.is_chat and self.renderer.resolved_mode(conversation) == "text"
+        # No chat template here and no render= asked for: let the server apply the model's own, to every row
+        # (a text row read as one user turn plus the answer, as in-process scoring reads it under a template).
+        return self.renderer.mode == "auto" and self.renderer.resolved_mode(conversation) == "text"
 
     def chunks(self, conversations: list[Conversation]) -> list[list[int]]:
         singles = [[i] for i, c in enumerate(conversations) if self._as_messages(c)]
@@ -71,10 +74,7 @@ def parse_request(body: bytes) -> tuple[str, list]:
     """-> ("text", [rendered strings]) or ("chat", [one Conversation])."""
     data = load_json(body)
     if isinstance(data, dict) and data.get("messages") is not None:
-        messages = messages_field(field(data, "messages", list), "messages")
-        if messages[-1]["role"] != "assistant":
-            raise InputError("field 'messages[-1].role' must be 'assistant': the last message is the response to score")
-        return "chat", [Conversation.from_trl(messages[:-1], messages[-1:])]
+        return "chat", [chat_conversation(field(data, "messages", list))]
     return "text", text_list(field(data, "input", (str, list)), "input")
 
 

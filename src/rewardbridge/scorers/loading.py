@@ -23,9 +23,10 @@ def load_local_scorer(resolved) -> LocalScorer:
     if resolved.zero3_config is not None:
         from .zero3 import load_zero3_model
 
-        engine, model = load_zero3_model(
+        engine, model, info = load_zero3_model(
             resolved.model_class, resolved.source, resolved.zero3_config, resolved.device, dtype=resolved.dtype, **common
         )
+        check_loaded(resolved, info)  # before any score: every rank reads the same checkpoint, so all refuse
     else:
         from .zero3 import deepspeed_config_scope
 

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import torch
 
 from ..conversation import Conversation, Renderer
-from ..errors import ConfigError, InputError, ScoreError
+from ..errors import ConfigError, InputError, ScoreError, warn
 from ..options import TRUNCATION_MODES
 from .base import Scores
 from .tokens import DEFAULT_MAX_TOKENS_PER_BATCH, encode, encode_pairs, pad_right, plan_micro_batches
@@ -55,30 +55,46 @@ class LocalScorer:
         self.max_tokens_per_batch = max_tokens_per_batch
         self.device = torch.device(device)
         self.lockstep, self.engine = lockstep, engine
+        self._warned_turns = False
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0
 
     def tokenize(self, conversations: Sequence[Conversation]) -> tuple[list[list[int]], int]:
+        """Token ids per conversation and how many were truncated."""
+        ids, truncated, _ = self._encode(conversations)
+        return ids, truncated
+
+    def _encode(self, conversations: Sequence[Conversation]) -> tuple[list[list[int]], int, list[list[int]] | None]:
+        """(token ids, number truncated, segment ids for a pair model that reads them, else None)."""
         if not conversations:
-            return [], 0
+            return [], 0, None
         if getattr(self.readout, "reads_pairs", False):
-            # The question is the prompt's last user turn (a multi-turn prompt's earlier turns are not read).
-            return encode_pairs(
+            # The question is the prompt's last user turn, as the card reads (question, answer) only.
+            if not self._warned_turns and any(not isinstance(c.prompt, str) and len(c.prompt) > 1 for c in conversations):
+                self._warned_turns = True
+                warn(
+                    "kind='pair_regression' reads (question, answer): a prompt with several turns (or a system turn) is "
+                    "read as its last user turn only, the earlier turns are not seen by the model (its card reads one "
+                    "question); pass one-turn prompts, or a reward model that renders whole conversations"
+                )
+            segments = getattr(self.readout, "sep_token_id", None) is not None
+            ids, truncated, *rest = encode_pairs(
                 [c.prompt_text() for c in conversations], [c.completion_text() for c in conversations],
-                self.tokenizer, max_length=self.max_length, truncation=self.truncation,
+                self.tokenizer, max_length=self.max_length, truncation=self.truncation, with_segments=segments,
             )
+            return ids, truncated, (rest[0] if rest else None)
         texts = [self.renderer.render(c) for c in conversations]
-        add_special = self.renderer.add_special_tokens(conversations[0])
+        add_special = [self.renderer.add_special_tokens(c) for c in conversations]
         ids, truncated = encode(
             texts, self.tokenizer, add_special_tokens=add_special, max_length=self.max_length, truncation=self.truncation
         )
         empty = [i for i, row in enumerate(ids) if not row]
         if empty:  # alone it cannot run; in a batch it would read a pad position and score 0.0
             raise InputError(f"sample {empty[0]} renders to no tokens ({texts[empty[0]]!r}): there is nothing to score")
-        return ids, truncated
+        return ids, truncated, None
 
     def score(self, conversations: Sequence[Conversation]) -> Scores:
-        ids, num_truncated = self.tokenize(conversations)
+        ids, num_truncated, segments = self._encode(conversations)
         batches: list[list[int] | None] = plan_micro_batches([len(s) for s in ids], self.max_tokens_per_batch)
         if self.lockstep:
             batches += [None] * (self._most_batches_on_any_rank(len(batches)) - len(batches))
@@ -92,7 +108,10 @@ class LocalScorer:
                     self.readout(self.model, dummy, torch.ones_like(dummy))
                     continue
                 input_ids, attention_mask = pad_right([ids[i] for i in batch], self.pad_id)
-                value, named = self.readout(self.model, input_ids.to(self.device), attention_mask.to(self.device))
+                extra = {}
+                if segments is not None:  # the pair's own segment ids, padded with 0 (masked out anyway)
+                    extra["token_type_ids"] = pad_right([segments[i] for i in batch], 0)[0].to(self.device)
+                value, named = self.readout(self.model, input_ids.to(self.device), attention_mask.to(self.device), **extra)
                 index = torch.tensor(batch)
                 if value is not None:
                     values = torch.empty(len(ids)) if values is None else values
@@ -119,8 +138,9 @@ def check_finite(values: torch.Tensor | None, attributes: dict[str, torch.Tensor
     for name, column in ([("reward", values)] if values is not None else []) + list(attributes.items()):
         bad = (~torch.isfinite(column)).nonzero().flatten().tolist()
         if bad:
+            fix = "Check the checkpoint (NaN weights?) and dtype (float16 overflows: use dtype='bfloat16' or 'float32')"
             raise ScoreError(
                 f"the reward model scored {column[bad[0]].item()} ({name}) for sample {bad[0]}"
-                f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}: a score must be a finite number. Check the checkpoint "
-                "(NaN weights?) and dtype (float16 overflows: use dtype='bfloat16' or 'float32')"
+                f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}: a score must be a finite number. {fix}",
+                samples=bad, reason=f"the reward model scored {column[bad[0]].item()} ({name}): a score must be a finite number. {fix}",
             )

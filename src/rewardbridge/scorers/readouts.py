@@ -75,15 +75,15 @@ class PairRegressionReadout:
     """
 
     alpha: float = 1.0
-    sep_token_id: int | None = None  # a standard cross-encoder: segment ids, 0 to the first [SEP], then 1
+    sep_token_id: int | None = None  # set: a standard cross-encoder, which reads the pair's segment ids
     reads_pairs: ClassVar[bool] = True  # LocalScorer encodes (question, answer), not rendered text
 
-    def __call__(self, model, input_ids, attention_mask) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(self, model, input_ids, attention_mask, token_type_ids=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``token_type_ids`` (b, t): what tokenizer(question, answer) returned ([CLS] q [SEP] -> 0, a [SEP] -> 1),
+        taken from the pair, never found by searching for [SEP] (a literal one in the question would move them)."""
         kwargs = {"alpha": self.alpha} if _accepts(type(model), "alpha") else {}
-        if self.sep_token_id is not None:
-            # What tokenizer(question, answer) returns as token_type_ids: [CLS] q [SEP] -> 0, a [SEP] -> 1.
-            is_sep = (input_ids == self.sep_token_id).long()
-            kwargs["token_type_ids"] = ((is_sep.cumsum(dim=1) - is_sep) > 0).long() * attention_mask
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
         out = model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         value = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
         if value is None:

@@ -118,13 +118,18 @@ class RemoteScorer:
 
 def finite_rows(rows, chunk: list[int]):
     """An answer's scores must be finite numbers: NaN, Infinity or 1e400 (JSON reads it as inf) is a
-    malformed answer, a failure (raised, or None under on_error='skip'), never a reward."""
+    malformed answer, a failure (raised, or None under on_error='skip'), never a reward; so is a number
+    beyond float32's range (1e308), which the scores are held in and would turn into +-inf."""
+    from ..options import FLOAT32_MAX
 
     columns = ([("reward", rows.values)] if rows.values is not None else []) + list(rows.attributes.items())
     for name, column in columns:
         for k, value in enumerate(column):
             if not math.isfinite(value):
                 raise ProtocolError(f"the answer's {name} for sample {chunk[k]} is {value}, not a finite number")
+            if abs(value) > FLOAT32_MAX:
+                raise ProtocolError(f"the answer's {name} for sample {chunk[k]} is {value:g}, beyond float32's range "
+                                    f"(+-{FLOAT32_MAX:.2g}), in which rewards are held: not a finite reward")
     return rows
 
 

@@ -30,11 +30,11 @@ def encode(
     texts: Sequence[str],
     tokenizer: Any,
     *,
-    add_special_tokens: bool,
+    add_special_tokens: bool | Sequence[bool],
     max_length: int,
     truncation: str = "left",
 ) -> tuple[list[list[int]], int]:
-    """Tokenize texts, fitting each into ``max_length`` tokens.
+    """Tokenize texts, fitting each into ``max_length`` tokens; ``add_special_tokens`` for all, or one per text.
 
     ``truncation="left"`` drops the oldest tokens and keeps the end of the response, where
     the score is read; a leading BOS is kept. ``"error"`` raises on the first over-long text.
@@ -44,7 +44,12 @@ def encode(
     """
     if truncation not in TRUNCATION_MODES:
         raise ConfigError(f"truncation={truncation!r} is not one of {TRUNCATION_MODES}")
-    ids = tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+    flags = [add_special_tokens] * len(texts) if isinstance(add_special_tokens, bool) else list(add_special_tokens)
+    ids: list = [None] * len(texts)
+    for flag in sorted(set(flags)):  # one tokenizer call per flag (usually one)
+        rows = [i for i, f in enumerate(flags) if f == flag]
+        for i, row in zip(rows, tokenizer([texts[i] for i in rows], add_special_tokens=flag)["input_ids"]):
+            ids[i] = row
     bos = getattr(tokenizer, "bos_token_id", None)
     num_truncated = 0
     for i, seq in enumerate(ids):
@@ -68,20 +73,24 @@ def encode_pairs(
     *,
     max_length: int,
     truncation: str = "left",
-) -> tuple[list[list[int]], int]:
+    with_segments: bool = False,
+):
     """Tokenize (question, answer) pairs as the BERT RewardModel card does, fitting ``max_length``.
 
-    ``tokenizer(question, answer, return_token_type_ids=False)``: the tokenizer adds its own
-    special tokens (``[CLS] q [SEP] a [SEP]``). An over-long pair loses the question's oldest
-    tokens first, then the answer's first tokens, never the answer's end nor a special token.
+    ``tokenizer(question, answer)``: the tokenizer adds its own special tokens (``[CLS] q [SEP] a
+    [SEP]``) and, with ``with_segments``, says which segment each token is in (``token_type_ids``,
+    from the pair itself: a literal ``[SEP]`` inside the question does not move them). An over-long
+    pair loses the question's oldest tokens first, then the answer's first tokens, never the answer's
+    end nor a special token.
 
     Returns:
-        (token id lists, number truncated)
+        (token id lists, number truncated), and the segment id lists with ``with_segments``
     """
     if truncation not in TRUNCATION_MODES:
         raise ConfigError(f"truncation={truncation!r} is not one of {TRUNCATION_MODES}")
-    encoded = tokenizer(list(questions), list(answers), return_token_type_ids=False)
+    encoded = tokenizer(list(questions), list(answers), return_token_type_ids=with_segments)
     ids = encoded["input_ids"]
+    segments = [list(row) for row in encoded["token_type_ids"]] if with_segments else None
     num_truncated = 0
     for i, seq in enumerate(ids):
         if len(seq) <= max_length:
@@ -101,8 +110,10 @@ def encode_pairs(
         if excess:
             raise ConfigError(f"max_length {max_length} is smaller than the tokenizer's special tokens; raise max_length")
         ids[i] = [token for position, token in enumerate(seq) if position not in drop]
+        if segments is not None:
+            segments[i] = [segment for position, segment in enumerate(segments[i]) if position not in drop]
         num_truncated += 1
-    return ids, num_truncated
+    return (ids, num_truncated, segments) if with_segments else (ids, num_truncated)
 
 
 def default_max_tokens_per_batch(device: Any) -> int:

@@ -38,10 +38,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigError, RemoteError
 from .event_loop import EventLoopThread, current_pid, env_proxy, watch_session
+from .urls import check_base_url, display_url, split_urls  # noqa: F401 (their old home)
 
 # Default key variables per protocol (None: send no key unless api_key_env names one).
 DEFAULT_KEY_ENV = {"nim": "NVIDIA_API_KEY", "rewardbridge": "REWARDBRIDGE_API_KEY", "vllm": "VLLM_API_KEY"}
@@ -106,34 +106,6 @@ def _is_tls_error(error: BaseException) -> bool:
             return True
         seen, depth = seen.__cause__ or seen.__context__, depth + 1
     return "[SSL" in str(error)
-
-
-def split_urls(source: str | Sequence[str]) -> list[str]:
-    """One URL, several comma-separated, or a list -> a list of base URLs.
-
-    >>> split_urls("http://a:8000/, http://b:8000")
-    ['http://a:8000', 'http://b:8000']
-    """
-    items = source.split(",") if isinstance(source, str) else list(source)
-    urls = [u.strip().rstrip("/") for u in items if u and u.strip()]
-    if not urls:
-        raise ConfigError(f"no endpoint URL in {source!r}; pass 'http://host:port' or several, comma-separated")
-    for url in urls:
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"endpoint {display_url(url)!r} is not an http(s)://host[:port] URL")
-    return urls
-
-
-def display_url(url: str) -> str:
-    """The URL without any ``user:password@`` part, for messages.
-
-    >>> display_url("https://me:secret@host:8000/v1")
-    'https://host:8000/v1'
-    """
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
 
 
 def retry_after_seconds(value: str | None) -> float | None:

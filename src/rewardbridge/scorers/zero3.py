@@ -100,7 +100,9 @@ def ensure_distributed(device: torch.device) -> None:
 def load_zero3_model(model_class, source: str, config: dict, device: torch.device, **from_pretrained_kwargs):
     """Load ``source`` partitioned across ranks and wrap it in a ZeRO-3 inference engine.
 
-    Returns (engine, model): call ``model`` (``engine.module``); keep ``engine`` alive.
+    Returns (engine, model, loading info): call ``model`` (``engine.module``); keep ``engine`` alive;
+    the info is transformers' (``missing_keys``, ...), for ``loading.check_loaded``: a score head the
+    checkpoint lacks is initialized at random under ZeRO-3 as it is without.
     """
     import deepspeed
     from transformers.integrations import HfDeepSpeedConfig
@@ -114,10 +116,10 @@ def load_zero3_model(model_class, source: str, config: dict, device: torch.devic
         # whatever config was active before (the trainer's, or none), so later loads of the
         # policy are not partitioned by ours.
         hf_config = HfDeepSpeedConfig(config)  # noqa: F841 (must stay alive during the load)
-        model = model_class.from_pretrained(source, **from_pretrained_kwargs)
+        model, info = model_class.from_pretrained(source, output_loading_info=True, **from_pretrained_kwargs)
     engine, *_ = deepspeed.initialize(model=model, config=config)
     engine.module.eval()
-    return engine, engine.module
+    return engine, engine.module, info
 
 
 def partitioned_param_bytes(model: torch.nn.Module) -> int:

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from ..errors import ConfigError, InputError, RewardBridgeError
-from ..protocols.base import Answer, Call, HTTPError, Route
+from ..protocols.base import TEXT, Answer, Call, HTTPError, Route
 from ..scorers.base import Scores
 from .batcher import Batcher
 from .http import ClientGone, Router, error_answer, guarded_http_protocol, read_body, send_answer, send_json
@@ -82,6 +82,12 @@ class ServerState:
             if self.error:
                 raise HTTPError(500, f"the model failed to load: {self.error}")
             raise HTTPError(503, "the model is still loading; see GET /ready", {"Retry-After": "1"})
+        if kind == TEXT and getattr(self.model, "reads_pairs", False):
+            raise HTTPError(
+                422, "this server's model reads (question, answer) pairs (kind='pair_regression'), and rendered text cannot be "
+                "split back into them: it would be scored as (text, ''). Send conversations: POST /v1/score, "
+                "/v1/chat/completions, or /classify with 'messages'",
+            )
         sizes = self.check_limits(items)
         try:
             scores = await self.batcher.submit(kind, items, sizes)
@@ -223,11 +229,10 @@ def create_app(model_loader, settings: ServerSettings) -> RewardApp:
     metrics = Metrics()
     splitter = None
     if settings.policy_tokenizer:
-        from transformers import AutoTokenizer
-
+        from ..checkpoint import load_tokenizer
         from ..protocols.openrlhf import PolicyTextSplitter
 
-        splitter = PolicyTextSplitter(AutoTokenizer.from_pretrained(settings.policy_tokenizer))
+        splitter = PolicyTextSplitter(load_tokenizer(settings.policy_tokenizer, "--policy-tokenizer"))
     batcher = Batcher(
         lambda kind, items: state.model.score(kind, items), settings.max_batch_size, settings.max_wait_ms / 1000,
         max_batch_chars=settings.max_batch_chars, on_batch=metrics.batch_size.observe, on_abandoned=metrics.abandoned.inc,
@@ -265,6 +270,11 @@ def serve(source: str, options: dict, settings: ServerSettings) -> None:
         raise ConfigError(f"rewardbridge serve serves a local model; {source!r} is already an endpoint")
     resolved = check_serve_options(source, options)  # every weight-free check, before the server starts
     read_api_key(settings)  # an empty key is refused before the model loads
+    if settings.policy_tokenizer:  # a missing folder, or one without tokenizer files, before the model loads
+        from ..checkpoint import check_tokenizer_files
+        from ..sources import resolve_local_source
+
+        check_tokenizer_files(resolve_local_source(settings.policy_tokenizer, "--policy-tokenizer"), "--policy-tokenizer")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(settings.api_key_env or ""):
         logger.warning("serving on %s with no API key: anyone who can reach this port can use the model; "

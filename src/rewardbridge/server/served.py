@@ -12,13 +12,24 @@ from ..scorers.base import Scores
 
 
 class _PreRendered:
-    """A renderer for text that is already what the model reads (Triton sentences, OpenRLHF queries)."""
+    """A renderer for text that is already what the model reads (Triton sentences, OpenRLHF queries).
+
+    A decoder's text is tokenized as it is (as OpenRLHF's serve_rm: ``add_special_tokens=False``); an
+    encoder's gets its [CLS] ... [SEP] unless the text already opens with them, as in-process scoring
+    gives them (``Renderer.add_special_tokens``), so a text route scores what ``load_reward`` scores.
+    """
+
+    def __init__(self, tokenizer=None, encoder: bool = False):
+        self.lead = None
+        if encoder and tokenizer is not None:
+            ids = tokenizer("", add_special_tokens=True)["input_ids"]
+            self.lead = tokenizer.convert_ids_to_tokens(ids[0]) if ids else None
 
     def render(self, conversation: Conversation) -> str:
         return conversation.prompt
 
     def add_special_tokens(self, conversation: Conversation) -> bool:
-        return False  # already rendered: as OpenRLHF's serve_rm (add_special_tokens=False)
+        return self.lead is not None and not conversation.prompt.lstrip().startswith(self.lead)
 
 
 class ServedModel:
@@ -39,7 +50,9 @@ class ServedModel:
         self.chat_scorer = self.reward.scorer
         self.text_scorer = copy.copy(self.chat_scorer)
         if hasattr(self.text_scorer, "renderer"):
-            self.text_scorer.renderer = _PreRendered()
+            self.text_scorer.renderer = _PreRendered(resolved.tokenizer, getattr(resolved.renderer, "encoder", False))
+        # A (question, answer) pair model cannot read rendered text: the text routes refuse it (app.py).
+        self.reads_pairs = bool(getattr(getattr(self.chat_scorer, "readout", None), "reads_pairs", False))
         self.broadcast = broadcast
         model = getattr(self.chat_scorer, "model", None)
         if model is not None:

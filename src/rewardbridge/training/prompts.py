@@ -44,15 +44,37 @@ def helpsteer2_preference_prompts(rows: Iterable[dict[str, Any]], split: str = "
     return prompts
 
 
-def read_rows(path: str) -> list[dict[str, Any]]:
-    """A local file's rows, in any format ``rows.py`` reads; a malformed row names the file and place."""
+def read_rows(path: str, prompt_column: str | None = None) -> list[dict[str, Any]]:
+    """A local file's rows, in any format ``rows.py`` reads; a malformed row names the file and place.
+
+    With ``prompt_column``, every row's prompt is read as TRL and the rewards will read it
+    (``messages.read_turns``: a string, or text messages), and all of one kind: a missing or null
+    prompt, ``[]``, an image part or strings mixed with messages would otherwise fail mid-training
+    (or in TRL, or in pyarrow), naming a sample instead of the line.
+    """
     from ..jobs import rows
+    from ..messages import read_turns, sample_namer
 
     out = []
+    kinds: dict[bool, str] = {}
     for row in rows.read_rows(path):
+        place = row.where.split()[-1]  # "line 7" -> path:7
         if row.data is None:
-            place = row.where.split()[-1]  # "line 7" -> path:7
             raise InputError(f"{path}:{place}: not a JSON object ({row.error})")
+        if prompt_column is not None:
+            value = row.data.get(prompt_column)
+            if value is None:
+                raise InputError(f"{path}:{place}: no {prompt_column!r} value ({'null' if prompt_column in row.data else 'missing'}); "
+                                 "every row needs its prompt: a string, or a list of chat messages")
+            read_turns(value, sample_namer(f"{path}:{place}: {prompt_column}"))
+            is_text = isinstance(value, str)
+            kinds.setdefault(is_text, f"{path}:{place}")
+            if len(kinds) > 1:
+                raise InputError(
+                    f"{path}:{place}: its {prompt_column!r} is {'a string' if is_text else 'a list of messages'}, but "
+                    f"{kinds[not is_text]}'s is {'a list of messages' if is_text else 'a string'}; a dataset column holds one "
+                    "kind: write every prompt as a string, or every prompt as messages"
+                )
         out.append(row.data)
     return out
 
@@ -62,7 +84,8 @@ def load_prompts(spec: DatasetSpec):
     from datasets import Dataset, load_dataset
 
     if os.path.exists(spec.path):  # a local file: the same reader as `rewardbridge score`
-        dataset = Dataset.from_list(read_rows(spec.path))
+        prompt_column = None if spec.format == "helpsteer2_preference" else spec.prompt_column
+        dataset = Dataset.from_list(read_rows(spec.path, prompt_column))
     else:
         try:
             dataset = load_dataset(spec.path, data_dir=spec.data_dir, split=spec.split)

@@ -25,17 +25,15 @@ import yaml
 
 from .. import yaml12
 from ..errors import ConfigError, RewardBridgeError
-from ..policy import check_policy_config
-from .early_checks import check_batch, check_first_row
+from .early_checks import check_batch, check_trl_config
 from .overrides import apply_override
 from .preference import (PREFERENCE_TRAINERS, check_engine_iterations, check_iteration_training, check_preference,
                          check_preference_dataset, parse_pairs)
+from .recipe_paths import resolve_files
 from .remote_rewards import fill_group_size
 from .typecheck import check_value
 
 TRAINERS = ("rloo", "grpo", *PREFERENCE_TRAINERS)
-# Files load_prompts reads itself; anything else is a hub dataset id.
-LOCAL_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 PROMPT_FORMATS = ("messages", "helpsteer2_preference")
 
 
@@ -179,10 +177,13 @@ def parse_recipe(data: dict[str, Any], base_dir: Path = Path("."), name: str = "
     training = check_training(data["trainer"], data.get("training") or {})
     if data["trainer"] in ("rloo", "grpo"):
         check_batch(data["trainer"], training)
+    parsed_rewards = [parse_reward(entry, i) for i, entry in enumerate(rewards)]
+    if data["trainer"] in ("rloo", "grpo"):
+        check_trl_config(data["trainer"], training, check_value("seed", data.get("seed", 0), int), [r.weight for r in parsed_rewards])
     recipe = Recipe(
         trainer=data["trainer"],
         model=sections["model"],
-        rewards=[parse_reward(entry, i) for i, entry in enumerate(rewards)],
+        rewards=parsed_rewards,
         dataset=sections["dataset"],
         training=training,
         peft=check_peft(data["peft"]) if data.get("peft") is not None else None,
@@ -297,34 +298,6 @@ def check_peft(peft: Any) -> dict[str, Any]:
     return peft
 
 
-def resolve_files(recipe: Recipe, base_dir: Path) -> None:
-    """Relative local paths -> paths under the recipe's folder; a missing local file is an error now."""
-    dataset = recipe.dataset
-    if dataset.path.endswith(LOCAL_DATA_SUFFIXES) or dataset.path.startswith((".", "/", "~")) or (base_dir / dataset.path).exists():
-        dataset.path = str(_existing(dataset.path, base_dir, "dataset.path"))
-        check_first_row(dataset)
-    if recipe.evaluation is not None:
-        recipe.evaluation.prompts = str(_existing(recipe.evaluation.prompts, base_dir, "evaluation.prompts"))
-    extra = [("pairs.reward.source", recipe.pairs.reward)] if recipe.pairs is not None else []
-    for where, spec in [("model.path", recipe.model)] + [(f"rewards[{i}].source", r) for i, r in enumerate(recipe.rewards)] + extra:
-        attr = "path" if where == "model.path" else "source"
-        value = getattr(spec, attr)
-        if value is None or value.startswith(("pkg:", "http://", "https://")):
-            continue
-        if value.startswith((".", "/", "~")) or (base_dir / value).exists():  # a path (relative to the recipe): check it now
-            setattr(spec, attr, str(_existing(value, base_dir, where)))
-        if where == "model.path" and os.path.isdir(spec.path):  # a reward model's folder as the policy, before any weights
-            check_policy_config(spec.path, where, spec.gguf_file)  # (a folder an earlier recipe will write: at load time)
-
-
-def _existing(value: str, base_dir: Path, where: str) -> Path:
-    path = Path(value).expanduser()
-    resolved = path if path.is_absolute() else (base_dir / path)
-    if not resolved.exists():
-        raise ConfigError(f"{where}={value!r}: no such file (resolved to {resolved.resolve()}); paths are relative to the recipe's folder")
-    return resolved
-
-
 def _section(cls: type, value: Any, name: str):
     if not isinstance(value, dict):
         raise ConfigError(f"{name} must be a mapping of {[f.name for f in dataclasses.fields(cls)]}")
@@ -356,9 +329,9 @@ def _elsewhere(key: str, here: str) -> list[str]:
     places["rewards[0]"] = [f.name for f in dataclasses.fields(RewardSpec) if f.name != "options"] + [
         f.name for f in dataclasses.fields(RewardOptions)]
     if here != "training":
-        from trl import GRPOConfig
+        from .config_fields import config_fields  # read from TRL's source: importing trl takes seconds
 
-        places["training"] = [f.name for f in dataclasses.fields(GRPOConfig)]
+        places["training"] = config_fields("trl.trainer.grpo_config", "GRPOConfig")
     return [f"{section}.{key}" for section, names in places.items() if section != here and key in names]
 
 
