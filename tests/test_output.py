@@ -212,13 +212,15 @@ def test_a_second_name_for_a_held_output_is_refused(kind, classifier_dir, tmp_pa
     assert out.read_text() == "" if kind != "scored-beside-best-of-n" else True
 
 
-@pytest.mark.parametrize("command", ["score", "eval"])
-def test_an_input_another_run_is_writing_is_refused(command, classifier_dir, tmp_path):
+@pytest.mark.parametrize("command", ["score", "eval", "pairs"])
+def test_an_input_another_run_is_writing_is_refused(command, classifier_dir, causal_dir, tmp_path):
     partial = tmp_path / "w.jsonl"
     job = JobOutput(str(partial), str(tmp_path / "rows.jsonl"), [str(partial)])
     with job.locked():  # `score ... -o w.jsonl` still running
         partial.write_text(json.dumps({"prompt": "Q?", "chosen": "A.", "rejected": "B."}) + "\n")
-        argv = [command, classifier_dir, str(partial)] + (["-o", str(tmp_path / "w2.jsonl")] if command == "score" else [])
+        argv = {"score": ["score", classifier_dir, str(partial), "-o", str(tmp_path / "w2.jsonl")],
+                "eval": ["eval", classifier_dir, str(partial)],
+                "pairs": ["pairs", causal_dir, str(partial), "--reward", classifier_dir, "-o", str(tmp_path / "w2.jsonl")]}[command]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         process = subprocess.run([sys.executable, "-m", "rewardbridge.cli", *argv], env=env, capture_output=True, text=True,
                                  timeout=120)

@@ -18,6 +18,7 @@ from typing import Any
 from ..conversation import Conversation, text_or_messages
 from ..errors import ConfigError, InputError
 from .generate import EngineGenerator, EngineSettings, LocalGenerator, Sampling
+from .output import check_input_free
 from .pairs_output import PairsOutput
 from .rows import Row, count_rows, read_rows
 from .selection import is_truncated, select_pair
@@ -87,6 +88,7 @@ def make_pairs(
     if on_bad_row not in ("stop", "skip"):
         raise ConfigError(f"--on-bad-row {on_bad_row!r} is not one of ('stop', 'skip')")
     total = count_rows(prompts)  # a missing or unknown input fails here, before any file is written
+    check_input_free(prompts, "prompts")  # not a file another run (score, pairs) is still writing
     if engine is None and model is None:
         from ..policy import check_policy_config
 
