@@ -16,7 +16,17 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF][0-9a-fA-F]{2}")
 
 def load_json(body: bytes | str, what: str = "request body") -> Any:
     """Parse JSON, or raise InputError naming ``what`` (the server answers 422): invalid JSON,
-    nesting deeper than Python's parser takes, or a string holding a lone surrogate (named by its path)."""
+    nesting deeper than Python's parser takes, a body that is not UTF-8, or a string holding a lone
+    surrogate (named by its path)."""
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        # Strictly UTF-8 (RFC 8259 §8.1): json.loads(bytes) would guess UTF-16/32 and decode with
+        # surrogatepass, letting raw surrogate bytes (\xed\xa0\x80) through to the tokenizer (a 500).
+        try:
+            body = bytes(body).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise InputError(
+                f"the {what} is not UTF-8 text (byte {error.start}: {error.reason}); send JSON encoded as UTF-8"
+            ) from None
     try:
         data = json.loads(body)
     except RecursionError:
