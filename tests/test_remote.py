@@ -383,7 +383,8 @@ def test_a_non_finite_score_from_an_endpoint_is_a_failure(serve, protocol, body,
     logged = {}
     with caplog.at_level("WARNING"):
         assert skip(prompts=PROMPTS[:2], completions=COMPLETIONS[:2], log_metric=logged.__setitem__) == [None, None]
-    assert logged[f"{skip.__name__}/failed_frac"] == 1.0 and "not a finite number" in caplog.text  # counted and warned
+    # Counted and warned (skip splits the request until each row stands alone; this fixed answer then reads wrong).
+    assert logged[f"{skip.__name__}/failed_frac"] == 1.0 and "scored as failed" in caplog.text
 
 
 def test_a_nim_scores_inf_for_one_sample_only_that_sample_fails(serve):
@@ -509,3 +510,59 @@ def test_the_retry_budget_outlasts_a_restart_and_bounds_a_dead_endpoint(serve):
     with pytest.raises(RemoteError, match=r"retry_budget=0.5 s.*raise retry_budget"):
         load_reward(dead, protocol="rewardbridge", retry_wait=0.1, retry_budget=0.5)(prompts=["q"], completions=["a"])
     assert time.monotonic() - began < 1.5
+
+
+def pooled_answer(delay_apart=0.0):
+    """native_answer, but 'boom' makes a 500 (a server bug one row triggers) and a request of one
+    conversation takes ``delay_apart`` seconds (to see whether requests sent apart overlap)."""
+
+    def answer(path, body, headers):
+        rows = json.loads(body)["conversations"]
+        if any(r["completion"] == "boom" for r in rows):
+            return 500, {"Content-Type": "application/json"}, b'{"error": {"message": "scoring failed"}}'
+        if len(rows) == 1 and delay_apart:
+            time.sleep(delay_apart)
+        return native_answer(path, body, headers)
+
+    return answer
+
+
+def pooled_calls(server, completions, **options):
+    """Six one-sample calls pooled into one request behind a first one still in flight."""
+    server.script.append(Fault(sleep=0.5))
+    reward = load_reward(server.url, protocol="rewardbridge", request_batch_size=8, **{**FAST, **options})
+    reward.scorer.coalescer.wait_s = 0.2
+    blocker = threading.Thread(target=lambda: reward(prompts=["q"], completions=["in flight"]))
+    blocker.start()
+    time.sleep(0.1)
+    began = time.monotonic()
+    results = call_from_threads(reward, completions)
+    blocker.join()
+    return results, time.monotonic() - began
+
+
+@pytest.mark.parametrize("bad, status", [("bad", "HTTP 422"), ("boom", "HTTP 500")])
+def test_a_pooled_request_that_fails_finally_is_resent_apart_concurrently(serve, bad, status):
+    # Issue 18 review: after a final 5xx the pool failed every call in it (only a 4xx was sent
+    # apart), and the calls sent apart went one after another (0.3 s -> 1.12 s for a step).
+    server = serve(pooled_answer(delay_apart=0.3))
+    completions = ["ok", "okk", bad, "okkk", "o", "okkkk"]
+    results, seconds = pooled_calls(server, completions)
+    assert isinstance(results[2], RemoteError) and status in str(results[2])
+    assert [r for i, r in enumerate(results) if i != 2] == [[pytest.approx(len(c) / 10)] for i, c in enumerate(completions) if i != 2]
+    assert seconds < 0.5 + 5 * 0.3  # the five good calls sent apart overlap (in series: >= 1.5 s after the blocker)
+
+
+@pytest.mark.parametrize("bad", ["bad", "boom"])
+@pytest.mark.parametrize("batch_size", [1, 8], ids=["unpooled", "pooled"])
+def test_skip_fails_only_the_bad_rows_of_a_request(serve, bad, batch_size):
+    # Issue 18 review: with on_error='skip' one bad row (a 4xx, or a 500 after its retries) made every
+    # row of its request None; the request is split in halves until the bad row stands alone.
+    server = serve(pooled_answer())
+    reward = load_reward(server.url, protocol="rewardbridge", request_batch_size=8, on_error="skip", **FAST)
+    if batch_size == 1:
+        reward.scorer.coalescer = None  # the plain path: one call's chunks
+    completions = ["a", "bb", "ccc", "dddd", bad, "ffffff", "g", "hh"]
+    out = reward(prompts=["q"] * 8, completions=completions)
+    assert out[4] is None  # only the bad row: 8 -> 4 -> 2 -> 1
+    assert out[:4] + out[5:] == [pytest.approx(len(c) / 10) for i, c in enumerate(completions) if i != 4]

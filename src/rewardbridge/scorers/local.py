@@ -67,11 +67,15 @@ class LocalScorer:
                 [c.prompt_text() for c in conversations], [c.completion_text() for c in conversations],
                 self.tokenizer, max_length=self.max_length, truncation=self.truncation,
             )
-        texts = [self.renderer.render(c) for c in conversations]
+        texts = [render_sample(self.renderer, c, i) for i, c in enumerate(conversations)]
         add_special = self.renderer.add_special_tokens(conversations[0])
-        ids, truncated = encode(
-            texts, self.tokenizer, add_special_tokens=add_special, max_length=self.max_length, truncation=self.truncation
-        )
+        try:
+            ids, truncated = encode(
+                texts, self.tokenizer, add_special_tokens=add_special, max_length=self.max_length, truncation=self.truncation
+            )
+        except DATA_ERRORS as error:  # text the tokenizer cannot take is the sample's, not the model's (never a 500)
+            raise InputError(f"the reward tokenizer cannot encode {_failing_text(self.tokenizer, texts)}: "
+                             f"{type(error).__name__}: {error}") from None
         empty = [i for i, row in enumerate(ids) if not row]
         if empty:  # alone it cannot run; in a batch it would read a pad position and score 0.0
             raise InputError(f"sample {empty[0]} renders to no tokens ({texts[empty[0]]!r}): there is nothing to score")
@@ -112,6 +116,37 @@ class LocalScorer:
         count = torch.tensor([local], dtype=torch.long, device=self.device)
         dist.all_reduce(count, op=dist.ReduceOp.MAX)
         return int(count.item())
+
+
+# What a chat template or tokenizer raises for the data it is given: jinja2's TemplateError
+# (raise_exception('...') in a template refusing a role order) subclasses Exception, so it is named.
+DATA_ERRORS = (ValueError, TypeError, KeyError, IndexError, UnicodeError, RecursionError)
+
+
+def render_sample(renderer: Renderer, conversation: Conversation, index: int) -> str:
+    """``renderer.render(conversation)``; a template that refuses the data raises InputError naming the
+    sample (the server answers 422, which clients do not retry)."""
+    try:
+        return renderer.render(conversation)
+    except InputError as error:
+        raise InputError(f"sample {index}: {error}") from None
+    except ConfigError:
+        raise
+    except Exception as error:  # noqa: BLE001: narrowed just below
+        if not isinstance(error, DATA_ERRORS) and type(error).__module__.split(".")[0] != "jinja2":
+            raise
+        raise InputError(f"sample {index} cannot be rendered by the reward model's chat template "
+                         f"({type(error).__name__}: {error}); fix the conversation or pass chat_template=") from None
+
+
+def _failing_text(tokenizer, texts: list[str]) -> str:
+    """'sample i': the first text that fails alone (the batch call says only that one did)."""
+    for i, text in enumerate(texts):
+        try:
+            tokenizer([text])
+        except Exception:  # noqa: BLE001: this is the one
+            return f"sample {i}"
+    return f"one of samples 0-{len(texts) - 1}"
 
 
 def check_finite(values: torch.Tensor | None, attributes: dict[str, torch.Tensor]) -> None:

@@ -381,6 +381,7 @@ class Transport:
         # The endpoint's trouble (down, overloaded) or this request's (4xx, an unreadable answer):
         # the coalescer re-sends a shared request's calls apart only for the latter.
         remote.retryable = isinstance(error, (RetryableStatus, _TransportError))
+        remote.status = status  # a final HTTP 500 may be one row's doing: the coalescer splits on it too
         return remote
 
     def _scrub(self, text: str) -> str:
