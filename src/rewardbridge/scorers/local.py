@@ -83,6 +83,11 @@ class LocalScorer:
 
     def score(self, conversations: Sequence[Conversation]) -> Scores:
         ids, num_truncated = self.tokenize(conversations)
+        return self.score_ids(ids, num_truncated)
+
+    def score_ids(self, ids: list[list[int]], num_truncated: int = 0, check: bool = True) -> Scores:
+        """Scores of token id lists (``tokenize``'s), shape (len(ids),) per column; ``check=False``
+        returns NaN or infinite scores as they are (the server checks them per request)."""
         batches: list[list[int] | None] = plan_micro_batches([len(s) for s in ids], self.max_tokens_per_batch)
         if self.lockstep:
             batches += [None] * (self._most_batches_on_any_rank(len(batches)) - len(batches))
@@ -105,7 +110,8 @@ class LocalScorer:
                     attributes.setdefault(name, torch.empty(len(ids)))[index] = column.float().cpu()
         if values is None and not attributes:
             values = torch.empty(0)
-        check_finite(values, attributes)
+        if check:
+            check_finite(values, attributes)
         return Scores(values=values, attributes=attributes, num_truncated=num_truncated)
 
     def _most_batches_on_any_rank(self, local: int) -> int:

@@ -231,6 +231,7 @@ def create_app(model_loader, settings: ServerSettings) -> RewardApp:
     batcher = Batcher(
         lambda kind, items: state.model.score(kind, items), settings.max_batch_size, settings.max_wait_ms / 1000,
         max_batch_chars=settings.max_batch_chars, on_batch=metrics.batch_size.observe, on_abandoned=metrics.abandoned.inc,
+        score_requests=lambda kind, groups: state.model.score_requests(kind, groups),
     )
     state = ServerState(settings, metrics, batcher, splitter)
 

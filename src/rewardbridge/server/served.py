@@ -52,14 +52,69 @@ class ServedModel:
 
     def score(self, kind: str, items: list) -> Scores:
         if self.broadcast:
-            broadcast((kind, items))
+            broadcast(("_score", kind, items))
         return self._score(kind, items)
+
+    def score_requests(self, kind: str, groups: list[list]) -> list[Any]:
+        """One round of several requests' rows: per request its ``Scores``, or the exception its own
+        rows raise (a template or tokenizer refusing them, a NaN score), found without scoring the
+        round again; an error no request can be blamed for raises (the batcher splits the round)."""
+        if self.broadcast:
+            broadcast(("_score_requests", kind, groups))
+        return self._score_requests(kind, groups)
+
+    def _score_requests(self, kind: str, groups: list[list]) -> list[Any]:
+        from ..errors import InputError, RewardBridgeError
+        from ..scorers.local import DATA_ERRORS, check_finite
+
+        scorer = self.text_scorer if kind == TEXT else self.chat_scorer
+        if not hasattr(scorer, "score_ids"):  # not a local model (a judge, a pair scorer): one call for all
+            whole = self._score(kind, [item for group in groups for item in group])
+            return _split(whole, [len(group) for group in groups])
+        conversations = [[Conversation(text, "") for text in group] if kind == TEXT else group for group in groups]
+        tokenized: list[Any] = []
+        try:  # one tokenizer call for the round; per request only to find whose rows fail (or to count truncation)
+            ids, truncated = scorer.tokenize([c for group in conversations for c in group])
+            if truncated:
+                raise InputError("recount per request")
+            start = 0
+            for group in groups:
+                tokenized.append((ids[start:start + len(group)], 0))
+                start += len(group)
+        except (RewardBridgeError, *DATA_ERRORS):
+            tokenized = []
+            for group in conversations:
+                try:
+                    tokenized.append(scorer.tokenize(group))
+                except (RewardBridgeError, *DATA_ERRORS) as error:
+                    tokenized.append(error if isinstance(error, RewardBridgeError) else InputError(f"{type(error).__name__}: {error}"))
+        good = [t for t in tokenized if not isinstance(t, BaseException)]
+        raw = scorer.score_ids([row for rows, _ in good for row in rows], check=False) if good else None
+        out, start = [], 0
+        for entry in tokenized:
+            if isinstance(entry, BaseException):
+                out.append(entry)
+                continue
+            rows, truncated = entry
+            part = Scores(values=raw.values[start:start + len(rows)] if raw.values is not None else None,
+                          attributes={name: column[start:start + len(rows)] for name, column in raw.attributes.items()},
+                          num_truncated=truncated)
+            start += len(rows)
+            try:
+                check_finite(part.values, part.attributes)  # a NaN fails its own request only
+                out.append(self._combined(part))
+            except RewardBridgeError as error:
+                out.append(error)
+        return out
 
     def _score(self, kind: str, items: list) -> Scores:
         if kind == TEXT:
             scores = self.text_scorer.score([Conversation(text, "") for text in items])
         else:
             scores = self.chat_scorer.score(items)
+        return self._combined(scores)
+
+    def _combined(self, scores: Scores) -> Scores:
         values = None
         if self.reward.options.attribute_weights is not None or scores.values is not None:
             values = self.reward.combine(scores)
@@ -72,6 +127,15 @@ class ServedModel:
         if opts.attribute_weights is None and opts.attributes and len(opts.attributes) > 1:
             return len(opts.attributes)
         return 1
+
+
+def _split(scores: Scores, sizes: list[int]) -> list[Scores]:
+    out, start = [], 0
+    for n in sizes:
+        out.append(Scores(values=scores.values[start:start + n] if scores.values is not None else None,
+                          attributes={name: column[start:start + n] for name, column in scores.attributes.items()}))
+        start += n
+    return out
 
 
 def check_serve_options(source: str, options: dict):
@@ -103,8 +167,8 @@ def follow_rank0(model: ServedModel) -> None:
         message = broadcast(None)
         if message is None:
             return
-        kind, items = message
+        method, kind, payload = message
         try:
-            model._score(kind, items)
+            getattr(model, method)(kind, payload)
         except Exception:  # noqa: BLE001: rank 0 met the same error and answers it; keep following
             continue
