@@ -26,10 +26,12 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 @pytest.fixture(scope="module")
 def strict_server(classifier_dir):
-    """truncation=error over 40 tokens; batches wait 300 ms for company; 1 s to send headers or a body."""
+    """truncation=error over 40 tokens; batches wait 300 ms for company; 1 s to send headers or a body;
+    bodies of 100 kB, 250 kB of them at once."""
     process, url = start_server(
         classifier_dir, "--option", "truncation=error", "--option", "max_length=40", "--max-wait-ms", "300",
-        "--max-batch-size", "8", "--max-body-bytes", "100000", "--read-timeout", "1", env={"REWARDBRIDGE_API_KEY": KEY},
+        "--max-batch-size", "8", "--max-body-bytes", "100000", "--read-timeout", "1",
+        "--max-body-bytes-in-flight", "250000", env={"REWARDBRIDGE_API_KEY": KEY},
     )
     yield process, url
     stop(process)
@@ -225,3 +227,40 @@ def _quietly(fn):
         fn()
     except httpx.HTTPError:
         pass
+
+
+def test_bodies_in_flight_share_one_budget(strict_server):
+    # Issue 18 review: 40 connections each holding 15 MB of a 16 MB body grew RSS from 385 to 979 MB.
+    # Here 3 connections hold 80 kB each (240 kB of the 250 kB budget); a 4th passing it gets 503.
+    _, url = strict_server
+    port = int(url.rsplit(":", 1)[1])
+    head = (b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: 90000\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {KEY}\r\n\r\n".encode())
+    holders = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+    try:
+        for sock in holders:
+            sock.sendall(head + b" " * 80000)  # 10 kB short of its Content-Length: the server waits for the rest
+        deadline = time.monotonic() + 0.5
+        while metric(url, "rewardbridge_body_bytes_in_flight") < 240000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert metric(url, "rewardbridge_body_bytes_in_flight") == 240000
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as fourth:
+            try:
+                fourth.sendall(head + b" " * 80000)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused while sending: the answer is already there
+            answer = b""
+            while more := fourth.recv(65536):  # the server closes the connection after its answer
+                answer += more
+        assert answer.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in answer.lower()
+        assert b"--max-body-bytes-in-flight 250000" in answer
+        # A small request still fits (the refused one gave its bytes back) and is scored.
+        small = httpx.post(url + "/v1/score", json={"conversations": [{"prompt": "a", "completion": "b"}]}, headers=AUTH)
+        assert small.status_code == 200
+    finally:
+        for sock in holders:
+            sock.close()
+    deadline = time.monotonic() + 2
+    while metric(url, "rewardbridge_body_bytes_in_flight") > 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert metric(url, "rewardbridge_body_bytes_in_flight") == 0  # the holders' bytes came back when they left

@@ -26,7 +26,7 @@ from ..errors import ConfigError, InputError, RewardBridgeError
 from ..protocols.base import Answer, Call, HTTPError, Route
 from ..scorers.base import Scores
 from .batcher import Batcher
-from .http import ClientGone, Router, error_answer, guarded_http_protocol, read_body, send_answer, send_json
+from .http import BodyBudget, ClientGone, Router, error_answer, guarded_http_protocol, read_body, send_answer, send_json
 from .metrics import Metrics
 from .served import ServedModel, broadcast, check_serve_options, follow_rank0
 from .settings import ServerSettings
@@ -106,6 +106,8 @@ class RewardApp:
         self.server, self.router, self.api_key, self.loader = state, router, api_key, loader
         self.settings = state.settings
         self._key = api_key.encode() if api_key else None
+        self.bodies = BodyBudget(state.settings.max_body_bytes_in_flight)
+        state.metrics.body_bytes.set_function(lambda: self.bodies.used)
 
     @property
     def routes(self) -> list[SimpleNamespace]:
@@ -140,6 +142,7 @@ class RewardApp:
     async def _http(self, scope, receive, send) -> None:
         began = time.perf_counter()
         path, label, status, body = scope["path"], "other", 500, None
+        held = [0]  # body bytes taken from the shared budget, given back once answered
         try:
             try:
                 headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -147,7 +150,7 @@ class RewardApp:
                 handler, params, label = self.router.match(scope["method"], path)
                 declared = headers.get("content-length")
                 body = await read_body(receive, self.settings.max_body_bytes, self.settings.read_timeout_s,
-                                       int(declared) if declared and declared.isdigit() else None)
+                                       int(declared) if declared and declared.isdigit() else None, self.bodies, held)
                 answer = await self._answer(handler, Call(body, headers, params, self.server), receive)
             except HTTPError as error:
                 answer = error_answer(error.status, error.message, error.headers)
@@ -165,6 +168,8 @@ class RewardApp:
             logger.exception("request to %s failed", path)
             status = 500
             await send_answer(send, error_answer(500, f"internal error: {type(error).__name__}: {error}"))
+        finally:
+            self.bodies.used -= held[0]
         self.server.metrics.count(label, status, time.perf_counter() - began)
 
     def _check_key(self, path: str, headers: dict[str, str]) -> None:
