@@ -566,3 +566,19 @@ def test_skip_fails_only_the_bad_rows_of_a_request(serve, bad, batch_size):
     out = reward(prompts=["q"] * 8, completions=completions)
     assert out[4] is None  # only the bad row: 8 -> 4 -> 2 -> 1
     assert out[:4] + out[5:] == [pytest.approx(len(c) / 10) for i, c in enumerate(completions) if i != 4]
+
+
+def test_a_key_with_a_trailing_newline_is_stripped_and_a_control_character_named(serve, monkeypatch, caplog):
+    # Issue 18 review: a Kubernetes secret's trailing newline gave "could not be reached (Forbidden
+    # control character...)", naming no variable. Whitespace around a key is stripped (and said once).
+    server = serve(nim_answer(scalar=True), api_key="sk-k8s-key")
+    monkeypatch.setenv("NVIDIA_API_KEY", "sk-k8s-key\n")
+    reward = load_reward(server.url, protocol="nim", **FAST)
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            assert reward(prompts=["p"], completions=["ab"]) == pytest.approx([0.2], abs=1e-4)
+    assert server.requests[-1][1]["authorization"] == "Bearer sk-k8s-key"
+    assert caplog.text.count("NVIDIA_API_KEY holds whitespace around the key") == 1
+    monkeypatch.setenv("NVIDIA_API_KEY", "sk-k8s\x07key")
+    with pytest.raises(ConfigError, match=r"NVIDIA_API_KEY holds the character '\\x07' inside the key"):
+        reward(prompts=["p"], completions=["ab"])

@@ -204,6 +204,16 @@ def test_an_empty_api_key_refuses_to_start(classifier_dir, monkeypatch, capsys, 
     assert "REWARDBRIDGE_API_KEY is set but empty" in err and "unset it" in err
 
 
+@pytest.mark.parametrize("value", ["key-91c2\n", " key-91c2", "key\x0791c2"], ids=["newline", "space", "control"])
+def test_an_api_key_no_client_could_send_refuses_to_start(classifier_dir, monkeypatch, capsys, value):
+    # Issue 18 review: the server stripped clients' tokens but not its own key, locking every client out.
+    from rewardbridge.cli import main
+
+    monkeypatch.setenv("REWARDBRIDGE_API_KEY", value)
+    assert main(["serve", classifier_dir]) == 2
+    assert "REWARDBRIDGE_API_KEY holds whitespace around the key or a control character" in capsys.readouterr().err
+
+
 def test_graceful_timeout_bounds_shutdown(classifier_dir):
     # A request waits 20 s for company (--max-wait-ms 20000); SIGTERM with --graceful-timeout 1
     # stops the server in about a second instead of 20 (the default waits 30 s).

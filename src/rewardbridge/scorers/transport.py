@@ -198,6 +198,7 @@ class Transport:
         self.retry_wait = float(options.retry_wait)
         self.api_key_env = options.api_key_env or DEFAULT_KEY_ENV.get(protocol)
         self._key_env_explicit = options.api_key_env is not None
+        self._checked_key = None  # hash of the variable's value last checked (the key itself is never stored)
         self._next_endpoint = itertools.count()
         self._down_until: dict[str, float] = {}  # endpoint -> when to try it first again
         self._session = None  # aiohttp.ClientSession, made on the loop thread
@@ -349,7 +350,24 @@ class Transport:
         key = os.environ.get(self.api_key_env)
         if not key and self._key_env_explicit:
             raise ConfigError(f"api_key_env={self.api_key_env!r}, but that environment variable is not set; set it to the key")
+        if key:
+            key = key.strip() if hash(key) == self._checked_key else self._check_key(key)
         return key or None
+
+    def _check_key(self, raw: str) -> str:
+        """A key as a header can carry it: surrounding whitespace (a Kubernetes secret's trailing
+        newline) is stripped and said once; a control character or non-Latin-1 text inside is refused,
+        naming the variable (aiohttp would fail with 'Forbidden control character', no name)."""
+        key = raw.strip()
+        if key != raw:
+            logger.warning("the environment variable %s holds whitespace around the key (a trailing newline?); "
+                           "sending it stripped", self.api_key_env)
+        bad = next((c for c in key if ord(c) < 32 or ord(c) == 127 or ord(c) > 255), None)
+        if bad is not None:
+            raise ConfigError(f"the environment variable {self.api_key_env} holds the character {bad!r} inside the key, "
+                              "which an HTTP header cannot carry; set it to the key alone")
+        self._checked_key = hash(raw)
+        return key
 
     def _remote_error(self, error: Exception, url: str, path: str, indices: list[int] | str, attempts: int, spent: float) -> Exception:
         if isinstance(error, ConfigError):
@@ -386,7 +404,9 @@ class Transport:
 
     def _scrub(self, text: str) -> str:
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        return text.replace(key, "***") if key else text
+        if key and key.strip():
+            text = text.replace(key, "***").replace(key.strip(), "***")
+        return text
 
 
 def _snippet(response: Response, limit: int = 200) -> str:

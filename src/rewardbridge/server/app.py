@@ -217,6 +217,14 @@ def read_api_key(settings: ServerSettings) -> str | None:
             f"the environment variable {settings.api_key_env} is set but empty, which would serve without a key; "
             f"set it to a key (e.g. $(openssl rand -hex 16)), or unset it to serve without one"
         )
+    # Clients' tokens are compared stripped, so a key with a newline (from a file or a Kubernetes
+    # secret) would lock every client out: refused, as is a control character no header can carry.
+    if key != key.strip() or any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise ConfigError(
+            f"the environment variable {settings.api_key_env} holds whitespace around the key or a control character "
+            f"(a trailing newline from a file or a Kubernetes secret?), which no client could send; remove it "
+            f"(e.g. export {settings.api_key_env}=\"$(tr -d '[:space:]' < keyfile)\")"
+        )
     return key
 
 
