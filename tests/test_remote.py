@@ -582,3 +582,48 @@ def test_a_key_with_a_trailing_newline_is_stripped_and_a_control_character_named
     monkeypatch.setenv("NVIDIA_API_KEY", "sk-k8s\x07key")
     with pytest.raises(ConfigError, match=r"NVIDIA_API_KEY holds the character '\\x07' inside the key"):
         reward(prompts=["p"], completions=["ab"])
+
+
+def test_a_retry_after_shorter_than_the_backoff_wins(serve):
+    # Issue 18 review: after an 11.3 s outage the call took 23.7 s, the backoff (12.5 s) beating
+    # the restarted server's "Retry-After: 1". Here the backoff would be 2, 4, 8 s; the server says 0.1 s.
+    server = serve(nim_answer(scalar=True))
+    server.script += [Fault(status=503, headers={"Retry-After": "0.1"})] * 3
+    reward = load_reward(server.url, protocol="nim", timeout=2.0, retry_wait=4.0, retry_budget=60)
+    began = time.monotonic()
+    assert reward(prompts=["p"], completions=["abc"]) == pytest.approx([0.3], abs=1e-4)
+    assert time.monotonic() - began < 1.5  # 3 x 0.1 s, not 2 + 4 + 8 s
+
+
+def test_a_retry_after_beyond_the_budget_says_what_the_server_asked(serve):
+    # Issue 18 review: Retry-After: 1000 with retry_budget=20 gave up at once saying only "gave up at retry_budget=20 s".
+    server = serve(nim_answer(scalar=True))
+    server.script.append(Fault(status=503, headers={"Retry-After": "1000"}))
+    began = time.monotonic()
+    with pytest.raises(RemoteError, match=r"the server asked to wait 1000 s \(Retry-After\).*beyond .*retry_budget=20 s"):
+        load_reward(server.url, protocol="nim", timeout=2.0, retry_budget=20)(prompts=["p"], completions=["abc"])
+    assert time.monotonic() - began < 1.0  # it does not sleep a wait it cannot finish
+
+
+def test_an_endpoint_that_keeps_hanging_stays_out_longer_each_time(serve):
+    # Issue 18 review: a hung endpoint cost a full timeout every cool-down (t = 0, 9.2, 18.3 s with
+    # timeout=3). Its cool-down doubles each time it hangs again, and resets once it answers.
+    from rewardbridge.options import RewardOptions
+    from rewardbridge.scorers.transport import Request, Transport
+
+    hung = serve(nim_answer(scalar=True))
+    hung.script += [Fault(sleep=0.5)] * 3  # slower than timeout=0.2, three times; then it answers
+    transport = Transport([hung.url], "nim", RewardOptions(protocol="nim", timeout=0.2, max_retries=0))
+    request = Request("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "p"},
+                                                                              {"role": "assistant", "content": "abc"}]})
+    cooldowns = []
+    for _ in range(4):
+        try:
+            transport.run(transport.exchange(request, lambda response: response.json(), [0]))
+        except RemoteError:
+            pass
+        cooldowns.append(transport._down_until.get(hung.url, 0.0) - time.monotonic())
+    assert cooldowns[0] == pytest.approx(5.0, abs=0.3)  # max(5 s, 2 x timeout)
+    assert cooldowns[1] == pytest.approx(10.0, abs=0.3) and cooldowns[2] == pytest.approx(20.0, abs=0.3)
+    assert transport._hangs[hung.url] == 0  # the fourth try was answered: the next hang starts again at 5 s
+    transport.close()
