@@ -164,6 +164,19 @@ class RewardApp:
                 await send_json(send, answer)
         except ClientGone:
             status = 499  # nginx's "client closed request": counted, nothing sent
+        except asyncio.CancelledError:
+            # SIGTERM and --graceful-timeout passed: uvicorn cancels what still runs, and would answer
+            # a plain-text 500 and log the cancel as an error. A 503 says "retry", which clients do.
+            if sys.version_info >= (3, 11):
+                asyncio.current_task().uncancel()
+            status = 503
+            logger.warning("%s: cancelled at shutdown (--graceful-timeout %g s passed); answered 503", path,
+                           self.settings.graceful_timeout_s)
+            try:
+                await send_answer(send, error_answer(503, f"the server is shutting down (--graceful-timeout "
+                                                          f"{self.settings.graceful_timeout_s:g} s passed); retry", {"Retry-After": "1"}), close=True)
+            except Exception:  # noqa: BLE001: the answer had already begun, or the connection is gone
+                pass
         except Exception as error:  # noqa: BLE001: a bug must still answer, and be logged
             logger.exception("request to %s failed", path)
             status = 500
