@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+from rewardbridge.conversation import Conversation
+
 from rewardbridge import load_reward
 from rewardbridge.errors import InputError, ScoreError
 from rewardbridge.server.served import ServedModel
@@ -39,3 +41,25 @@ def test_each_request_of_a_round_gets_its_own_scores_or_its_own_error(classifier
                          completions=[[{"role": "assistant", "content": c}] for c in ("Hello.", "4.", "Blue.")])
     assert outcomes[0].values.tolist() + outcomes[3].values.tolist() == pytest.approx(expected, abs=1e-5)
     assert sum(forwards) == 4  # the four rendered rows went through the model once; nothing was scored again
+
+
+def test_classify_text_gets_the_tokenizers_bos_once(classifier_dir):
+    # Issue 18 review: /classify scored plain text without the BOS that vLLM (and in-process
+    # render='text') adds. With a tokenizer that adds one (Llama's), plain text gets it, and a
+    # text already rendered by a chat template ({{ bos_token }}...) does not get a second.
+    from tokenizers.processors import TemplateProcessing
+
+    from rewardbridge.protocols.base import PLAIN, TEXT
+    from rewardbridge.server.served import _PlainText
+
+    served = ServedModel(classifier_dir, {})
+    tokenizer = served.plain_scorer.tokenizer
+    bos = tokenizer.bos_token_id
+    tokenizer._tokenizer.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    served.plain_scorer.renderer = _PlainText(tokenizer)
+    plain, rendered = served.plain_scorer.tokenize([Conversation("Hello there", ""), Conversation("<s>Hello there", "")])[0]
+    assert plain == rendered and plain[0] == bos and plain[1] != bos  # one BOS each
+    text = served.text_scorer.tokenize([Conversation("Hello there", "")])[0][0]
+    assert text == plain[1:]  # Triton/OpenRLHF text is read as given: no special tokens (OpenRLHF's serve_rm)
+    got = served.score_requests(PLAIN, [["Hello there"]])[0].values
+    assert got.tolist() == pytest.approx(served.score_requests(TEXT, [["<s>Hello there"]])[0].values.tolist(), abs=1e-6)

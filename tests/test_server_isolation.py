@@ -188,7 +188,9 @@ def test_slow_senders_are_cut_off(strict_server):
 
 def test_health_probes_answer_without_the_key(strict_server):
     _, url = strict_server
-    for path in ("/health", "/v2/health/live", "/v2/health/ready"):
+    # Issue 18 review: KServe's per-model readiness probe needed the key.
+    for path in ("/health", "/v2/health/live", "/v2/health/ready", "/v2/models/reward_model/ready",
+                 "/v2/models/reward_model/versions/1/ready"):
         assert httpx.get(url + path).status_code == 200, path  # liveness/readiness probes carry no key
     for path in ("/ready", "/metrics", "/v2/models/reward_model"):
         assert httpx.get(url + path).status_code == 401, path  # what says anything about the model still needs it

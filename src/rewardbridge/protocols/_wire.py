@@ -60,6 +60,17 @@ def _lone_surrogate(data: Any) -> str | None:
     return None
 
 
+def check_model(data: Any, served: str | None) -> None:
+    """A body's ``model`` field, when it has one, must name the model served (Triton's route checks
+    its path's name the same way): 404 naming the served name, never another model's scores."""
+    if served is None or not isinstance(data, dict) or data.get("model") is None:
+        return
+    from .base import HTTPError
+
+    if data["model"] != served:
+        raise HTTPError(404, f"unknown model {data['model']!r}; this server serves {served!r} (rewardbridge serve --model-name)")
+
+
 def is_number_list(column: Any, n: int) -> bool:
     """A list of ``n`` JSON numbers: no null (a failure must come back as an error, never a made-up
     score) and no true/false (Python's bool is an int).

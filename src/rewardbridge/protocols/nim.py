@@ -18,7 +18,7 @@ from ..conversation import Conversation
 from ..errors import InputError
 from ..scorers.base import Scores
 from ..scorers.transport import ProtocolError, Request
-from ._wire import field, load_json, messages_field
+from ._wire import check_model, field, load_json, messages_field
 from .base import CHAT, Call, Codec, Route, Rows, check_attribute_names
 
 PATH = "/v1/chat/completions"
@@ -93,9 +93,12 @@ class NimClient(Codec):
 # -- server ----------------------------------------------------------------------------------
 
 
-def parse_request(body: bytes) -> Conversation:
+def parse_request(body: bytes, served: str | None = None) -> Conversation:
     """A chat completions body -> the conversation whose last (assistant) turn is scored."""
     data = load_json(body)
+    check_model(data, served)
+    if isinstance(data, dict) and data.get("stream") not in (None, False):
+        raise InputError("field 'stream' must be false or absent: a reward is one answer, not a stream")
     messages = messages_field(field(data, "messages", list), "messages")
     if messages[-1]["role"] != "assistant":
         raise InputError("field 'messages[-1].role' must be 'assistant': the last message is the response to score")
@@ -127,7 +130,7 @@ def format_response(scores: Scores, row: int, model: str) -> dict:
 
 
 async def serve_chat_completions(call: Call) -> dict:
-    conversation = parse_request(call.body)
+    conversation = parse_request(call.body, call.server.settings.model_name)
     scores = await call.server.score(CHAT, [conversation])
     return format_response(scores, 0, call.server.settings.model_name)
 

@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -33,8 +34,10 @@ from .settings import ServerSettings
 
 logger = logging.getLogger("rewardbridge.server")
 
-# Probes answer without the key: a liveness or readiness check carries none (KServe's own two too).
+# Probes answer without the key: a liveness or readiness check carries none (KServe's own too, and
+# its per-model readiness, /v2/models/<name>/ready, which KServe's probes call).
 UNAUTHENTICATED = frozenset({"/health", "/v2/health/live", "/v2/health/ready"})
+MODEL_READY = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/ready$")
 
 
 def conversation_chars(item: Any) -> int:
@@ -186,7 +189,7 @@ class RewardApp:
         self.server.metrics.count(label, status, time.perf_counter() - began)
 
     def _check_key(self, path: str, headers: dict[str, str]) -> None:
-        if self._key is None or path in UNAUTHENTICATED:
+        if self._key is None or path in UNAUTHENTICATED or MODEL_READY.match(path):
             return
         scheme, _, token = headers.get("authorization", "").partition(" ")
         # Constant-time: the comparison's duration says nothing about the key.

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..conversation import Conversation
 from ..errors import ConfigError
-from ..protocols.base import TEXT
+from ..protocols.base import PLAIN, TEXT
 from ..scorers.base import Scores
 
 
@@ -19,6 +19,24 @@ class _PreRendered:
 
     def add_special_tokens(self, conversation: Conversation) -> bool:
         return False  # already rendered: as OpenRLHF's serve_rm (add_special_tokens=False)
+
+
+class _PlainText(_PreRendered):
+    """vLLM's /classify text: tokenized with the tokenizer's special tokens, as vLLM does (a BOS),
+    but a text that already starts with the BOS (rendered by a chat template) does not get a second."""
+
+    def __init__(self, tokenizer: Any):
+        bos, bos_id = getattr(tokenizer, "bos_token", None), getattr(tokenizer, "bos_token_id", None)
+        # Only a tokenizer that adds a BOS itself (Llama's, not every one) would double a rendered text's.
+        adds_bos = bos_id is not None and tokenizer("x", add_special_tokens=True)["input_ids"][:1] == [bos_id]
+        self.bos = bos if adds_bos else None
+
+    def render(self, conversation: Conversation) -> str:
+        text = conversation.prompt
+        return text[len(self.bos):] if self.bos and text.startswith(self.bos) else text
+
+    def add_special_tokens(self, conversation: Conversation) -> bool:
+        return True
 
 
 class ServedModel:
@@ -38,8 +56,10 @@ class ServedModel:
         self.reward = RewardFunction(resolved.source, resolved.options, scorer=build_scorer(resolved))
         self.chat_scorer = self.reward.scorer
         self.text_scorer = copy.copy(self.chat_scorer)
+        self.plain_scorer = copy.copy(self.chat_scorer)
         if hasattr(self.text_scorer, "renderer"):
             self.text_scorer.renderer = _PreRendered()
+            self.plain_scorer.renderer = _PlainText(getattr(self.chat_scorer, "tokenizer", None))
         self.broadcast = broadcast
         model = getattr(self.chat_scorer, "model", None)
         if model is not None:
@@ -67,11 +87,11 @@ class ServedModel:
         from ..errors import InputError, RewardBridgeError
         from ..scorers.local import DATA_ERRORS, check_finite
 
-        scorer = self.text_scorer if kind == TEXT else self.chat_scorer
+        scorer = self._scorer(kind)
         if not hasattr(scorer, "score_ids"):  # not a local model (a judge, a pair scorer): one call for all
             whole = self._score(kind, [item for group in groups for item in group])
             return _split(whole, [len(group) for group in groups])
-        conversations = [[Conversation(text, "") for text in group] if kind == TEXT else group for group in groups]
+        conversations = [[Conversation(text, "") for text in group] if kind in (TEXT, PLAIN) else group for group in groups]
         tokenized: list[Any] = []
         try:  # one tokenizer call for the round; per request only to find whose rows fail (or to count truncation)
             ids, truncated = scorer.tokenize([c for group in conversations for c in group])
@@ -108,11 +128,14 @@ class ServedModel:
         return out
 
     def _score(self, kind: str, items: list) -> Scores:
-        if kind == TEXT:
-            scores = self.text_scorer.score([Conversation(text, "") for text in items])
+        if kind in (TEXT, PLAIN):
+            scores = self._scorer(kind).score([Conversation(text, "") for text in items])
         else:
             scores = self.chat_scorer.score(items)
         return self._combined(scores)
+
+    def _scorer(self, kind: str) -> Any:
+        return {TEXT: self.text_scorer, PLAIN: self.plain_scorer}.get(kind, self.chat_scorer)
 
     def _combined(self, scores: Scores) -> Scores:
         values = None
