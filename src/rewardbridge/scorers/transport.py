@@ -39,9 +39,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigError, RemoteError
+from .api_key import ApiKey
+from .endpoints import display_url, split_urls  # noqa: F401: split_urls is imported from here too
 from .event_loop import EventLoopThread, current_pid, env_proxy, watch_session
 
 # Default key variables per protocol (None: send no key unless api_key_env names one).
@@ -110,34 +111,6 @@ def _is_tls_error(error: BaseException) -> bool:
     return "[SSL" in str(error)
 
 
-def split_urls(source: str | Sequence[str]) -> list[str]:
-    """One URL, several comma-separated, or a list -> a list of base URLs.
-
-    >>> split_urls("http://a:8000/, http://b:8000")
-    ['http://a:8000', 'http://b:8000']
-    """
-    items = source.split(",") if isinstance(source, str) else list(source)
-    urls = [u.strip().rstrip("/") for u in items if u and u.strip()]
-    if not urls:
-        raise ConfigError(f"no endpoint URL in {source!r}; pass 'http://host:port' or several, comma-separated")
-    for url in urls:
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"endpoint {display_url(url)!r} is not an http(s)://host[:port] URL")
-    return urls
-
-
-def display_url(url: str) -> str:
-    """The URL without any ``user:password@`` part, for messages.
-
-    >>> display_url("https://me:secret@host:8000/v1")
-    'https://host:8000/v1'
-    """
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
-
-
 def retry_after_seconds(value: str | None) -> float | None:
     """``Retry-After`` as seconds: a number, or an HTTP date (RFC 9110 §10.2.3)."""
     if not value:
@@ -199,8 +172,7 @@ class Transport:
         self.max_concurrency = int(options.max_concurrency)
         self.retry_wait = float(options.retry_wait)
         self.api_key_env = options.api_key_env or DEFAULT_KEY_ENV.get(protocol)
-        self._key_env_explicit = options.api_key_env is not None
-        self._checked_key = None  # hash of the variable's value last checked (the key itself is never stored)
+        self.key = ApiKey(self.api_key_env, explicit=options.api_key_env is not None)
         self._next_endpoint = itertools.count()
         self._down_until: dict[str, float] = {}  # endpoint -> when to try it first again
         self._hangs: dict[str, int] = {}  # endpoint -> timeouts in a row (its cool-down doubles with each)
@@ -298,7 +270,7 @@ class Transport:
 
     async def _send(self, url: str, request: Request) -> Response:
         tls_error, transport_errors = self._errors
-        key = self._api_key()
+        key = self.key.read()
         headers = {**request.headers, "Authorization": f"Bearer {key}"} if key else request.headers
         # aiohttp's fast paths: json= serializes and sets Content-Type; no headers skips merging them.
         body = {"json": request.json} if request.json is not None else {"data": request.content or b""}
@@ -359,31 +331,6 @@ class Transport:
             wait = min(error.retry_after, MAX_RETRY_AFTER_S)
         return wait
 
-    def _api_key(self) -> str | None:
-        if not self.api_key_env:
-            return None
-        key = os.environ.get(self.api_key_env)
-        if not key and self._key_env_explicit:
-            raise ConfigError(f"api_key_env={self.api_key_env!r}, but that environment variable is not set; set it to the key")
-        if key:
-            key = key.strip() if hash(key) == self._checked_key else self._check_key(key)
-        return key or None
-
-    def _check_key(self, raw: str) -> str:
-        """A key as a header can carry it: surrounding whitespace (a Kubernetes secret's trailing
-        newline) is stripped and said once; a control character or non-Latin-1 text inside is refused,
-        naming the variable (aiohttp would fail with 'Forbidden control character', no name)."""
-        key = raw.strip()
-        if key != raw:
-            logger.warning("the environment variable %s holds whitespace around the key (a trailing newline?); "
-                           "sending it stripped", self.api_key_env)
-        bad = next((c for c in key if ord(c) < 32 or ord(c) == 127 or ord(c) > 255), None)
-        if bad is not None:
-            raise ConfigError(f"the environment variable {self.api_key_env} holds the character {bad!r} inside the key, "
-                              "which an HTTP header cannot carry; set it to the key alone")
-        self._checked_key = hash(raw)
-        return key
-
     def _remote_error(self, error: Exception, url: str, path: str, indices: list[int] | str, attempts: int, spent: float,
                       wait: float = 0.0) -> Exception:
         if isinstance(error, ConfigError):
@@ -426,10 +373,7 @@ class Transport:
         return remote
 
     def _scrub(self, text: str) -> str:
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key and key.strip():
-            text = text.replace(key, "***").replace(key.strip(), "***")
-        return text
+        return self.key.scrub(text)
 
 
 def _snippet(response: Response, limit: int = 200) -> str:
