@@ -159,5 +159,5 @@ def test_a_conversation_the_chat_template_refuses_is_input_error_naming_it(class
     good = [{"role": "user", "content": "hi"}]
     bad = [{"role": "user", "content": "a"}, {"role": "tool", "content": "t"}]
     answer = [{"role": "assistant", "content": "ok"}]
-    with pytest.raises(InputError, match=r"sample 1 cannot be rendered.*no tool turns"):
+    with pytest.raises(InputError, match=r"sample 1: the reward model.s chat template refuses this conversation.*no tool turns"):
         reward(prompts=[good, bad], completions=[answer, answer])

@@ -627,3 +627,15 @@ def test_an_endpoint_that_keeps_hanging_stays_out_longer_each_time(serve):
     assert cooldowns[1] == pytest.approx(10.0, abs=0.3) and cooldowns[2] == pytest.approx(20.0, abs=0.3)
     assert transport._hangs[hung.url] == 0  # the fourth try was answered: the next hang starts again at 5 s
     transport.close()
+
+
+def test_a_conversation_the_local_template_refuses_is_input_error_before_sending(serve, classifier_dir):
+    # Issue 18 review: a template's raise_exception reached the caller as jinja2's TemplateError.
+    from rewardbridge.errors import InputError
+
+    server = serve(vllm_answer)
+    refusing = "{% for m in messages %}{% if m['role'] == 'tool' %}{{ raise_exception('no tool turns') }}{% endif %}{{ m['content'] }}{% endfor %}"
+    reward = load_reward(server.url, protocol="vllm", tokenizer=classifier_dir, chat_template=refusing, **FAST)
+    with pytest.raises(InputError, match="chat template refuses this conversation.*no tool turns"):
+        reward(prompts=[[{"role": "tool", "content": "t"}]], completions=[[{"role": "assistant", "content": "ok"}]])
+    assert server.requests == []  # the caller's data: nothing was sent

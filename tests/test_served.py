@@ -34,7 +34,7 @@ def test_each_request_of_a_round_gets_its_own_scores_or_its_own_error(classifier
     served.chat_scorer.readout = nan_for_long_rows
     groups = [[chat("Hi?", "Hello.")], [chat("a", "t", role="tool")], [chat("Q?", "word " * 60)], [chat("2+2?", "4."), chat("Sky?", "Blue.")]]
     outcomes = served.score_requests("chat", groups)
-    assert isinstance(outcomes[1], InputError) and "sample 0 cannot be rendered" in str(outcomes[1])  # the template refused it
+    assert isinstance(outcomes[1], InputError) and "sample 0: the reward model's chat template refuses" in str(outcomes[1])  # the template refused it
     assert isinstance(outcomes[2], ScoreError) and "sample 0" in str(outcomes[2])  # its NaN, not its batch-mates'
     reference = load_reward(classifier_dir, chat_template=REFUSING)
     expected = reference(prompts=[[{"role": "user", "content": p}] for p in ("Hi?", "2+2?", "Sky?")],
