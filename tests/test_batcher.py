@@ -116,3 +116,21 @@ def test_rounds_never_mix_kinds(kinds):
     results = asyncio.run(main())
     assert [r.values.tolist() for r in results] == [[0], [1], [2]]
     assert sorted(score.rounds) == [("chat", [0, 2]), ("text", [1])]
+
+
+def test_a_round_checked_per_request_fails_the_bad_request_without_rescoring():
+    # Issue 18 review: one bad request made its batch-mates be scored again and again (halves);
+    # with score_requests each request gets its own outcome from the one round.
+    rounds = []
+
+    def score_requests(kind, groups):
+        rounds.append([list(g) for g in groups])
+        return [ValueError(f"bad row in {g}") if any(isinstance(x, str) for x in g)
+                else Scores(values=torch.tensor(g, dtype=torch.float32)) for g in groups]
+
+    requests = [[0], [1], ["bad"], [3], [4, 5]]
+    batcher = Batcher(Recorder(), max_batch_size=64, max_wait_s=0.05, score_requests=score_requests)
+    results = run(batcher, requests)
+    assert isinstance(results[2], ValueError)
+    assert [results[i].values.tolist() for i in (0, 1, 3, 4)] == [[0], [1], [3], [4, 5]]
+    assert rounds == [[[0], [1], ["bad"], [3], [4, 5]]]  # one round, nobody scored twice

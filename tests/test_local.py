@@ -6,6 +6,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from rewardbridge import load_reward
 from rewardbridge.conversation import Conversation, conversations_from_trl
+from rewardbridge.errors import InputError
 from rewardbridge.scorers.tokens import encode, plan_micro_batches
 
 
@@ -148,3 +149,15 @@ def test_micro_batch_plan_is_optimal_against_brute_force():
             if all(len(b) == 1 or len(b) * lengths[b[0]] <= budget for b in batches):
                 best = min(best, cost(batches, lengths, overhead))
         assert cost(plan, lengths, overhead) == best
+
+
+def test_a_conversation_the_chat_template_refuses_is_input_error_naming_it(classifier_dir):
+    # Issue 18 review: a template's raise_exception (a TemplateError) was a 500 the clients retried.
+    refusing = ("{% for m in messages %}{% if m['role'] == 'tool' %}{{ raise_exception('no tool turns') }}{% endif %}"
+                "<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}")
+    reward = load_reward(classifier_dir, chat_template=refusing)
+    good = [{"role": "user", "content": "hi"}]
+    bad = [{"role": "user", "content": "a"}, {"role": "tool", "content": "t"}]
+    answer = [{"role": "assistant", "content": "ok"}]
+    with pytest.raises(InputError, match=r"sample 1: the reward model.s chat template refuses this conversation.*no tool turns"):
+        reward(prompts=[good, bad], completions=[answer, answer])

@@ -397,7 +397,8 @@ def test_a_non_finite_score_from_an_endpoint_is_a_failure(serve, protocol, body,
     logged = {}
     with caplog.at_level("WARNING"):
         assert skip(prompts=PROMPTS[:2], completions=COMPLETIONS[:2], log_metric=logged.__setitem__) == [None, None]
-    assert logged[f"{skip.__name__}/failed_frac"] == 1.0 and "not a finite" in caplog.text  # counted and warned
+    # Counted and warned (skip splits the request until each row stands alone; this fixed answer then reads wrong).
+    assert logged[f"{skip.__name__}/failed_frac"] == 1.0 and "scored as failed" in caplog.text
 
 
 def test_a_nim_scores_inf_for_one_sample_only_that_sample_fails(serve):
@@ -523,3 +524,132 @@ def test_the_retry_budget_outlasts_a_restart_and_bounds_a_dead_endpoint(serve):
     with pytest.raises(RemoteError, match=r"retry_budget=0.5 s.*raise retry_budget"):
         load_reward(dead, protocol="rewardbridge", retry_wait=0.1, retry_budget=0.5)(prompts=["q"], completions=["a"])
     assert time.monotonic() - began < 1.5
+
+
+def pooled_answer(delay_apart=0.0):
+    """native_answer, but 'boom' makes a 500 (a server bug one row triggers) and a request of one
+    conversation takes ``delay_apart`` seconds (to see whether requests sent apart overlap)."""
+
+    def answer(path, body, headers):
+        rows = json.loads(body)["conversations"]
+        if any(r["completion"] == "boom" for r in rows):
+            return 500, {"Content-Type": "application/json"}, b'{"error": {"message": "scoring failed"}}'
+        if len(rows) == 1 and delay_apart:
+            time.sleep(delay_apart)
+        return native_answer(path, body, headers)
+
+    return answer
+
+
+def pooled_calls(server, completions, **options):
+    """Six one-sample calls pooled into one request behind a first one still in flight."""
+    server.script.append(Fault(sleep=0.5))
+    reward = load_reward(server.url, protocol="rewardbridge", request_batch_size=8, **{**FAST, **options})
+    reward.scorer.coalescer.wait_s = 0.2
+    blocker = threading.Thread(target=lambda: reward(prompts=["q"], completions=["in flight"]))
+    blocker.start()
+    time.sleep(0.1)
+    began = time.monotonic()
+    results = call_from_threads(reward, completions)
+    blocker.join()
+    return results, time.monotonic() - began
+
+
+@pytest.mark.parametrize("bad, status", [("bad", "HTTP 422"), ("boom", "HTTP 500")])
+def test_a_pooled_request_that_fails_finally_is_resent_apart_concurrently(serve, bad, status):
+    # Issue 18 review: after a final 5xx the pool failed every call in it (only a 4xx was sent
+    # apart), and the calls sent apart went one after another (0.3 s -> 1.12 s for a step).
+    server = serve(pooled_answer(delay_apart=0.3))
+    completions = ["ok", "okk", bad, "okkk", "o", "okkkk"]
+    results, seconds = pooled_calls(server, completions)
+    assert isinstance(results[2], RemoteError) and status in str(results[2])
+    assert [r for i, r in enumerate(results) if i != 2] == [[pytest.approx(len(c) / 10)] for i, c in enumerate(completions) if i != 2]
+    assert seconds < 0.5 + 5 * 0.3  # the five good calls sent apart overlap (in series: >= 1.5 s after the blocker)
+
+
+@pytest.mark.parametrize("bad", ["bad", "boom"])
+@pytest.mark.parametrize("batch_size", [1, 8], ids=["unpooled", "pooled"])
+def test_skip_fails_only_the_bad_rows_of_a_request(serve, bad, batch_size):
+    # Issue 18 review: with on_error='skip' one bad row (a 4xx, or a 500 after its retries) made every
+    # row of its request None; the request is split in halves until the bad row stands alone.
+    server = serve(pooled_answer())
+    reward = load_reward(server.url, protocol="rewardbridge", request_batch_size=8, on_error="skip", **FAST)
+    if batch_size == 1:
+        reward.scorer.coalescer = None  # the plain path: one call's chunks
+    completions = ["a", "bb", "ccc", "dddd", bad, "ffffff", "g", "hh"]
+    out = reward(prompts=["q"] * 8, completions=completions)
+    assert out[4] is None  # only the bad row: 8 -> 4 -> 2 -> 1
+    assert out[:4] + out[5:] == [pytest.approx(len(c) / 10) for i, c in enumerate(completions) if i != 4]
+
+
+def test_a_key_with_a_trailing_newline_is_stripped_and_a_control_character_named(serve, monkeypatch, caplog):
+    # Issue 18 review: a Kubernetes secret's trailing newline gave "could not be reached (Forbidden
+    # control character...)", naming no variable. Whitespace around a key is stripped (and said once).
+    server = serve(nim_answer(scalar=True), api_key="sk-k8s-key")
+    monkeypatch.setenv("NVIDIA_API_KEY", "sk-k8s-key\n")
+    reward = load_reward(server.url, protocol="nim", **FAST)
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            assert reward(prompts=["p"], completions=["ab"]) == pytest.approx([0.2], abs=1e-4)
+    assert server.requests[-1][1]["authorization"] == "Bearer sk-k8s-key"
+    assert caplog.text.count("NVIDIA_API_KEY holds whitespace around the key") == 1
+    monkeypatch.setenv("NVIDIA_API_KEY", "sk-k8s\x07key")
+    with pytest.raises(ConfigError, match=r"NVIDIA_API_KEY holds the character '\\x07' inside the key"):
+        reward(prompts=["p"], completions=["ab"])
+
+
+def test_a_retry_after_shorter_than_the_backoff_wins(serve):
+    # Issue 18 review: after an 11.3 s outage the call took 23.7 s, the backoff (12.5 s) beating
+    # the restarted server's "Retry-After: 1". Here the backoff would be 2, 4, 8 s; the server says 0.1 s.
+    server = serve(nim_answer(scalar=True))
+    server.script += [Fault(status=503, headers={"Retry-After": "0.1"})] * 3
+    reward = load_reward(server.url, protocol="nim", timeout=2.0, retry_wait=4.0, retry_budget=60)
+    began = time.monotonic()
+    assert reward(prompts=["p"], completions=["abc"]) == pytest.approx([0.3], abs=1e-4)
+    assert time.monotonic() - began < 1.5  # 3 x 0.1 s, not 2 + 4 + 8 s
+
+
+def test_a_retry_after_beyond_the_budget_says_what_the_server_asked(serve):
+    # Issue 18 review: Retry-After: 1000 with retry_budget=20 gave up at once saying only "gave up at retry_budget=20 s".
+    server = serve(nim_answer(scalar=True))
+    server.script.append(Fault(status=503, headers={"Retry-After": "1000"}))
+    began = time.monotonic()
+    with pytest.raises(RemoteError, match=r"the server asked to wait 1000 s \(Retry-After\).*beyond .*retry_budget=20 s"):
+        load_reward(server.url, protocol="nim", timeout=2.0, retry_budget=20)(prompts=["p"], completions=["abc"])
+    assert time.monotonic() - began < 1.0  # it does not sleep a wait it cannot finish
+
+
+def test_an_endpoint_that_keeps_hanging_stays_out_longer_each_time(serve):
+    # Issue 18 review: a hung endpoint cost a full timeout every cool-down (t = 0, 9.2, 18.3 s with
+    # timeout=3). Its cool-down doubles each time it hangs again, and resets once it answers.
+    from rewardbridge.options import RewardOptions
+    from rewardbridge.scorers.transport import Request, Transport
+
+    hung = serve(nim_answer(scalar=True))
+    hung.script += [Fault(sleep=0.5)] * 3  # slower than timeout=0.2, three times; then it answers
+    transport = Transport([hung.url], "nim", RewardOptions(protocol="nim", timeout=0.2, max_retries=0))
+    request = Request("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "p"},
+                                                                              {"role": "assistant", "content": "abc"}]})
+    cooldowns = []
+    for _ in range(4):
+        try:
+            transport.run(transport.exchange(request, lambda response: response.json(), [0]))
+        except RemoteError:
+            pass
+        cooldowns.append(transport._down_until.get(hung.url, 0.0) - time.monotonic())
+    assert cooldowns[0] == pytest.approx(5.0, abs=0.3)  # max(5 s, 2 x timeout)
+    assert cooldowns[1] == pytest.approx(10.0, abs=0.3) and cooldowns[2] == pytest.approx(20.0, abs=0.3)
+    assert transport._hangs[hung.url] == 0  # the fourth try was answered: the next hang starts again at 5 s
+    transport.close()
+
+
+def test_a_conversation_the_local_template_refuses_is_input_error_before_sending(serve, classifier_dir):
+    # Issue 18 review: a template's raise_exception reached the caller as jinja2's TemplateError.
+    from rewardbridge.errors import InputError
+
+    server = serve(vllm_answer)
+    refusing = "{% for m in messages %}{% if m['role'] == 'tool' %}{{ raise_exception('no tool turns') }}{% endif %}{{ m['content'] }}{% endfor %}"
+    reward = load_reward(server.url, protocol="vllm", tokenizer=classifier_dir, chat_template=refusing, **FAST)
+    with pytest.raises(InputError, match="chat template refuses this conversation.*no tool turns"):
+        reward(prompts=[[{"role": "tool", "content": "t"}]], completions=[[{"role": "assistant", "content": "ok"}]])
+    assert server.requests == []  # the caller's data: nothing was sent

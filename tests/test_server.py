@@ -148,6 +148,11 @@ def test_text_routes_score_rendered_text_as_given(classifier_server, classifier_
         chat = client.post("/classify", json={"messages": [{"role": "user", "content": PROMPTS[2]},
                                                           {"role": "assistant", "content": COMPLETIONS[2]}]}).json()
         assert chat["data"][0]["probs"] == pytest.approx([expected[2]], abs=1e-5)
+        # /classify plain text is read with the tokenizer's special tokens, as in-process render='text'
+        # (test_served.py checks a tokenizer that adds a BOS).
+        plain = client.post("/classify", json={"input": ["Hello there"]}).json()
+        in_process = load_reward(classifier_dir, render="text")(prompts=["Hello"], completions=[" there"])
+        assert plain["data"][0]["probs"] == pytest.approx(in_process, abs=1e-5)
 
 
 def test_dynamic_batching_gives_each_request_its_own_rows(classifier_server, local, keyed):
@@ -180,7 +185,7 @@ def test_dynamic_batching_gives_each_request_its_own_rows(classifier_server, loc
     "path, body, headers, status, message",
     [
         ("/v1/score", b'{"conversations": [', {}, 422, "not valid JSON"),
-        ("/v1/chat/completions", b'{"model": "x"}', {}, 422, "'messages'"),
+        ("/v1/chat/completions", b'{"model": "reward_model"}', {}, 422, "'messages'"),
         ("/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode(), {}, 422, "messages[-1].role"),
         ("/v1/score", json.dumps({"conversations": [{"prompt": "a"}]}).encode(), {}, 422, "conversations[0].completion"),
         ("/get_reward", b'{"query": "not a list"}', {}, 422, "'query'"),
@@ -202,6 +207,10 @@ def test_dynamic_batching_gives_each_request_its_own_rows(classifier_server, loc
         ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\\ud800"}, {"role": "assistant", "content": "a"}]}',
          {}, 422, "'messages[0].content' holds a lone UTF-16 surrogate"),
         ("/get_reward", b'{"query": ["ok", "\\udfff"]}', {}, 422, "'query[1]'"),
+        # Issue 18 review: raw surrogate bytes and a UTF-16 body are not UTF-8 (json.loads would guess and let them in).
+        ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\xed\xa0\x80"}, {"role": "assistant", "content": "a"}]}',
+         {}, 422, "not UTF-8"),
+        ("/v1/score", json.dumps({"conversations": [{"prompt": "a", "completion": "b"}]}).encode("utf-16"), {}, 422, "not UTF-8"),
         ("/v2/models/reward_model/infer", json.dumps({**TRITON_OK, "parameters": 5}).encode(), {}, 422, "'parameters' must be an object"),
         ("/v2/models/reward_model/infer", json.dumps({**TRITON_OK, "parameters": {"binary_data_output": "yes"}}).encode(), {}, 422,
          "binary_data_output"),
@@ -219,14 +228,25 @@ def test_dynamic_batching_gives_each_request_its_own_rows(classifier_server, loc
          "must hold strings"),
         ("/v2/models/reward_model/infer", BINARY_HEADER + b"\x02\x00\x00\x00\xff\xfe",  # one element of 2 bytes, not UTF-8
          {"Inference-Header-Content-Length": str(len(BINARY_HEADER))}, 422, "not UTF-8"),
+        # Issue 18 review: a second sentences tensor, a streamed NIM call, another model's name.
+        ("/v2/models/reward_model/infer", json.dumps({"inputs": [TRITON_OK["inputs"][0]] * 2}).encode(), {}, 422,
+         "second 'sentences' tensor"),
+        ("/v1/chat/completions", json.dumps({"stream": True, "messages": [{"role": "user", "content": "hi"},
+                                                                          {"role": "assistant", "content": "a"}]}).encode(), {}, 422, "'stream'"),
+        ("/v1/chat/completions", json.dumps({"model": "other", "messages": [{"role": "user", "content": "hi"},
+                                                                            {"role": "assistant", "content": "a"}]}).encode(), {}, 404,
+         "this server serves 'reward_model'"),
+        ("/v1/score", json.dumps({"model": "other", "conversations": [{"prompt": "a", "completion": "b"}]}).encode(), {}, 404,
+         "unknown model 'other'"),
+        ("/classify", json.dumps({"model": "other", "input": "a"}).encode(), {}, 404, "this server serves 'reward_model'"),
         ("/v1/nothing", b"{}", {}, 404, "no route"),
         ("/v1/score", b"", {"X-Method": "GET"}, 405, "takes POST"),
     ],
     ids=["json", "field", "role", "completion", "query", "input", "tokens", "count", "chars", "body", "wrong-key", "no-key",
-         "role-chars", "native-role-chars", "deep-json", "deep-json-big", "surrogate", "surrogate-query", "triton-parameters",
+         "role-chars", "native-role-chars", "deep-json", "deep-json-big", "surrogate", "surrogate-query", "surrogate-bytes", "utf16-body", "triton-parameters",
          "triton-binary-output", "triton-outputs", "triton-output-parameters", "triton-output-name", "triton-id",
          "triton-binary-size-text", "triton-binary-size-negative", "triton-shape", "triton-nested-data", "triton-not-utf8",
-         "no-route", "wrong-method"],
+         "triton-two-sentences", "nim-stream", "nim-model", "native-model", "classify-model", "no-route", "wrong-method"],
 )
 def test_bad_requests_get_clear_errors(classifier_server, keyed, path, body, headers, status, message):
     headers = {**keyed, "Content-Type": "application/json", **headers}

@@ -26,10 +26,12 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 @pytest.fixture(scope="module")
 def strict_server(classifier_dir):
-    """truncation=error over 40 tokens; batches wait 300 ms for company; 1 s to send headers or a body."""
+    """truncation=error over 40 tokens; batches wait 300 ms for company; 1 s to send headers or a body;
+    bodies of 100 kB, 250 kB of them at once."""
     process, url = start_server(
         classifier_dir, "--option", "truncation=error", "--option", "max_length=40", "--max-wait-ms", "300",
-        "--max-batch-size", "8", "--max-body-bytes", "100000", "--read-timeout", "1", env={"REWARDBRIDGE_API_KEY": KEY},
+        "--max-batch-size", "8", "--max-body-bytes", "100000", "--read-timeout", "1",
+        "--max-body-bytes-in-flight", "250000", env={"REWARDBRIDGE_API_KEY": KEY},
     )
     yield process, url
     stop(process)
@@ -61,7 +63,8 @@ def test_one_bad_request_in_a_batch_fails_alone(strict_server, classifier_dir):
     expected = load_reward(classifier_dir)(prompts=["A question?"] * 6, completions=completions)
     got = [float(a.json()["choices"][0]["message"]["content"].split(":")[1]) for i, a in enumerate(answers) if i != 2]
     assert got == pytest.approx([e for i, e in enumerate(expected) if i != 2], abs=1e-5)  # their real scores
-    assert metric(url, "rewardbridge_batch_size_count") - rounds_before < 6 + 1  # shared, then split (not one each)
+    # Issue 18 review: checked per request, so the round is not split and scored again (it was 1 + halves).
+    assert metric(url, "rewardbridge_batch_size_count") - rounds_before == 1
 
 
 def test_a_big_request_cannot_starve_a_small_one(strict_server):
@@ -185,7 +188,9 @@ def test_slow_senders_are_cut_off(strict_server):
 
 def test_health_probes_answer_without_the_key(strict_server):
     _, url = strict_server
-    for path in ("/health", "/v2/health/live", "/v2/health/ready"):
+    # Issue 18 review: KServe's per-model readiness probe needed the key.
+    for path in ("/health", "/v2/health/live", "/v2/health/ready", "/v2/models/reward_model/ready",
+                 "/v2/models/reward_model/versions/1/ready"):
         assert httpx.get(url + path).status_code == 200, path  # liveness/readiness probes carry no key
     for path in ("/ready", "/metrics", "/v2/models/reward_model"):
         assert httpx.get(url + path).status_code == 401, path  # what says anything about the model still needs it
@@ -201,13 +206,24 @@ def test_an_empty_api_key_refuses_to_start(classifier_dir, monkeypatch, capsys, 
     assert "REWARDBRIDGE_API_KEY is set but empty" in err and "unset it" in err
 
 
+@pytest.mark.parametrize("value", ["key-91c2\n", " key-91c2", "key\x0791c2"], ids=["newline", "space", "control"])
+def test_an_api_key_no_client_could_send_refuses_to_start(classifier_dir, monkeypatch, capsys, value):
+    # Issue 18 review: the server stripped clients' tokens but not its own key, locking every client out.
+    from rewardbridge.cli import main
+
+    monkeypatch.setenv("REWARDBRIDGE_API_KEY", value)
+    assert main(["serve", classifier_dir]) == 2
+    assert "REWARDBRIDGE_API_KEY holds whitespace around the key or a control character" in capsys.readouterr().err
+
+
 def test_graceful_timeout_bounds_shutdown(classifier_dir):
     # A request waits 20 s for company (--max-wait-ms 20000); SIGTERM with --graceful-timeout 1
     # stops the server in about a second instead of 20 (the default waits 30 s).
     process, url = start_server(classifier_dir, "--max-wait-ms", "20000", "--graceful-timeout", "1")
+    answers = []
     try:
-        thread = threading.Thread(target=lambda: _quietly(lambda: httpx.post(
-            url + "/v1/score", json={"conversations": [{"prompt": "a", "completion": "b"}]}, timeout=30)))
+        thread = threading.Thread(target=lambda: answers.append(_quietly(lambda: httpx.post(
+            url + "/v1/score", json={"conversations": [{"prompt": "a", "completion": "b"}]}, timeout=30))))
         thread.start()
         time.sleep(0.5)
         began = time.monotonic()
@@ -215,12 +231,55 @@ def test_graceful_timeout_bounds_shutdown(classifier_dir):
         process.wait(timeout=15)
         assert time.monotonic() - began < 8
         thread.join()
+        # Issue 18 review: the interrupted request got uvicorn's plain-text 500 (clients retry a 503
+        # by its Retry-After) and the log an ERROR CancelledError traceback.
+        assert answers[0].status_code == 503 and answers[0].headers["retry-after"] == "1"
+        assert "--graceful-timeout" in answers[0].json()["error"]["message"]
+        log = open(process.own_log).read()
+        assert "CancelledError" not in log and "Exception in ASGI application" not in log
     finally:
         stop(process)
 
 
 def _quietly(fn):
     try:
-        fn()
-    except httpx.HTTPError:
-        pass
+        return fn()
+    except httpx.HTTPError as error:
+        return error
+
+
+def test_bodies_in_flight_share_one_budget(strict_server):
+    # Issue 18 review: 40 connections each holding 15 MB of a 16 MB body grew RSS from 385 to 979 MB.
+    # Here 3 connections hold 80 kB each (240 kB of the 250 kB budget); a 4th passing it gets 503.
+    _, url = strict_server
+    port = int(url.rsplit(":", 1)[1])
+    head = (b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: 90000\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {KEY}\r\n\r\n".encode())
+    holders = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+    try:
+        for sock in holders:
+            sock.sendall(head + b" " * 80000)  # 10 kB short of its Content-Length: the server waits for the rest
+        deadline = time.monotonic() + 0.5
+        while metric(url, "rewardbridge_body_bytes_in_flight") < 240000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert metric(url, "rewardbridge_body_bytes_in_flight") == 240000
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as fourth:
+            try:
+                fourth.sendall(head + b" " * 80000)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused while sending: the answer is already there
+            answer = b""
+            while more := fourth.recv(65536):  # the server closes the connection after its answer
+                answer += more
+        assert answer.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in answer.lower()
+        assert b"--max-body-bytes-in-flight 250000" in answer
+        # A small request still fits (the refused one gave its bytes back) and is scored.
+        small = httpx.post(url + "/v1/score", json={"conversations": [{"prompt": "a", "completion": "b"}]}, headers=AUTH)
+        assert small.status_code == 200
+    finally:
+        for sock in holders:
+            sock.close()
+    deadline = time.monotonic() + 2
+    while metric(url, "rewardbridge_body_bytes_in_flight") > 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert metric(url, "rewardbridge_body_bytes_in_flight") == 0  # the holders' bytes came back when they left

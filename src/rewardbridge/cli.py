@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--policy-tokenizer", default=None,
                        help="/get_reward: recover responses from OpenRLHF's decoded queries and render them with the reward model's template")
     serve.add_argument("--max-body-bytes", type=int, default=16 * 2**20, help="largest request body (default 16 MiB)")
+    serve.add_argument("--max-body-bytes-in-flight", type=int, default=256 * 2**20,
+                       help="request body bytes being read or held at once, over all connections; past it 503 + Retry-After "
+                            "(default 256 MiB)")
     serve.add_argument("--max-conversations", type=int, default=1024, help="conversations per request")
     serve.add_argument("--max-chars", type=int, default=200_000, help="characters per conversation")
     serve.add_argument("--model-name", default="reward_model",
@@ -214,6 +217,7 @@ def run_command(args: argparse.Namespace) -> int:
         settings = ServerSettings(
             host=args.host, port=args.port, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
             api_key_env=args.api_key_env, policy_tokenizer=args.policy_tokenizer, max_body_bytes=args.max_body_bytes,
+            max_body_bytes_in_flight=args.max_body_bytes_in_flight,
             max_conversations=args.max_conversations, max_chars=args.max_chars, model_name=args.model_name,
             max_batch_chars=args.max_batch_chars, read_timeout_s=args.read_timeout, graceful_timeout_s=args.graceful_timeout,
         )

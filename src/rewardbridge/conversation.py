@@ -255,9 +255,15 @@ class Renderer:
 
     def _apply_template(self, messages: list[Message], add_generation_prompt: bool) -> str:
         kwargs = {"chat_template": self.chat_template} if self.chat_template else {}
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs
-        )
+        try:
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs
+            )
+        except Exception as error:  # noqa: BLE001: a template refusing the data (jinja2's TemplateError) is the data's fault
+            if type(error).__module__.split(".")[0] != "jinja2":
+                raise
+            raise InputError(f"the reward model's chat template refuses this conversation ({type(error).__name__}: {error}); "
+                             "fix the conversation or pass chat_template=") from None
 
 
 def render_steerlm(conversation: Conversation, system_prompt: str = STEERLM_SYSTEM) -> str:

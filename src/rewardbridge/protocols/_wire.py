@@ -16,7 +16,17 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF][0-9a-fA-F]{2}")
 
 def load_json(body: bytes | str, what: str = "request body") -> Any:
     """Parse JSON, or raise InputError naming ``what`` (the server answers 422): invalid JSON,
-    nesting deeper than Python's parser takes, or a string holding a lone surrogate (named by its path)."""
+    nesting deeper than Python's parser takes, a body that is not UTF-8, or a string holding a lone
+    surrogate (named by its path)."""
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        # Strictly UTF-8 (RFC 8259 §8.1): json.loads(bytes) would guess UTF-16/32 and decode with
+        # surrogatepass, letting raw surrogate bytes (\xed\xa0\x80) through to the tokenizer (a 500).
+        try:
+            body = bytes(body).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise InputError(
+                f"the {what} is not UTF-8 text (byte {error.start}: {error.reason}); send JSON encoded as UTF-8"
+            ) from None
     try:
         data = json.loads(body)
     except RecursionError:
@@ -48,6 +58,17 @@ def _lone_surrogate(data: Any) -> str | None:
         elif isinstance(value, list):
             stack.extend((f"{path}[{i}]", value[i]) for i in range(len(value) - 1, -1, -1))
     return None
+
+
+def check_model(data: Any, served: str | None) -> None:
+    """A body's ``model`` field, when it has one, must name the model served (Triton's route checks
+    its path's name the same way): 404 naming the served name, never another model's scores."""
+    if served is None or not isinstance(data, dict) or data.get("model") is None:
+        return
+    from .base import HTTPError
+
+    if data["model"] != served:
+        raise HTTPError(404, f"unknown model {data['model']!r}; this server serves {served!r} (rewardbridge serve --model-name)")
 
 
 def is_number_list(column: Any, n: int) -> bool:

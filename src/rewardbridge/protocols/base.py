@@ -19,6 +19,9 @@ from ..scorers.transport import ProtocolError
 
 # What a route hands the served model: conversations its template renders, or text already rendered.
 CHAT, TEXT = "chat", "text"
+# Plain text a tokenizer reads with its special tokens (vLLM's /classify and /pooling ``input``),
+# unlike TEXT (already rendered for the model: Triton sentences, OpenRLHF queries).
+PLAIN = "plain"
 
 
 @dataclass

@@ -4,7 +4,7 @@ Request: POST /v1/score ``{"model", "conversations": [{"prompt": str | [messages
 "completion": str | [messages]}, ...]}``. Answer: ``{"rewards": [float | null, ...],
 "attributes": {name: [float, ...]}}`` (``rewards`` null for a multi-attribute model without
 weights). The server renders with the reward model's own template, so a conversation scores
-exactly as it would in-process.
+as it would in-process (to float rounding: a batch's padding can move the last bits, 6e-8 measured).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ..conversation import Conversation
 from ..scorers.base import Scores
 from ..scorers.transport import ProtocolError, Request
 from ..messages import field_namer
-from ._wire import field, is_number_list, load_json
+from ._wire import check_model, field, is_number_list, load_json
 from .base import CHAT, Call, Codec, Route, Rows, check_attribute_names
 
 PATH = "/v1/score"
@@ -57,8 +57,9 @@ def _plain(part: Any) -> Any:
     return part if isinstance(part, str) else [dict(m) for m in part]
 
 
-def parse_request(body: bytes) -> list[Conversation]:
+def parse_request(body: bytes, served: str | None = None) -> list[Conversation]:
     data = load_json(body)
+    check_model(data, served)
     items = field(data, "conversations", list)
     conversations = []
     for i, item in enumerate(items):
@@ -79,7 +80,7 @@ def format_response(scores: Scores) -> dict:
 
 
 async def serve_score(call: Call) -> dict:
-    conversations = parse_request(call.body)
+    conversations = parse_request(call.body, call.server.settings.model_name)
     return format_response(await call.server.score(CHAT, conversations))
 
 

@@ -15,9 +15,10 @@ import uuid
 from typing import Any
 
 from ..conversation import Conversation
+from ..errors import InputError
 from ..scorers.base import Scores
 from ..scorers.transport import ProtocolError, Request
-from ._wire import chat_conversation, field, load_json
+from ._wire import chat_conversation, check_model, field, load_json
 from .base import CHAT, Call, Codec, Route, Rows, check_attribute_names
 
 PATH = "/v1/chat/completions"
@@ -92,9 +93,13 @@ class NimClient(Codec):
 # -- server ----------------------------------------------------------------------------------
 
 
-def parse_request(body: bytes) -> Conversation:
+def parse_request(body: bytes, served: str | None = None) -> Conversation:
     """A chat completions body -> the conversation whose last (assistant) turn is scored."""
-    return chat_conversation(field(load_json(body), "messages", list))
+    data = load_json(body)
+    check_model(data, served)
+    if isinstance(data, dict) and data.get("stream") not in (None, False):
+        raise InputError("field 'stream' must be false or absent: a reward is one answer, not a stream")
+    return chat_conversation(field(data, "messages", list))
 
 
 def format_response(scores: Scores, row: int, model: str) -> dict:
@@ -120,7 +125,7 @@ def format_response(scores: Scores, row: int, model: str) -> dict:
 
 
 async def serve_chat_completions(call: Call) -> dict:
-    conversation = parse_request(call.body)
+    conversation = parse_request(call.body, call.server.settings.model_name)
     scores = await call.server.score(CHAT, [conversation])
     return format_response(scores, 0, call.server.settings.model_name)
 

@@ -126,6 +126,8 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[list[str], di
             if tensor.get("name") in ("tokens", "sequence_lengths"):
                 raise InputError(f"field 'inputs[{i}].name' = {tensor.get('name')!r}: this server reads '{INPUT}' (text), not token ids")
             continue
+        if sentences is not None:
+            raise InputError(f"field 'inputs[{i}]' is a second '{INPUT}' tensor; send one (which to score would be a guess)")
         if tensor.get("datatype") != "BYTES":
             raise InputError(f"field 'inputs[{i}].datatype' must be 'BYTES' for '{INPUT}'")
         shape = tensor.get("shape")

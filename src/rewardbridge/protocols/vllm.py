@@ -17,8 +17,8 @@ from typing import Any
 from ..conversation import Conversation
 from ..scorers.base import Scores
 from ..scorers.transport import ProtocolError, Request
-from ._wire import chat_conversation, field, load_json, text_list
-from .base import CHAT, TEXT, Call, Codec, Route, Rows, batched, check_attribute_names
+from ._wire import chat_conversation, check_model, field, load_json, text_list
+from .base import CHAT, PLAIN, Call, Codec, Route, Rows, batched, check_attribute_names
 
 CLASSIFY, POOLING = "/classify", "/pooling"
 
@@ -70,9 +70,10 @@ class VllmClient(Codec):
 # -- server ----------------------------------------------------------------------------------
 
 
-def parse_request(body: bytes) -> tuple[str, list]:
+def parse_request(body: bytes, served: str | None = None) -> tuple[str, list]:
     """-> ("text", [rendered strings]) or ("chat", [one Conversation])."""
     data = load_json(body)
+    check_model(data, served)
     if isinstance(data, dict) and data.get("messages") is not None:
         return "chat", [chat_conversation(field(data, "messages", list))]
     return "text", text_list(field(data, "input", (str, list)), "input")
@@ -110,8 +111,8 @@ def format_pooling(scores: Scores, model: str) -> dict:
 
 
 async def _serve_classify_like(call: Call, fmt) -> dict:
-    kind, items = parse_request(call.body)
-    scores = await call.server.score(CHAT if kind == "chat" else TEXT, items)
+    kind, items = parse_request(call.body, call.server.settings.model_name)
+    scores = await call.server.score(CHAT if kind == "chat" else PLAIN, items)  # text: with special tokens, as vLLM
     return fmt(scores, call.server.settings.model_name)
 
 

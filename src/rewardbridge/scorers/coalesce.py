@@ -13,9 +13,12 @@ conversations of calls that overlap in time share a pool, sent as the codec's ch
 - otherwise when a pooled request comes back, or ``COALESCE_WAIT_S`` after its first
   conversation arrived, whichever is first (Nagle's rule, with a bound on the wait).
 
-Each call gets back exactly its own rows. A shared request that the endpoint refuses (a 4xx)
-or answers unreadably is sent again as one request per call, so only the call whose rows
-caused it sees the error; one that fails because the endpoint is down fails every call in it.
+Each call gets back exactly its own rows. A shared request that the endpoint refuses (a 4xx),
+answers unreadably, or still answers HTTP 500 after its retries is sent again as one request
+per call, concurrently, so only the call whose rows caused it sees the error; one that fails
+because the endpoint is down or overloaded (connection errors, timeouts, 502/503/504, 429)
+fails every call in it. With ``on_error="skip"`` a call's own request that fails that way is
+split in halves (``bisect``) until the failing rows stand alone, so only they come back None.
 """
 
 from __future__ import annotations
@@ -56,8 +59,10 @@ class Coalescer:
     Runs on the transport's loop only.
     """
 
-    def __init__(self, codec: Any, transport: Any, batch_size: int, wait_s: float = COALESCE_WAIT_S, parse: Any = None):
+    def __init__(self, codec: Any, transport: Any, batch_size: int, wait_s: float = COALESCE_WAIT_S, parse: Any = None,
+                 bisect: bool = False):
         self.codec, self.transport, self.batch_size, self.wait_s = codec, transport, batch_size, wait_s
+        self.bisect = bisect  # on_error='skip': split a failing call's rows until the bad ones stand alone
         # parse(response, n, indices) -> Rows: the scorer's (the codec's, checked); indices name the rows in errors.
         self.parse = parse or (lambda response, n, indices: codec.parse(response, n))
         self._reset()
@@ -104,15 +109,14 @@ class Coalescer:
 
     async def _send(self, members: list[tuple[_Call, int]]) -> None:
         try:
-            try:
-                request = self.codec.request([call.conversations[i] for call, i in members])
-            except Exception:  # noqa: BLE001: a rendering error belongs to the call whose row caused it
-                await self._send_apart(members)
+            result = await self._exchange(members)
+            calls = list(dict.fromkeys(call for call, _ in members))
+            if splits(result) and len(calls) > 1:
+                # The failure may come from one call's rows: only that call may see it.
+                await asyncio.gather(*(self._send_own([m for m in members if m[0] is call]) for call in calls))
                 return
-            result = await self._exchange(request, members)
-            if _is_own_failure(result) and len({call for call, _ in members}) > 1:
-                # A 4xx or an unreadable answer may come from one call's rows: only that call may see it.
-                await self._send_apart(members)
+            if splits(result) and self.bisect and len(members) > 1:
+                await self._send_own(members, result)
                 return
             self._deliver(members, result)
         finally:
@@ -120,24 +124,25 @@ class Coalescer:
             if self._pool and self._in_flight == 0:
                 self._flush()  # the answer came back: what gathered meanwhile goes now
 
-    async def _send_apart(self, members: list[tuple[_Call, int]]) -> None:
-        """A merged request that could not be built: each call's rows in a request of their own."""
-        for call in dict.fromkeys(call for call, _ in members):
-            own = [(c, i) for c, i in members if c is call]
-            try:
-                request = self.codec.request([call.conversations[i] for _, i in own])
-            except Exception as error:  # noqa: BLE001: handed to the caller, raised there
-                self._deliver(own, error)
-                continue
-            self._deliver(own, await self._exchange(request, own))
+    async def _send_own(self, members: list[tuple[_Call, int]], result: Any = None) -> None:
+        """One call's rows in a request of their own; under on_error='skip', split until a failure
+        that may be one row's stands alone (``result``: the answer already had for all of them)."""
+        if not self.bisect:
+            self._deliver(members, result if result is not None else await self._exchange(members))
+            return
+        for part, answer in await bisect(self._exchange, members, result):
+            self._deliver(part, answer)
 
-    async def _exchange(self, request: Any, members: list[tuple[_Call, int]]) -> Any:
+    async def _exchange(self, members: list[tuple[_Call, int]]) -> Any:
+        """The rows' request sent and parsed: its Rows, or the exception (a rendering error too:
+        it belongs to the call whose row caused it)."""
         calls = dict.fromkeys(call for call, _ in members)
         if len(calls) == 1:
             samples = describe_samples([i for _, i in members])
         else:
             samples = f"{len(members)} samples of {len(calls)} concurrent calls"
         try:
+            request = self.codec.request([call.conversations[i] for call, i in members])
             indices = [i for _, i in members]
             return await self.transport.exchange(request, lambda response: self.parse(response, len(members), indices), samples)
         except Exception as error:  # noqa: BLE001: every call with rows in this request gets it
@@ -154,9 +159,32 @@ class Coalescer:
             call.deliver(indices, result if isinstance(result, BaseException) else _rows_at(result, positions))
 
 
-def _is_own_failure(result: Any) -> bool:
-    """A failure the request itself caused (not the endpoint being down or overloaded)."""
-    return isinstance(result, BaseException) and not getattr(result, "retryable", True)
+def splits(result: Any) -> bool:
+    """A failure that the request's own rows may have caused: a 4xx, an unreadable answer, a
+    rendering error, or an HTTP 500 after every retry (not an endpoint that is down or overloaded:
+    splitting would only pay its retry budget again per part)."""
+    if not isinstance(result, BaseException):
+        return False
+    return not getattr(result, "retryable", True) or getattr(result, "status", None) == 500
+
+
+async def bisect(send: Any, rows: list, result: Any = None) -> list[tuple[list, Any]]:
+    """``send(rows) -> result or exception``, split in halves (sent concurrently) while a part fails
+    in a way one row may cause, until the failing rows stand alone; -> [(rows, result)] covering
+    ``rows`` in order. ``result``: the answer already had for all of ``rows``.
+
+    >>> class Refused(Exception): retryable = False  # a 4xx
+    >>> async def send(rows): return Refused("bad") if 3 in rows else "ok"
+    >>> [(rows, str(r)) for rows, r in asyncio.run(bisect(send, [0, 1, 2, 3]))]
+    [([0, 1], 'ok'), ([2], 'ok'), ([3], 'bad')]
+    """
+    if result is None:
+        result = await send(rows)
+    if len(rows) == 1 or not splits(result):
+        return [(rows, result)]
+    half = len(rows) // 2
+    first, second = await asyncio.gather(bisect(send, rows[:half]), bisect(send, rows[half:]))
+    return first + second
 
 
 def _rows_at(rows: Any, positions: list[int]) -> Any:

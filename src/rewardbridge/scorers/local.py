@@ -83,11 +83,15 @@ class LocalScorer:
                 self.tokenizer, max_length=self.max_length, truncation=self.truncation, with_segments=segments,
             )
             return ids, truncated, (rest[0] if rest else None)
-        texts = [self.renderer.render(c) for c in conversations]
+        texts = [render_sample(self.renderer, c, i) for i, c in enumerate(conversations)]
         add_special = [self.renderer.add_special_tokens(c) for c in conversations]
-        ids, truncated = encode(
-            texts, self.tokenizer, add_special_tokens=add_special, max_length=self.max_length, truncation=self.truncation
-        )
+        try:
+            ids, truncated = encode(
+                texts, self.tokenizer, add_special_tokens=add_special, max_length=self.max_length, truncation=self.truncation
+            )
+        except DATA_ERRORS as error:  # text the tokenizer cannot take is the sample's, not the model's (never a 500)
+            raise InputError(f"the reward tokenizer cannot encode {_failing_text(self.tokenizer, texts)}: "
+                             f"{type(error).__name__}: {error}") from None
         empty = [i for i, row in enumerate(ids) if not row]
         if empty:  # alone it cannot run; in a batch it would read a pad position and score 0.0
             raise InputError(f"sample {empty[0]} renders to no tokens ({texts[empty[0]]!r}): there is nothing to score")
@@ -95,6 +99,13 @@ class LocalScorer:
 
     def score(self, conversations: Sequence[Conversation]) -> Scores:
         ids, num_truncated, segments = self._encode(conversations)
+        return self.score_ids(ids, num_truncated, segments=segments)
+
+    def score_ids(self, ids: list[list[int]], num_truncated: int = 0, check: bool = True,
+                  segments: list[list[int]] | None = None) -> Scores:
+        """Scores of token id lists (``tokenize``'s), shape (len(ids),) per column; ``segments``: a pair
+        model's segment ids (``_encode``'s); ``check=False`` returns NaN or infinite scores as they are
+        (the server checks them per request)."""
         batches: list[list[int] | None] = plan_micro_batches([len(s) for s in ids], self.max_tokens_per_batch)
         if self.lockstep:
             batches += [None] * (self._most_batches_on_any_rank(len(batches)) - len(batches))
@@ -120,7 +131,8 @@ class LocalScorer:
                     attributes.setdefault(name, torch.empty(len(ids)))[index] = column.float().cpu()
         if values is None and not attributes:
             values = torch.empty(0)
-        check_finite(values, attributes)
+        if check:
+            check_finite(values, attributes)
         return Scores(values=values, attributes=attributes, num_truncated=num_truncated)
 
     def _most_batches_on_any_rank(self, local: int) -> int:
@@ -131,6 +143,37 @@ class LocalScorer:
         count = torch.tensor([local], dtype=torch.long, device=self.device)
         dist.all_reduce(count, op=dist.ReduceOp.MAX)
         return int(count.item())
+
+
+# What a chat template or tokenizer raises for the data it is given: jinja2's TemplateError
+# (raise_exception('...') in a template refusing a role order) subclasses Exception, so it is named.
+DATA_ERRORS = (ValueError, TypeError, KeyError, IndexError, UnicodeError, RecursionError)
+
+
+def render_sample(renderer: Renderer, conversation: Conversation, index: int) -> str:
+    """``renderer.render(conversation)``; a template that refuses the data raises InputError naming the
+    sample (the server answers 422, which clients do not retry)."""
+    try:
+        return renderer.render(conversation)
+    except InputError as error:
+        raise InputError(f"sample {index}: {error}") from None
+    except ConfigError:
+        raise
+    except Exception as error:  # noqa: BLE001: narrowed just below
+        if not isinstance(error, DATA_ERRORS) and type(error).__module__.split(".")[0] != "jinja2":
+            raise
+        raise InputError(f"sample {index} cannot be rendered by the reward model's chat template "
+                         f"({type(error).__name__}: {error}); fix the conversation or pass chat_template=") from None
+
+
+def _failing_text(tokenizer, texts: list[str]) -> str:
+    """'sample i': the first text that fails alone (the batch call says only that one did)."""
+    for i, text in enumerate(texts):
+        try:
+            tokenizer([text])
+        except Exception:  # noqa: BLE001: this is the one
+            return f"sample {i}"
+    return f"one of samples 0-{len(texts) - 1}"
 
 
 def check_finite(values: torch.Tensor | None, attributes: dict[str, torch.Tensor]) -> None:

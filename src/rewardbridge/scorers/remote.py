@@ -43,7 +43,8 @@ class RemoteScorer:
         if getattr(codec, "batches", True) and options.request_batch_size > 1:
             from .coalesce import Coalescer
 
-            self.coalescer = Coalescer(codec, self.transport, options.request_batch_size, parse=self._parse)
+            self.coalescer = Coalescer(codec, self.transport, options.request_batch_size, parse=self._parse,
+                                       bisect=self.on_error == "skip")
 
     def __repr__(self) -> str:
         return f"RemoteScorer({self.protocol!r}, {[display_url(u) for u in self.transport.urls]})"
@@ -61,8 +62,7 @@ class RemoteScorer:
         if self.coalescer is not None:
             chunks, results = self.transport.run(self.coalescer.submit(conversations))
         else:
-            chunks = self.codec.chunks(conversations)
-            results = self.transport.run(self._score_chunks(conversations, chunks))
+            chunks, results = self.transport.run(self._score_chunks(conversations, self.codec.chunks(conversations)))
         return self._assemble(n, chunks, results)
 
     def pop_metrics(self) -> dict[str, float]:
@@ -72,13 +72,26 @@ class RemoteScorer:
     def close(self) -> None:
         self.transport.close()
 
-    async def _score_chunks(self, conversations, chunks) -> list:
-        tasks = []
-        for chunk in chunks:
-            batch = [conversations[i] for i in chunk]
-            request = self.codec.request(batch)  # a rendering error is the caller's, not the endpoint's
-            tasks.append(self.transport.exchange(request, lambda response, n=len(batch), c=chunk: self._parse(response, n, c), chunk))
-        return await asyncio.gather(*tasks, return_exceptions=True)
+    async def _score_chunks(self, conversations, chunks) -> tuple[list, list]:
+        """Each chunk sent; under on_error='skip' one that fails in a way one row may cause is split
+        (``coalesce.bisect``) so only the failing rows come back None; -> (chunks, results)."""
+        from .coalesce import bisect
+
+        async def send(chunk, request=None):
+            try:
+                request = request or self.codec.request([conversations[i] for i in chunk])
+                return await self.transport.exchange(request, lambda response: self._parse(response, len(chunk), chunk), chunk)
+            except Exception as error:  # noqa: BLE001: handed to _assemble, which raises or skips it
+                return error
+
+        # A rendering error is the caller's, not the endpoint's: raised here, before anything is sent.
+        requests = [self.codec.request([conversations[i] for i in chunk]) for chunk in chunks]
+        answers = await asyncio.gather(*(send(chunk, request) for chunk, request in zip(chunks, requests)))
+        if self.on_error == "skip":
+            parts = [p for ps in await asyncio.gather(*(bisect(send, c, a) for c, a in zip(chunks, answers))) for p in ps]
+        else:
+            parts = list(zip(chunks, answers))
+        return [rows for rows, _ in parts], [result for _, result in parts]
 
     def _parse(self, response: Any, n: int, chunk: list[int]) -> Any:
         """The codec's rows of one answer, every score a finite number (``finite_rows``)."""

@@ -18,7 +18,7 @@ from ..errors import ConfigError, InputError
 from ..options import TRUNCATION_MODES
 
 DEFAULT_MAX_TOKENS_PER_BATCH = 16384  # a GPU's default: a bigger forward fills the device better
-# A CPU's default, measured by benchmarks/token_budget.py (docs/benchmarks.md): past a few
+# A CPU's default, measured by benchmarks/token_budget.py at 1 and 2 threads (docs/benchmarks.md): past a few
 # thousand padded tokens a forward's activations leave the cache and per-row cost rises.
 CPU_MAX_TOKENS_PER_BATCH = 4096
 # What one extra forward call costs, in padded-token equivalents: it keeps the planner from

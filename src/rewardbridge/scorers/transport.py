@@ -15,7 +15,8 @@ reads; this module sends it, once, in one place:
   (None: no count) or ``retry_budget`` seconds since the first attempt, whichever comes first;
 - endpoints tried round-robin (load spreading), the next one on each retry (failover); one
   that refused a connection goes last in the rotation for ``DOWN_COOLDOWN_S``, one that hung
-  for twice ``timeout`` (a hung endpoint costs a full timeout each time it is tried);
+  for twice ``timeout`` (a hung endpoint costs a full timeout each time it is tried), doubled
+  each time it hangs again until it answers;
 - a request that still fails raises :class:`~rewardbridge.errors.RemoteError` naming the
   endpoint, the HTTP status and the samples. Never a made-up score.
 
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from ..errors import ConfigError, RemoteError
+from .api_key import ApiKey
 from .event_loop import EventLoopThread, current_pid, env_proxy, watch_session
 from .urls import check_base_url, display_url, split_urls  # noqa: F401 (their old home)
 
@@ -48,7 +50,8 @@ DEFAULT_KEY_ENV = {"nim": "NVIDIA_API_KEY", "rewardbridge": "REWARDBRIDGE_API_KE
 MAX_BACKOFF_S = 30.0  # verl caps its backoff at 30 s (REFERENCE.md §3)
 MAX_RETRY_AFTER_S = 300.0
 DOWN_COOLDOWN_S = 5.0  # an endpoint that refused a connection goes last in the rotation this long
-HUNG_COOLDOWN_TIMEOUTS = 2.0  # one that hung: this many timeouts (it costs a full timeout per try)
+HUNG_COOLDOWN_TIMEOUTS = 2.0  # one that hung: this many timeouts (it costs a full timeout per try)...
+MAX_HUNG_COOLDOWN_S = 600.0  # ...doubling each time it hangs again (reset when it answers), up to this
 DEFAULT_RETRY_BUDGET_S = 120.0
 KEEPALIVE_S = 4.0  # seconds an idle connection is kept (uvicorn closes them after 5)  # options.py's default, for callers that pass other options objects
 
@@ -171,9 +174,10 @@ class Transport:
         self.max_concurrency = int(options.max_concurrency)
         self.retry_wait = float(options.retry_wait)
         self.api_key_env = options.api_key_env or DEFAULT_KEY_ENV.get(protocol)
-        self._key_env_explicit = options.api_key_env is not None
+        self.key = ApiKey(self.api_key_env, explicit=options.api_key_env is not None)
         self._next_endpoint = itertools.count()
         self._down_until: dict[str, float] = {}  # endpoint -> when to try it first again
+        self._hangs: dict[str, int] = {}  # endpoint -> timeouts in a row (its cool-down doubles with each)
         self._session = None  # aiohttp.ClientSession, made on the loop thread
         self._proxies: dict[str, tuple[Any, Any]] = {}
         self._semaphore: asyncio.Semaphore | None = None
@@ -203,7 +207,7 @@ class Transport:
                 wait = self._wait(error, attempt)
                 spent = time.monotonic() - began
                 if (self.max_retries is not None and attempt > self.max_retries) or spent + wait > self.retry_budget:
-                    raise self._remote_error(error, url, request.path, indices, attempt, spent) from None
+                    raise self._remote_error(error, url, request.path, indices, attempt, spent, wait) from None
                 with self._metrics_lock:
                     self._retries += 1
                 if spent + wait >= 5.0:  # a longer outage: say so while it lasts, not only at the end
@@ -231,11 +235,19 @@ class Transport:
             self.run(self._session.close())
         self._session = None
 
-    def cooldown_s(self, error: Exception) -> float:
+    def cooldown_s(self, error: Exception, hangs: int = 1) -> float:
         """How long an endpoint that failed this way goes last in the rotation: a hung one must
-        stay out longer than the timeout it costs, or each try pays that timeout again."""
+        stay out longer than the timeout it costs, or each try pays that timeout again; one that
+        hung ``hangs`` times in a row without answering stays out twice as long each time.
+
+        >>> from types import SimpleNamespace as Options
+        >>> t = Transport(["http://a:1"], "nim", Options(timeout=3, max_retries=None, max_concurrency=1, retry_wait=1, api_key_env=None))
+        >>> [t.cooldown_s(_TransportError("hung", timed_out=True), k) for k in (1, 2, 3)], t.cooldown_s(_TransportError("refused"))
+        ([6.0, 12.0, 24.0], 5.0)
+        """
         if isinstance(error, _TransportError) and error.timed_out:
-            return max(DOWN_COOLDOWN_S, HUNG_COOLDOWN_TIMEOUTS * self.timeout)
+            first = max(DOWN_COOLDOWN_S, HUNG_COOLDOWN_TIMEOUTS * self.timeout)
+            return min(MAX_HUNG_COOLDOWN_S, first * 2 ** (max(1, hangs) - 1))
         return DOWN_COOLDOWN_S
 
     # -- on the loop thread -----------------------------------------------------------------
@@ -260,7 +272,7 @@ class Transport:
 
     async def _send(self, url: str, request: Request) -> Response:
         tls_error, transport_errors = self._errors
-        key = self._api_key()
+        key = self.key.read()
         headers = {**request.headers, "Authorization": f"Bearer {key}"} if key else request.headers
         # aiohttp's fast paths: json= serializes and sets Content-Type; no headers skips merging them.
         body = {"json": request.json} if request.json is not None else {"data": request.content or b""}
@@ -281,8 +293,11 @@ class Transport:
                 failure = _TransportError(
                     f"no answer within timeout={self.timeout:g} s" if timed_out else f"{type(error).__name__}: {error}", timed_out,
                 )
-                self._down_until[url] = time.monotonic() + self.cooldown_s(failure)
+                hangs = self._hangs[url] = self._hangs.get(url, 0) + 1 if timed_out else 0
+                self._down_until[url] = time.monotonic() + self.cooldown_s(failure, hangs)
                 raise failure from None
+        if self._hangs and self._hangs.get(url):
+            self._hangs[url] = 0  # it answers again: a later hang starts from the first cool-down
         status = response.status_code
         if status == 429 or status >= 500:
             raise RetryableStatus(status, _snippet(response), retry_after_seconds(response.headers.get("Retry-After")))
@@ -304,7 +319,8 @@ class Transport:
         return self.urls[(start + attempt) % n]  # all look down: try anyway, in turn
 
     def _wait(self, error: Exception, attempt: int) -> float:
-        """Exponential backoff with jitter; a server's Retry-After wins when it says more.
+        """Exponential backoff with jitter; a server's Retry-After wins when it says one, shorter or
+        longer (a server back from a restart says ``Retry-After: 1`` while the backoff has grown).
 
         A connection error or timeout fails over to the next endpoint at once while this
         round of endpoints is not used up: another endpoint need not wait for this one.
@@ -314,18 +330,11 @@ class Transport:
         backoff = min(MAX_BACKOFF_S, self.retry_wait * 2 ** (attempt - 1))
         wait = backoff / 2 + random.uniform(0, backoff / 2)
         if isinstance(error, RetryableStatus) and error.retry_after is not None:
-            wait = max(wait, min(error.retry_after, MAX_RETRY_AFTER_S))
+            wait = min(error.retry_after, MAX_RETRY_AFTER_S)
         return wait
 
-    def _api_key(self) -> str | None:
-        if not self.api_key_env:
-            return None
-        key = os.environ.get(self.api_key_env)
-        if not key and self._key_env_explicit:
-            raise ConfigError(f"api_key_env={self.api_key_env!r}, but that environment variable is not set; set it to the key")
-        return key or None
-
-    def _remote_error(self, error: Exception, url: str, path: str, indices: list[int] | str, attempts: int, spent: float) -> Exception:
+    def _remote_error(self, error: Exception, url: str, path: str, indices: list[int] | str, attempts: int, spent: float,
+                      wait: float = 0.0) -> Exception:
         if isinstance(error, ConfigError):
             return error
         samples = indices if isinstance(indices, str) else describe_samples(indices)
@@ -348,17 +357,24 @@ class Transport:
             what = f"could not be reached ({error})"
         message = f"{where} {what} for {samples}" + (f" after {attempts} attempts over {spent:.1f} s" if attempts > 1 else "")
         if isinstance(error, (RetryableStatus, _TransportError)):
-            limit = f"max_retries={self.max_retries}" if self.max_retries is not None and attempts > self.max_retries else f"retry_budget={self.retry_budget:g} s"
-            message += f"; it gave up at {limit}: {self.give_up_hint}"
+            asked = getattr(error, "retry_after", None)
+            if self.max_retries is not None and attempts > self.max_retries:
+                message += f"; it gave up at max_retries={self.max_retries}: {self.give_up_hint}"
+            elif asked is not None and wait >= min(asked, MAX_RETRY_AFTER_S) and spent + wait > self.retry_budget:
+                message += (f"; the server asked to wait {asked:g} s (Retry-After) before retrying, beyond what is left of "
+                            f"retry_budget={self.retry_budget:g} s ({max(0.0, self.retry_budget - spent):.1f} s): raise retry_budget "
+                            f"to wait that long; else {self.give_up_hint}")
+            else:
+                message += f"; it gave up at retry_budget={self.retry_budget:g} s: {self.give_up_hint}"
         remote = RemoteError(self._scrub(message))
         # The endpoint's trouble (down, overloaded) or this request's (4xx, an unreadable answer):
         # the coalescer re-sends a shared request's calls apart only for the latter.
         remote.retryable = isinstance(error, (RetryableStatus, _TransportError))
+        remote.status = status  # a final HTTP 500 may be one row's doing: the coalescer splits on it too
         return remote
 
     def _scrub(self, text: str) -> str:
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        return text.replace(key, "***") if key else text
+        return self.key.scrub(text)
 
 
 def _snippet(response: Response, limit: int = 200) -> str:

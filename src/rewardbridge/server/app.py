@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -23,18 +24,20 @@ from types import SimpleNamespace
 from typing import Any
 
 from ..errors import ConfigError, InputError, RewardBridgeError
-from ..protocols.base import TEXT, Answer, Call, HTTPError, Route
+from ..protocols.base import PLAIN, TEXT, Answer, Call, HTTPError, Route
 from ..scorers.base import Scores
 from .batcher import Batcher
-from .http import ClientGone, Router, error_answer, guarded_http_protocol, read_body, send_answer, send_json
+from .http import BodyBudget, ClientGone, Router, error_answer, guarded_http_protocol, read_body, send_answer, send_json
 from .metrics import Metrics
 from .served import ServedModel, broadcast, check_serve_options, follow_rank0
 from .settings import ServerSettings
 
 logger = logging.getLogger("rewardbridge.server")
 
-# Probes answer without the key: a liveness or readiness check carries none (KServe's own two too).
+# Probes answer without the key: a liveness or readiness check carries none (KServe's own too, and
+# its per-model readiness, /v2/models/<name>/ready, which KServe's probes call).
 UNAUTHENTICATED = frozenset({"/health", "/v2/health/live", "/v2/health/ready"})
+MODEL_READY = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/ready$")
 
 
 def conversation_chars(item: Any) -> int:
@@ -82,7 +85,7 @@ class ServerState:
             if self.error:
                 raise HTTPError(500, f"the model failed to load: {self.error}")
             raise HTTPError(503, "the model is still loading; see GET /ready", {"Retry-After": "1"})
-        if kind == TEXT and getattr(self.model, "reads_pairs", False):
+        if kind in (TEXT, PLAIN) and getattr(self.model, "reads_pairs", False):
             raise HTTPError(
                 422, "this server's model reads (question, answer) pairs (kind='pair_regression'), and rendered text cannot be "
                 "split back into them: it would be scored as (text, ''). Send conversations: POST /v1/score, "
@@ -112,6 +115,8 @@ class RewardApp:
         self.server, self.router, self.api_key, self.loader = state, router, api_key, loader
         self.settings = state.settings
         self._key = api_key.encode() if api_key else None
+        self.bodies = BodyBudget(state.settings.max_body_bytes_in_flight)
+        state.metrics.body_bytes.set_function(lambda: self.bodies.used)
 
     @property
     def routes(self) -> list[SimpleNamespace]:
@@ -146,6 +151,7 @@ class RewardApp:
     async def _http(self, scope, receive, send) -> None:
         began = time.perf_counter()
         path, label, status, body = scope["path"], "other", 500, None
+        held = [0]  # body bytes taken from the shared budget, given back once answered
         try:
             try:
                 headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -153,7 +159,7 @@ class RewardApp:
                 handler, params, label = self.router.match(scope["method"], path)
                 declared = headers.get("content-length")
                 body = await read_body(receive, self.settings.max_body_bytes, self.settings.read_timeout_s,
-                                       int(declared) if declared and declared.isdigit() else None)
+                                       int(declared) if declared and declared.isdigit() else None, self.bodies, held)
                 answer = await self._answer(handler, Call(body, headers, params, self.server), receive)
             except HTTPError as error:
                 answer = error_answer(error.status, error.message, error.headers)
@@ -167,14 +173,29 @@ class RewardApp:
                 await send_json(send, answer)
         except ClientGone:
             status = 499  # nginx's "client closed request": counted, nothing sent
+        except asyncio.CancelledError:
+            # SIGTERM and --graceful-timeout passed: uvicorn cancels what still runs, and would answer
+            # a plain-text 500 and log the cancel as an error. A 503 says "retry", which clients do.
+            if sys.version_info >= (3, 11):
+                asyncio.current_task().uncancel()
+            status = 503
+            logger.warning("%s: cancelled at shutdown (--graceful-timeout %g s passed); answered 503", path,
+                           self.settings.graceful_timeout_s)
+            try:
+                await send_answer(send, error_answer(503, f"the server is shutting down (--graceful-timeout "
+                                                          f"{self.settings.graceful_timeout_s:g} s passed); retry", {"Retry-After": "1"}), close=True)
+            except Exception:  # noqa: BLE001: the answer had already begun, or the connection is gone
+                pass
         except Exception as error:  # noqa: BLE001: a bug must still answer, and be logged
             logger.exception("request to %s failed", path)
             status = 500
             await send_answer(send, error_answer(500, f"internal error: {type(error).__name__}: {error}"))
+        finally:
+            self.bodies.used -= held[0]
         self.server.metrics.count(label, status, time.perf_counter() - began)
 
     def _check_key(self, path: str, headers: dict[str, str]) -> None:
-        if self._key is None or path in UNAUTHENTICATED:
+        if self._key is None or path in UNAUTHENTICATED or MODEL_READY.match(path):
             return
         scheme, _, token = headers.get("authorization", "").partition(" ")
         # Constant-time: the comparison's duration says nothing about the key.
@@ -218,6 +239,14 @@ def read_api_key(settings: ServerSettings) -> str | None:
             f"the environment variable {settings.api_key_env} is set but empty, which would serve without a key; "
             f"set it to a key (e.g. $(openssl rand -hex 16)), or unset it to serve without one"
         )
+    # Clients' tokens are compared stripped, so a key with a newline (from a file or a Kubernetes
+    # secret) would lock every client out: refused, as is a control character no header can carry.
+    if key != key.strip() or any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise ConfigError(
+            f"the environment variable {settings.api_key_env} holds whitespace around the key or a control character "
+            f"(a trailing newline from a file or a Kubernetes secret?), which no client could send; remove it "
+            f"(e.g. export {settings.api_key_env}=\"$(tr -d '[:space:]' < keyfile)\")"
+        )
     return key
 
 
@@ -236,6 +265,7 @@ def create_app(model_loader, settings: ServerSettings) -> RewardApp:
     batcher = Batcher(
         lambda kind, items: state.model.score(kind, items), settings.max_batch_size, settings.max_wait_ms / 1000,
         max_batch_chars=settings.max_batch_chars, on_batch=metrics.batch_size.observe, on_abandoned=metrics.abandoned.inc,
+        score_requests=lambda kind, groups: state.model.score_requests(kind, groups),
     )
     state = ServerState(settings, metrics, batcher, splitter)
 

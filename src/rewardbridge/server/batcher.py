@@ -10,8 +10,11 @@ over several, so a small request that arrives behind it waits at most one round,
 the whole of it. A round starts when it is full, or ``max_wait_s`` after the oldest waiting
 request arrived (company to batch with).
 
-- **Isolation.** A round that fails is split by request and each part scored again (halves,
-  recursively), so only the request whose rows raise gets the error.
+- **Isolation.** With ``score_requests`` (the served model's), a round is checked per request:
+  rows a template or tokenizer refuses are found before the forward and a NaN score after it,
+  and only their request fails; the others are not scored again. A round that fails in a way no
+  request can be blamed for (or any failure without ``score_requests``) is split by request and
+  each part scored again (halves, recursively), so only the request whose rows raise gets the error.
 - **Abandoned requests.** A request whose client went away (the route's task is cancelled,
   which cancels its future) is dropped before its next round; the rows already being scored
   finish, the rest are never scored.
@@ -53,6 +56,15 @@ def concat_scores(parts: Sequence[Scores]) -> Scores:
     )
 
 
+def _from_row(error: BaseException, start: int) -> BaseException:
+    """A later round's error of a request spread over several: its sample numbers count from ``start``."""
+    from ..errors import RewardBridgeError
+
+    if isinstance(error, RewardBridgeError):
+        return type(error)(f"{error} (sample numbers count from row {start} of the request)")
+    return error
+
+
 class _Pending:
     """One request in the queue: its rows, how far it got, and its slices of scores so far."""
 
@@ -75,11 +87,15 @@ class Batcher:
         max_batch_chars: characters per round (a conversation bigger than that rides alone).
         on_batch: called with each round's conversation count (the batch-size histogram).
         on_abandoned: called with the rows of a dropped request that were never scored.
+        score_requests: ``score_requests(kind, groups) -> [Scores or exception per group]`` (one
+            group per request in the round), called on the worker thread instead of ``score``.
     """
 
     def __init__(self, score: Callable, max_batch_size: int, max_wait_s: float, max_batch_chars: int = DEFAULT_MAX_BATCH_CHARS,
-                 on_batch: Callable[[int], None] | None = None, on_abandoned: Callable[[int], None] | None = None):
+                 on_batch: Callable[[int], None] | None = None, on_abandoned: Callable[[int], None] | None = None,
+                 score_requests: Callable | None = None):
         self.score, self.max_batch_size, self.max_wait_s = score, max_batch_size, max_wait_s
+        self.score_requests = score_requests
         self.max_batch_chars = max_batch_chars
         self.on_batch = on_batch or (lambda n: None)
         self.on_abandoned = on_abandoned or (lambda n: None)
@@ -191,8 +207,20 @@ class Batcher:
         return members
 
     async def _score_round(self, members: list, kind: str, items: list) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            scores = await asyncio.get_running_loop().run_in_executor(self.executor, self.score, kind, items)
+            if self.score_requests is not None:
+                groups = [pending.items[start:stop] for pending, start, stop in members]
+                outcomes = await loop.run_in_executor(self.executor, self.score_requests, kind, groups)
+                for (pending, start, stop), outcome in zip(members, outcomes):
+                    if isinstance(outcome, BaseException):
+                        self._fail(pending, outcome if not start else _from_row(outcome, start))
+                    elif not pending.future.done():
+                        pending.parts.append(outcome)
+                        if stop == len(pending.items):
+                            pending.future.set_result(concat_scores(pending.parts))
+                return
+            scores = await loop.run_in_executor(self.executor, self.score, kind, items)
         except Exception as error:  # noqa: BLE001: isolated below, then handed to its own request
             if len(members) == 1:
                 self._fail(members[0][0], error)

@@ -66,10 +66,28 @@ class Router:
         return handler, params, label
 
 
-async def read_body(receive: Callable, limit: int, timeout_s: float, declared: int | None) -> bytes:
+class BodyBudget:
+    """Request body bytes held at once over all connections (``--max-body-bytes-in-flight``):
+    without it, many connections each sending most of a maximal body grow the server's memory
+    until ``--read-timeout``. ``used`` is what the requests being read or answered hold now."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+
+    def take(self, n: int) -> None:
+        if self.used + n > self.limit:
+            raise HTTPError(503, f"the server holds {self.used} bytes of request bodies, and this one would pass "
+                                 f"--max-body-bytes-in-flight {self.limit}; retry shortly", {"Retry-After": "1"})
+        self.used += n
+
+
+async def read_body(receive: Callable, limit: int, timeout_s: float, declared: int | None, budget: BodyBudget | None = None,
+                    held: list[int] | None = None) -> bytes:
     """The request body, refused with 413 the moment it passes ``limit`` bytes (chunked bodies
-    carry no Content-Length, so the limit holds while reading, not after) and with 408 when it
-    has not arrived ``timeout_s`` seconds after the headers."""
+    carry no Content-Length, so the limit holds while reading, not after), with 408 when it
+    has not arrived ``timeout_s`` seconds after the headers, and with 503 when ``budget`` (all
+    connections' bodies) is spent; ``held[0]`` counts the bytes taken from it (the caller gives
+    them back when the request is answered)."""
     if declared is not None and declared > limit:
         raise HTTPError(413, f"request body has {declared} bytes > the limit {limit}; raise --max-body-bytes")
     chunks, size = [], 0
@@ -83,6 +101,9 @@ async def read_body(receive: Callable, limit: int, timeout_s: float, declared: i
                 size += len(chunk)
                 if size > limit:
                     raise HTTPError(413, f"request body passed the limit of {limit} bytes while being read; raise --max-body-bytes")
+                if budget is not None and chunk:
+                    budget.take(len(chunk))
+                    held[0] += len(chunk)
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     break

@@ -8,7 +8,7 @@ class Metrics:
     conversations of abandoned requests that were never scored."""
 
     def __init__(self):
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
         self.requests = Counter("rewardbridge_requests", "HTTP requests", ["route", "status"], registry=self.registry)
@@ -22,6 +22,8 @@ class Metrics:
         self.abandoned = Counter(
             "rewardbridge_abandoned_conversations", "conversations of requests whose client left, never scored", registry=self.registry,
         )
+        self.body_bytes = Gauge("rewardbridge_body_bytes_in_flight", "request body bytes held (--max-body-bytes-in-flight)",
+                                registry=self.registry)
         self._children: dict[tuple[str, int], tuple] = {}
 
     def count(self, route: str, status: int, seconds: float) -> None:

@@ -18,6 +18,8 @@ class ServerSettings:
     api_key_env: str = "REWARDBRIDGE_API_KEY"
     policy_tokenizer: str | None = None
     max_body_bytes: int = 16 * 2**20
+    # --max-body-bytes-in-flight: bodies being read or held, over all connections (16 full bodies by default)
+    max_body_bytes_in_flight: int = 256 * 2**20
     max_conversations: int = 1024
     max_chars: int = 200_000
     model_name: str = "reward_model"
@@ -27,6 +29,7 @@ class ServerSettings:
 
     def __post_init__(self):
         for flag, value in (("--max-batch-size", self.max_batch_size), ("--max-body-bytes", self.max_body_bytes),
+                            ("--max-body-bytes-in-flight", self.max_body_bytes_in_flight),
                             ("--max-conversations", self.max_conversations), ("--max-chars", self.max_chars),
                             ("--max-batch-chars", self.max_batch_chars)):
             if value < 1:
