@@ -232,7 +232,7 @@ def nim_stand_in(tmp_path_factory, tokenizer):
 
     torch.manual_seed(6)
     five = save_model(tmp_path_factory.mktemp("five"), LlamaForSequenceClassification(llama_config(tokenizer, num_labels=5)), tokenizer)
-    process, url = start_server(five, "--option", "attributes=[helpfulness, correctness, coherence, complexity, verbosity]",
+    process, url = start_server(five, "--model-name", "nvidia/nemotron-4-340b-reward", "--option", "attributes=[helpfulness, correctness, coherence, complexity, verbosity]",
                                 env={"REWARDBRIDGE_API_KEY": "nim-test-key"})
     yield url
     stop(process)

@@ -336,8 +336,8 @@ def test_chat_data_goes_to_vllm_as_messages_without_a_local_template(serve):
     # Text rows and a text prompt with a messages completion too (issue 15 review 8: they went as raw `input`).
     mixed = [COMPLETIONS[0], [{"role": "assistant", "content": COMPLETIONS[1]}]]
     assert reward(prompts=PROMPTS[:2], completions=mixed) == pytest.approx([len(c) / 10 for c in COMPLETIONS[:2]], abs=1e-4)
-    assert [json.loads(body)["messages"][0] for _, _, body in server.requests[4:]] == [
-        {"role": "user", "content": p} for p in PROMPTS[:2]]
+    sent = sorted(json.loads(body)["messages"][0]["content"] for _, _, body in server.requests[4:])  # in flight at once
+    assert sent == sorted(PROMPTS[:2]) and all(json.loads(b)["messages"][0]["role"] == "user" for _, _, b in server.requests[4:])
 
 
 # -- issue 15: endpoints written as their docs write them, answers that are no number ------------------
@@ -372,6 +372,16 @@ def test_a_404_from_a_server_of_another_protocol_says_to_check_protocol(serve):
     server = serve(lambda path, body, headers: (404, {"Content-Type": "application/json"}, b'{"detail": "Not Found"}'))
     with pytest.raises(RemoteError, match=r"HTTP 404 .*/classify is not a route of this server: check that it speaks protocol='vllm'"):
         load_reward(server.url, protocol="vllm", **FAST)(prompts=PROMPTS[:1], completions=COMPLETIONS[:1])
+
+
+# A 404 for a model the server does not serve (rewardbridge serve's and vLLM's wordings): the route is right.
+@pytest.mark.parametrize("body", [b'{"error": {"message": "unknown model \'x\'; this server serves \'reward_model\'"}}',
+                                  b'{"object": "error", "message": "The model `x` does not exist.", "code": 404}'])
+def test_a_404_for_an_unserved_model_says_to_check_model_name(serve, body):
+    server = serve(lambda path, b, headers: (404, {"Content-Type": "application/json"}, body))
+    with pytest.raises(RemoteError, match=r"HTTP 404 .*check model_name=") as caught:
+        load_reward(server.url, protocol="nim", model_name="x", **FAST)(prompts=PROMPTS[:1], completions=COMPLETIONS[:1])
+    assert "is not a route" not in str(caught.value)
 
 
 @pytest.mark.parametrize("protocol, body", [

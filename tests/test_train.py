@@ -55,7 +55,7 @@ def nim_stand_in(tmp_path_factory, tokenizer):
     torch.manual_seed(6)
     five = save_model(tmp_path_factory.mktemp("five"), LlamaForSequenceClassification(llama_config(tokenizer, num_labels=5)), tokenizer)
     names = "[helpfulness, correctness, coherence, complexity, verbosity]"
-    process, url = start_server(five, "--option", f"attributes={names}", env={"REWARDBRIDGE_API_KEY": NIM_KEY})
+    process, url = start_server(five, "--model-name", "nvidia/nemotron-4-340b-reward", "--option", f"attributes={names}", env={"REWARDBRIDGE_API_KEY": NIM_KEY})
     yield url
     stop(process)
 

@@ -263,7 +263,7 @@ class Renderer:
             if type(error).__module__.split(".")[0] != "jinja2":
                 raise
             raise InputError(f"the reward model's chat template refuses this conversation ({type(error).__name__}: {error}); "
-                             "fix the conversation or pass chat_template=") from None
+                             "fix the conversation or pass chat_template=") from error  # jinja2's own error kept as the cause
 
 
 def render_steerlm(conversation: Conversation, system_prompt: str = STEERLM_SYSTEM) -> str:

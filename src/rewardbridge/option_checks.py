@@ -99,6 +99,7 @@ def check_template_renders(renderer) -> None:
     try:
         without = plain.render(example)
     except Exception as error:  # noqa: BLE001: whatever jinja2 (or the template's raise_exception) raises
+        error = error.__cause__ or error  # jinja2's own error, not the renderer's wrapping of it
         raise ConfigError(
             f"{where} cannot render a conversation ({type(error).__name__}: {error}); fix the template, or pass "
             "chat_template='<jinja>' (tokenizer='<dir>') with one that renders"
@@ -108,6 +109,7 @@ def check_template_renders(renderer) -> None:
     try:
         with_system = renderer.render(example)
     except Exception as error:  # noqa: BLE001: a template's own refusal (jinja2 raise_exception)
+        error = error.__cause__ or error
         raise ConfigError(
             f"system_prompt: the chat template refuses a system turn ({type(error).__name__}: {error}); put the instruction "
             "in the user turn, or pass a chat_template that takes one"

@@ -71,7 +71,8 @@ class PrincipleScorer(RemoteScorer):
         scores.groups = [(c.prompt_key(), p) for c, p in zip(conversations, principles)]
         return scores
 
-    async def _score_chunks(self, conversations, chunks) -> list:
+    async def _score_chunks(self, conversations, chunks) -> tuple[list, list]:
+        """-> (chunks, results), as RemoteScorer's: one request per row, asked again when unreadable."""
         async def one(chunk):
             request = self.codec.request([conversations[i] for i in chunk])
             try:
@@ -86,4 +87,4 @@ class PrincipleScorer(RemoteScorer):
                                    f"attempt{'s' if tried > 1 else ''}: {why}; raise parse_retries or pass on_error='skip'")
             return result
 
-        return await asyncio.gather(*(one(chunk) for chunk in chunks))
+        return list(chunks), list(await asyncio.gather(*(one(chunk) for chunk in chunks)))

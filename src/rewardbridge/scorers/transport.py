@@ -350,7 +350,10 @@ class Transport:
             what = f"answered HTTP {status} ({error})"
             if status in (401, 403):
                 what += f"; check the key in the environment variable {self.api_key_env or '(none: set api_key_env)'}"
-            if status in (404, 405):  # the route is not there: another protocol, or a URL that already names a route
+            if status == 404 and any(w in str(error).lower() for w in ("unknown model", "does not exist", "model not found")):
+                # The route is there; the body's model is not served (rewardbridge's, vLLM's and NIM's wordings)
+                what += "; check model_name= (the name the server serves; rewardbridge serve --model-name sets it)"
+            elif status in (404, 405):  # the route is not there: another protocol, or a URL that already names a route
                 what += (f"; {path} is not a route of this server: check that it speaks protocol={self.protocol!r}, and that "
                          "the URL is the server's base (http://host:port)")
         else:
