@@ -128,6 +128,8 @@ LOAD_ERRORS = [
     ("tokenizer-json-as-tokenizer", "classifier", {"tokenizer": "{classifier}/tokenizer.json"}, ConfigError,
      ["tokenizer=", "is a file", "pass the folder that holds it"]),
     ("no-tokenizer-files", "no_tokenizer", {}, ConfigError, ["has no tokenizer files", "tokenizer='<the base model"]),
+    ("folder-without-config", "{not_a_model}", {}, ConfigError, ["is a folder without a config.json, so not a model folder",
+                                                                 "armorm.py"]),  # was: "cannot tell what kind ... pass kind="
     # Issue 15 review: each was found only after the weights loaded, at the first call, or never.
     ("pair-regression-on-causal", "causal", {"kind": "pair_regression"}, ConfigError,
      ["kind='pair_regression' reads (question, answer)", "a causal LM (architecture LlamaForCausalLM)", "kind='causal_logit'"]),
@@ -158,7 +160,8 @@ def test_load_errors_are_clear_and_come_before_any_weights(request, no_weights, 
                 "plain": "plain_tokenizer_classifier_dir", "no_tokenizer": "no_tokenizer_dir"}
     if isinstance(source, str) and source in fixtures:
         source = request.getfixturevalue(fixtures[source])
-    places = {"{classifier}": request.getfixturevalue("classifier_dir"), "{data}": str(DATA), "{gguf}": SMOLLM2_GGUF}
+    places = {"{classifier}": request.getfixturevalue("classifier_dir"), "{data}": str(DATA), "{gguf}": SMOLLM2_GGUF,
+              "{not_a_model}": str(Path(__file__).parent / "custom_models")}  # a folder of .py files
     fill = lambda v: functools.reduce(lambda text, k: text.replace(k, places[k]), places, v) if isinstance(v, str) else v  # noqa: E731
     source, options, words = fill(source), {k: fill(v) for k, v in options.items()}, [fill(w) for w in words]
     with pytest.raises(error) as caught:

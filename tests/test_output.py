@@ -280,6 +280,19 @@ def test_a_resume_on_the_same_weights_finds_every_row_done(classifier_dir, tmp_p
     assert score_file(classifier_dir, str(data), str(out), resume=True)["resumed"] == 6  # the fingerprint is stable
 
 
+@pytest.mark.parametrize("first, then", [("real", "link"), ("link", "real"), ("link", "link")])
+def test_a_run_and_its_resume_find_one_record_through_a_symlink(first, then, classifier_dir, tmp_path):
+    # Hostile check: the locks followed the link, the side files did not ("holds rows but no link.jsonl.run.json").
+    data = rows_file(tmp_path / "rows.jsonl")
+    real, link = tmp_path / "out.jsonl", tmp_path / "link.jsonl"
+    link.symlink_to(real)
+    names = {"real": str(real), "link": str(link)}
+    score_file(classifier_dir, str(data), names[first])
+    assert score_file(classifier_dir, str(data), names[then], resume=True)["resumed"] == 6
+    assert sorted(p.name for p in tmp_path.glob("*.run.json")) == ["out.jsonl.run.json"] and link.is_symlink()
+    assert len(real.read_text().splitlines()) == 6
+
+
 # -- issue 15 review 4: a report that appeared while eval ran -------------------------------------
 
 def test_eval_never_overwrites_a_report_that_appeared_while_it_ran(classifier_dir, tmp_path):

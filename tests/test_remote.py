@@ -592,6 +592,19 @@ def test_skip_fails_only_the_bad_rows_of_a_request(serve, bad, batch_size):
     assert out[:4] + out[5:] == [pytest.approx(len(c) / 10) for i, c in enumerate(completions) if i != 4]
 
 
+@pytest.mark.parametrize("batch_size", [1, 8], ids=["unpooled", "pooled"])
+def test_a_wrong_key_under_skip_fails_the_request_once_not_row_by_row(serve, monkeypatch, caplog, batch_size):
+    # Hostile check: a 401 was bisected down to single rows (~2N requests, one warning per row).
+    server = serve(nim_answer(scalar=True), api_key="right-key")
+    monkeypatch.setenv("REWARDBRIDGE_API_KEY", "wrong-key")
+    reward = load_reward(server.url, protocol="rewardbridge", request_batch_size=8, on_error="skip", **FAST)
+    if batch_size == 1:
+        reward.scorer.coalescer = None
+    with caplog.at_level("WARNING"):
+        assert reward(prompts=["q"] * 8, completions=["a"] * 8) == [None] * 8
+    assert len(server.requests) == 1 and caplog.text.count("answered HTTP 401") == 1
+
+
 def test_a_key_with_a_trailing_newline_is_stripped_and_a_control_character_named(serve, monkeypatch, caplog):
     # Issue 18 review: a Kubernetes secret's trailing newline gave "could not be reached (Forbidden
     # control character...)", naming no variable. Whitespace around a key is stripped (and said once).

@@ -18,6 +18,17 @@ def test_jsonl_places_are_line_numbers_and_blank_lines_are_not_rows(tmp_path):
     assert count_rows(str(path)) == 3
 
 
+def test_a_key_given_twice_in_a_row_is_a_bad_row_not_the_last_value(tmp_path):
+    # Hostile check: {"prompt": "a", ..., "prompt": "zzz"} was scored as "zzz" without a word.
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"prompt": "a", "completion": "b", "prompt": "zzz"}\n{"prompt": "a", "meta": {"k": 1, "k": 2}}\n'
+                    '{"prompt": "a", "completion": "b"}\n')
+    rows = list(read_rows(str(path)))
+    assert rows[0].data is None and "the key 'prompt' is given twice" in rows[0].error and rows[0].where == "line 1"
+    assert rows[1].data is None and "the key 'k' is given twice" in rows[1].error
+    assert rows[2].data == {"prompt": "a", "completion": "b"}
+
+
 def test_row_identity_is_place_and_content(tmp_path):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text('{"x": 1}\n{"x": 2}\n')

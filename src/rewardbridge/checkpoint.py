@@ -76,6 +76,14 @@ def config_dict(source: str, options) -> dict:
 
     if options.gguf_file:  # a GGUF file carries a standard architecture, never custom code
         return from_pretrained_or_explain(AutoConfig, source, "config", gguf_file=options.gguf_file).to_dict()
+    if os.path.isdir(source) and not os.path.isfile(os.path.join(source, "config.json")):
+        # transformers reads such a folder as an empty config, and every check after it would be guessing
+        held = sorted(os.listdir(source))
+        raise ConfigError(
+            f"{source!r} is a folder without a config.json, so not a model folder (it holds "
+            f"{', '.join(held[:8]) + (' ...' if len(held) > 8 else '') if held else 'nothing'}); pass the folder a "
+            "model was saved to (save_pretrained writes config.json beside the weights)"
+        )
     try:
         return PretrainedConfig.get_config_dict(source)[0]
     except OSError as error:

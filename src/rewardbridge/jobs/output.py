@@ -87,6 +87,17 @@ class RunRecord:
         return changes
 
 
+def followed(path: str) -> str:
+    """``path``, or the file a symlink ``path`` names: a job's side files (``OUT.run.json``, ``OUT.lock``,
+    ``OUT.rejects.jsonl``) go beside the real file, so a run and its resume through the link (or the
+    real name) find the same ones."""
+    if not os.path.islink(path):
+        return path
+    target = os.path.realpath(path)
+    # A link into a folder that is not there stays as it is: check_writable names the link and its target.
+    return target if os.path.isdir(os.path.dirname(target)) else path
+
+
 class JobOutput:
     """The files one job writes under ``output``, checked, locked, started and resumed together.
 

@@ -18,7 +18,7 @@ from typing import Any
 from ..conversation import Conversation, text_or_messages
 from ..errors import ConfigError, InputError
 from .generate import EngineGenerator, EngineSettings, LocalGenerator, Sampling
-from .output import check_input_free
+from .output import check_input_free, followed
 from .pairs_output import PairsOutput
 from .rows import Row, count_rows, read_rows
 from .selection import is_truncated, select_pair
@@ -115,7 +115,7 @@ def make_pairs(
            "batch_size": batch_size if local else None, "top_k": sampling.top_k if local else None,
            "repetition_penalty": sampling.repetition_penalty if local else None,
            "as_chat": as_chat, "prompt_column": prompt_column, "prompts": prompts}
-    out = PairsOutput(output, run, inputs=[prompts])
+    out = PairsOutput(followed(output), run, inputs=[prompts])  # a symlink's side files beside its real file
     done = out.open(resume)
     generator = None
     try:

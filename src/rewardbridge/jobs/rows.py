@@ -121,11 +121,28 @@ def _lines(path: str) -> Iterator[tuple[int, str | None, str | None]]:
                                      "the file as UTF-8 (a cp1252 / Latin-1 file: iconv -f cp1252 -t utf-8)")
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    """json's object hook: a key given twice is refused (json keeps the last silently: a row
+    ``{"prompt": "a", ..., "prompt": "zzz"}`` would be scored as "zzz")."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise _DuplicateKey(twice)
+    return data
+
+
 def _from_json_text(index: int, where: str, text: str) -> Row:
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_object_without_duplicates)
     except json.JSONDecodeError as error:
         return Row(index, where, None, f"not valid JSON ({error.msg} at column {error.colno})", text)
+    except _DuplicateKey as error:
+        return Row(index, where, None, f"the key {str(error)!r} is given twice in one object (which is meant?)", text)
     if not isinstance(data, dict):
         return Row(index, where, None, f"a row must be a JSON object, got {type(data).__name__}", text)
     return Row(index, where, data)

@@ -29,7 +29,7 @@ from ..conversation import Conversation
 from ..errors import ConfigError, InputError, ScoreError
 from .filters import select_rows, write_filtered  # noqa: F401 (select_rows: its old home)
 from .formats import Parsed, json_line, parse_row
-from .output import JobOutput, RunRecord, check_input_free
+from .output import JobOutput, RunRecord, check_input_free, followed
 from .rows import Row, count_rows, first_row, read_rows
 
 USAGE = "rewardbridge score MODEL DATA -o OUT"
@@ -94,6 +94,7 @@ def score_file(
         )
     # Per-prompt statistics and filters need every response of a prompt: score first, write OUT at the end.
     filtering = best_of_n is not None or min_zscore is not None or normalize != "none"
+    output = followed(output)  # a symlink's side files beside its real file, as its locks are
     scored_path = output + ".scored.jsonl" if filtering else output
     rejects_path = output + ".rejects.jsonl"
     job = JobOutput(output, input, [scored_path, rejects_path], final=output if filtering else None, resume=resume)

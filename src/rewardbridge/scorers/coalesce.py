@@ -160,12 +160,20 @@ class Coalescer:
 
 
 def splits(result: Any) -> bool:
-    """A failure that the request's own rows may have caused: a 4xx, an unreadable answer, a
+    """A failure that the request's own rows may have caused: a 4xx (not a key's or a route's), an unreadable answer, a
     rendering error, or an HTTP 500 after every retry (not an endpoint that is down or overloaded:
     splitting would only pay its retry budget again per part)."""
     if not isinstance(result, BaseException):
         return False
-    return not getattr(result, "retryable", True) or getattr(result, "status", None) == 500
+    status = getattr(result, "status", None)
+    if status in WHOLE_REQUEST_STATUSES:
+        return False
+    return not getattr(result, "retryable", True) or status == 500
+
+
+# 4xx answers that no row causes (a wrong key, a route or method the server lacks): every part would
+# get the same answer, so splitting would only send ~2N requests and log each row's failure apart.
+WHOLE_REQUEST_STATUSES = frozenset({401, 403, 404, 405, 407})
 
 
 async def bisect(send: Any, rows: list, result: Any = None) -> list[tuple[list, Any]]:
