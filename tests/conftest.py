@@ -16,6 +16,18 @@ from rewardbridge.testing import build_tokenizer, llama_config, save_model  # no
 
 
 @pytest.fixture(scope="session")
+def judge_dir(tmp_path_factory):
+    """A tiny causal LM whose tokenizer has " Yes" and " No" as single tokens (the demo's judge);
+    the recipe tests' yes/no judge."""
+    from transformers import LlamaForCausalLM
+
+    tok = build_tokenizer()
+    tok.add_tokens([" Yes", " No"])
+    torch.manual_seed(4)
+    return save_model(tmp_path_factory.mktemp("judge"), LlamaForCausalLM(llama_config(tok)), tok)
+
+
+@pytest.fixture(scope="session")
 def tokenizer():
     return build_tokenizer()
 

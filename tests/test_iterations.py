@@ -14,7 +14,7 @@ import yaml
 import rewardbridge.training.iterations as iterations
 from rewardbridge.cli import main as cli_main
 from rewardbridge.errors import ConfigError
-from rewardbridge.testing import build_tokenizer, llama_config, save_model
+from rewardbridge.testing import llama_config, save_model
 from rewardbridge.training.recipe import load_recipe, parse_recipe
 from servers.faulty import free_port
 
@@ -22,17 +22,6 @@ REPO = Path(__file__).parent.parent
 GENERATION_SERVER = Path(__file__).parent / "servers" / "generation.py"
 QUESTIONS = ["What is the capital of France?", "How many legs does a spider have?", "Tell me a joke.",
              "Write a haiku about the sea.", "Explain gradient descent.", "What is 12 times 12?"]
-
-
-@pytest.fixture(scope="module")
-def judge_dir(tmp_path_factory):
-    """A tiny causal LM whose tokenizer has " Yes" and " No" as single tokens (the demo's judge)."""
-    from transformers import LlamaForCausalLM
-
-    tok = build_tokenizer()
-    tok.add_tokens([" Yes", " No"])
-    torch.manual_seed(4)
-    return save_model(tmp_path_factory.mktemp("judge"), LlamaForCausalLM(llama_config(tok)), tok)
 
 
 def write_recipe(tmp_path, causal_dir, reward_dir, **changes) -> Path:

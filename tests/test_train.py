@@ -18,7 +18,7 @@ from rewardbridge.cli import main as cli_main
 from rewardbridge.options import RewardOptions
 from rewardbridge.presets import apply_preset
 from rewardbridge.training.recipe import load_recipe, parse_recipe
-from rewardbridge.testing import build_tokenizer, llama_config, save_model
+from rewardbridge.testing import llama_config, save_model
 from rewardbridge.training.train import build_trainer, run
 
 REPO = Path(__file__).parent.parent
@@ -29,17 +29,6 @@ HELPSTEER2_SAMPLE = Path(__file__).parent / "data" / "helpsteer2_preference_samp
 # model stands in (ZeRO-3 scoring has its own tests in test_zero3.py).
 NOT_FOR_TINY = {"protocol", "model_name", "api_key_env", "timeout", "max_retries", "retry_budget", "max_concurrency",
                 "request_batch_size", "retry_wait", "zero3", "gguf_file", "device", "dtype", "max_tokens_per_batch"}
-
-
-@pytest.fixture(scope="module")
-def judge_dir(tmp_path_factory):
-    """A tiny causal LM whose tokenizer has " Yes" and " No" as single tokens (the demo's judge)."""
-    from transformers import LlamaForCausalLM
-
-    tok = build_tokenizer()
-    tok.add_tokens([" Yes", " No"])
-    torch.manual_seed(4)
-    return save_model(tmp_path_factory.mktemp("judge"), LlamaForCausalLM(llama_config(tok)), tok)
 
 
 NIM_KEY = "nim-test-key-7c1d"
