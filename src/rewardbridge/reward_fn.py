@@ -204,9 +204,9 @@ class RewardFunction:
             columns = ([scores.values] if scores.values is not None else []) + list(scores.attributes.values())
             finite = torch.stack([torch.isfinite(c.float()) for c in columns]).all(dim=0) if columns else torch.ones_like(raw, dtype=torch.bool)
             overflow |= torch.isnan(raw) & finite
-        bad = overflow.nonzero().flatten().tolist() if len(raw) else []
-        if not bad:
+        if not len(raw) or not overflow.any():  # one op for the common case, not nonzero + flatten + tolist
             return rewards
+        bad = overflow.nonzero().flatten().tolist()
         reason = (f"the scores are finite numbers but the reward is {rewards[bad[0]].item()} after attribute_weights, normalize "
                   "and clip (float32, up to +-3.4e38): a reward must be a finite number. Scale attribute_weights down, or check "
                   "the model's scale")
