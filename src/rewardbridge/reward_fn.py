@@ -56,7 +56,7 @@ def load_reward(source: str, **options: Any) -> RewardFunction:
         api_key_env: the NAME of the environment variable holding the endpoint's key (sent as
             ``Authorization: Bearer``; default ``NVIDIA_API_KEY`` for nim,
             ``REWARDBRIDGE_API_KEY`` for rewardbridge, ``VLLM_API_KEY`` for vllm). The key is
-            read when a request is sent and never stored, logged or pickled.
+            read once per call (held while it lasts: a change shows in the next call), never logged or pickled.
         model_name: the endpoint's model (``"model"`` field; Triton's model name), default
             ``"reward_model"``.
         on_error: a request that still fails after its retries raises ``RemoteError``
