@@ -256,6 +256,7 @@ def test_keys_are_sent_as_bearer_and_never_leak(serve, monkeypatch, caplog, key_
     reward = load_reward(server.url, protocol="nim", **FAST)  # nim reads NVIDIA_API_KEY by default
     assert reward(prompts=["p"], completions=["ab"]) == pytest.approx([0.2], abs=1e-4)
     assert server.requests[-1][1]["authorization"] == f"Bearer {secret}"
+    assert secret not in str(vars(reward.scorer.transport.key))  # read once per call, held only while it lasts
     blob = pickle.dumps(reward)
     assert secret.encode() not in blob and secret not in repr(reward) and secret not in repr(reward.scorer)
     assert pickle.loads(blob)(prompts=["p"], completions=["ab"]) == pytest.approx([0.2], abs=1e-4)

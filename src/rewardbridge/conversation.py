@@ -49,6 +49,8 @@ class Conversation:
     ) -> Conversation:
         """Read one sample (``messages.py``, the reading every route shares); errors name the sample
         ``index`` and the field, or with ``names`` the places a request body gives them."""
+        if isinstance(prompt, str) and isinstance(completion, str) and (prompt or completion):
+            return cls(prompt, completion)  # text with text: nothing to read or name (no names built per sample)
         where = "sample" if index is None else f"sample {index}"
         prompt_name, completion_name = names or (sample_namer(f"{where}: prompt"), sample_namer(f"{where}: completion"))
         conversation = cls(read_turns(prompt, prompt_name), read_turns(completion, completion_name, completion=True))

@@ -56,7 +56,7 @@ def load_reward(source: str, **options: Any) -> RewardFunction:
         api_key_env: the NAME of the environment variable holding the endpoint's key (sent as
             ``Authorization: Bearer``; default ``NVIDIA_API_KEY`` for nim,
             ``REWARDBRIDGE_API_KEY`` for rewardbridge, ``VLLM_API_KEY`` for vllm). The key is
-            read when a request is sent and never stored, logged or pickled.
+            read once per call (held while it lasts: a change shows in the next call), never logged or pickled.
         model_name: the endpoint's model (``"model"`` field; Triton's model name), default
             ``"reward_model"``.
         on_error: a request that still fails after its retries raises ``RemoteError``
@@ -204,9 +204,9 @@ class RewardFunction:
             columns = ([scores.values] if scores.values is not None else []) + list(scores.attributes.values())
             finite = torch.stack([torch.isfinite(c.float()) for c in columns]).all(dim=0) if columns else torch.ones_like(raw, dtype=torch.bool)
             overflow |= torch.isnan(raw) & finite
-        bad = overflow.nonzero().flatten().tolist() if len(raw) else []
-        if not bad:
+        if not len(raw) or not overflow.any():  # one op for the common case, not nonzero + flatten + tolist
             return rewards
+        bad = overflow.nonzero().flatten().tolist()
         reason = (f"the scores are finite numbers but the reward is {rewards[bad[0]].item()} after attribute_weights, normalize "
                   "and clip (float32, up to +-3.4e38): a reward must be a finite number. Scale attribute_weights down, or check "
                   "the model's scale")

@@ -24,7 +24,7 @@ CHAT, TEXT = "chat", "text"
 PLAIN = "plain"
 
 
-@dataclass
+@dataclass(slots=True)
 class Rows:
     """What one answer said about its n conversations: per row, a value and/or attributes."""
 

@@ -9,6 +9,7 @@ as it would in-process (to float rounding: a batch's padding can move the last b
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..conversation import Conversation
@@ -30,7 +31,9 @@ class NativeClient(Codec):
 
     def request(self, batch: list[Conversation]) -> Request:
         items = [{"prompt": _plain(c.prompt), "completion": _plain(c.completion)} for c in batch]
-        return Request(PATH, json={"model": self.options.model_name, "conversations": items})
+        # Encoded here, as aiohttp's json= would: a request in flight then holds bytes, not dicts the GC walks.
+        body = json.dumps({"model": self.options.model_name, "conversations": items}).encode()
+        return Request(PATH, content=body, content_type="application/json")
 
     def parse(self, response: Any, n: int) -> Rows:
         try:
@@ -38,6 +41,8 @@ class NativeClient(Codec):
             rewards, attributes = body.get("rewards"), body.get("attributes") or {}
         except (ValueError, AttributeError):
             raise ProtocolError(f"not a JSON object with 'rewards': {response.text[:200]!r}") from None
+        if not attributes and is_number_list(rewards, n):  # the common answer, read without the general checks
+            return Rows(values=[float(v) for v in rewards], attributes={})
         columns = {"rewards": rewards} if rewards is not None else {}
         columns.update(attributes)
         for name, column in columns.items():

@@ -1,11 +1,12 @@
-"""The API key a remote reward's requests carry: read from the environment when a request is
-sent (never stored, so it cannot reach a repr, a pickle, a log line or an error message), made
-fit for an HTTP header, and scrubbed from messages."""
+"""The API key a remote reward's requests carry: read from the environment once per reward call
+(held only while that call's requests are sent, never in a repr, a pickle, a log line or an
+error message), made fit for an HTTP header, and scrubbed from messages."""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 
 from ..errors import ConfigError
 
@@ -20,11 +21,50 @@ class ApiKey:
         explicit: the user named it (``api_key_env=``): unset is then a ConfigError, not "no key".
     """
 
+    _UNREAD = object()
+
     def __init__(self, env: str | None, explicit: bool):
         self.env, self.explicit = env, explicit
-        self._checked = None  # hash of the value last checked (the key itself is never stored)
+        self._checked = None  # hash of the value last checked
+        # The key as read for the calls in progress (``_UNREAD``: not yet), held only while one is:
+        # os.environ.get costs as much as a request's own headers, so it is read once per call, not
+        # per request; each call that starts reads it afresh, so a key changed between calls is sent.
+        self._calls = 0
+        self._lock = threading.Lock()
+        self._held: object = None
+
+    def __repr__(self) -> str:
+        return f"ApiKey({self.env!r})"
+
+    def __getstate__(self):
+        raise TypeError("an ApiKey does not pickle (it may hold the key); pickle the RewardFunction")
+
+    def begin_call(self) -> None:
+        """A reward call starts: its requests share one read of the key (``end_call`` drops it)."""
+        with self._lock:
+            self._calls += 1
+            self._held = self._UNREAD
+
+    def end_call(self) -> None:
+        with self._lock:
+            self._calls -= 1
+            if self._calls == 0:
+                self._held = None
 
     def read(self) -> str | None:
+        """The key for one request: the call's read of it, made by its first request; outside a call
+        (``begin_call``), read from the environment each time."""
+        held = self._held
+        if held is None or held is self._UNREAD:
+            key = self._read()
+            if held is self._UNREAD:
+                with self._lock:  # once per call; end_call may have dropped it meanwhile
+                    if self._held is self._UNREAD:
+                        self._held = key if key is not None else ""
+            return key
+        return held or None
+
+    def _read(self) -> str | None:
         if not self.env:
             return None
         key = os.environ.get(self.env)

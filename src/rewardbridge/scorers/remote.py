@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from ..conversation import Conversation
 from ..errors import RemoteError
+from ..options import FLOAT32_MAX
 from .base import Scores
 from .transport import ProtocolError, Transport, display_url
 
@@ -133,10 +134,10 @@ def finite_rows(rows, chunk: list[int]):
     """An answer's scores must be finite numbers: NaN, Infinity or 1e400 (JSON reads it as inf) is a
     malformed answer, a failure (raised, or None under on_error='skip'), never a reward; so is a number
     beyond float32's range (1e308), which the scores are held in and would turn into +-inf."""
-    from ..options import FLOAT32_MAX
-
     columns = ([("reward", rows.values)] if rows.values is not None else []) + list(rows.attributes.items())
     for name, column in columns:
+        if all(-FLOAT32_MAX <= value <= FLOAT32_MAX for value in column):  # the common case: NaN fails it too
+            continue
         for k, value in enumerate(column):
             if not math.isfinite(value):
                 raise ProtocolError(f"the answer's {name} for sample {chunk[k]} is {value}, not a finite number")

@@ -20,9 +20,9 @@ reads; this module sends it, once, in one place:
 - a request that still fails raises :class:`~rewardbridge.errors.RemoteError` naming the
   endpoint, the HTTP status and the samples. Never a made-up score.
 
-The API key is read from the environment variable named by ``api_key_env`` when a request
-is sent; it is never stored, so it cannot reach a repr, a pickle, a log line or an error
-message (messages are scrubbed of it as well).
+The API key is read from the environment variable named by ``api_key_env`` once per call
+(``run``), by its first request; it is held only while the call lasts, never in a repr, a
+pickle, a log line or an error message (messages are scrubbed of it as well).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import os
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ..errors import ConfigError, RemoteError
@@ -53,19 +53,21 @@ DOWN_COOLDOWN_S = 5.0  # an endpoint that refused a connection goes last in the 
 HUNG_COOLDOWN_TIMEOUTS = 2.0  # one that hung: this many timeouts (it costs a full timeout per try)...
 MAX_HUNG_COOLDOWN_S = 600.0  # ...doubling each time it hangs again (reset when it answers), up to this
 DEFAULT_RETRY_BUDGET_S = 120.0
-KEEPALIVE_S = 4.0  # seconds an idle connection is kept (uvicorn closes them after 5)  # options.py's default, for callers that pass other options objects
+KEEPALIVE_S = 4.0  # seconds an idle connection is kept (uvicorn closes them after 5)
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
-    """One HTTP request for a chunk of conversations: ``json`` or raw ``content`` (+ headers)."""
+    """One HTTP request for a chunk of conversations: ``json`` or raw ``content`` (+ headers), sent as
+    ``content_type`` when given (JSON encoded by the codec: bytes in flight hold no objects for the GC)."""
 
     path: str
     json: Any = None
     content: bytes | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] | None = None
+    content_type: str | None = None
 
 
 class ProtocolError(Exception):
@@ -187,8 +189,12 @@ class Transport:
         self._latencies_ms: list[float] = []
 
     def run(self, coroutine) -> Any:
-        """Run ``coroutine`` on the process's transport loop and wait for it (from any thread)."""
-        return asyncio.run_coroutine_threadsafe(coroutine, EventLoopThread.loop()).result()
+        """Run ``coroutine`` on the process's transport loop, its requests sharing one read of the key (any thread)."""
+        self.key.begin_call()
+        try:
+            return asyncio.run_coroutine_threadsafe(coroutine, EventLoopThread.loop()).result()
+        finally:
+            self.key.end_call()
 
     async def exchange(self, request: Request, parse: Callable[[Any], Any], indices: list[int] | str) -> Any:
         """Send ``request`` (retried, failed over) and ``parse`` its :class:`Response`; RemoteError
@@ -267,21 +273,23 @@ class Transport:
             self._semaphore = asyncio.Semaphore(self.max_concurrency)
             # Looked up once: an import statement per request costs as much as a header.
             self._errors = (aiohttp.ClientSSLError, (aiohttp.ClientError, asyncio.TimeoutError, OSError))
+            self._payload = aiohttp.BytesPayload
             self._pid = current_pid()
             watch_session(self, self._session)  # closed when this transport is dropped, or at exit
 
     async def _send(self, url: str, request: Request) -> Response:
         tls_error, transport_errors = self._errors
         key = self.key.read()
-        headers = {**request.headers, "Authorization": f"Bearer {key}"} if key else request.headers
-        # aiohttp's fast paths: json= serializes and sets Content-Type; no headers skips merging them.
-        body = {"json": request.json} if request.json is not None else {"data": request.content or b""}
+        headers = {**(request.headers or {}), "Authorization": f"Bearer {key}"} if key else request.headers
+        # aiohttp's fast paths: json= serializes and sets Content-Type, so does a typed payload; no headers skips merging.
+        data = None if request.json is not None else request.content or b""
+        data = self._payload(data, content_type=request.content_type) if request.content_type and data is not None else data
         async with self._semaphore:
             began = time.perf_counter()
             try:
                 # The session's ClientTimeout(total=timeout) bounds the whole request, connect to last byte.
                 proxy, proxy_auth = self._proxies[url]
-                async with self._session.post(url + request.path, **body, headers=headers or None,
+                async with self._session.post(url + request.path, json=request.json, data=data, headers=headers or None,
                                               proxy=proxy, proxy_auth=proxy_auth) as answer:
                     response = Response(answer.status, answer.headers, await answer.read())
             except tls_error as error:  # retrying cannot change what the server speaks
