@@ -28,6 +28,7 @@ pickle, a log line or an error message (messages are scrubbed of it as well).
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 import itertools
 import json
@@ -186,7 +187,7 @@ class Transport:
         self._pid = None
         self._metrics_lock = threading.Lock()
         self._retries = 0
-        self._latencies_ms: list[float] = []
+        self._latencies_ms = collections.deque(maxlen=65536)  # bounded: a reward called without log_metric
 
     def run(self, coroutine) -> Any:
         """Run ``coroutine`` on the process's transport loop, its requests sharing one read of the key (any thread)."""
@@ -228,7 +229,7 @@ class Transport:
         """Retries and request latencies since the last call (``RewardFunction`` logs them)."""
         with self._metrics_lock:
             retries, self._retries = self._retries, 0
-            latencies, self._latencies_ms = self._latencies_ms, []
+            latencies, self._latencies_ms = self._latencies_ms, collections.deque(maxlen=65536)
         latencies = sorted(latencies)  # a copy: an append racing the swap lands in the old list, never mid-sort
         metrics = {"retries": float(retries)}
         if latencies:
@@ -311,7 +312,7 @@ class Transport:
             raise RetryableStatus(status, _snippet(response), retry_after_seconds(response.headers.get("Retry-After")))
         if status >= 400:
             raise FinalStatus(status, _snippet(response))
-        self._latencies_ms.append((time.perf_counter() - began) * 1000)  # list.append is atomic: no lock per request
+        self._latencies_ms.append((time.perf_counter() - began) * 1000)  # deque.append is atomic: no lock per request
         return response
 
     def _endpoint(self, start: int, attempt: int) -> str:
