@@ -40,4 +40,7 @@ results["local"] = {"keys": local[0], "scores": local[1]}
 
 with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
     json.dump(results, f)
+# Both ranks done before either leaves: a gloo peer that exits first can abort the other at exit
+# ("terminate called without an active exception", seen under a loaded machine).
+dist.barrier()
 dist.destroy_process_group()
