@@ -165,7 +165,8 @@ def rewardbridge_contender(url: str, payloads: list[dict]):
     from rewardbridge import load_reward
 
     per_request = len(payloads[0]["conversations"])
-    reward = load_reward(url, protocol="rewardbridge", request_batch_size=per_request, max_concurrency=64)
+    reward = load_reward(url, protocol="rewardbridge", request_batch_size=per_request, max_concurrency=64,
+                         name=f"client_{per_request}")  # one name per shape: no duplicate-name warning
     rows = [row for body in payloads for row in body["conversations"]]
     prompts, completions = [r["prompt"] for r in rows], [r["completion"] for r in rows]
     return lambda: reward(prompts=prompts, completions=completions)
@@ -188,7 +189,7 @@ def coalescing(url: str, port: int, threads: int) -> tuple[int, float]:
 
     from rewardbridge import load_reward
 
-    reward = load_reward(url, protocol="rewardbridge")  # request_batch_size 64 (the default)
+    reward = load_reward(url, protocol="rewardbridge", name="coalesced")  # request_batch_size 64 (the default)
     barrier = threading.Barrier(threads)
 
     def one(i):
