@@ -181,16 +181,24 @@ def hold_lock(lock_path: str, output: str):
     """An exclusive lock on ``lock_path`` (filelock; the OS drops it when the process dies, so a
     killed run never blocks its resume), taken at once or refused; ``.release()`` it when done.
     The file stays: removing it would let two writers lock different files."""
+    lock = _try_lock(lock_path)
+    if lock is None:
+        raise ConfigError(
+            f"{output} is being written by another run (it holds {lock_path}); two runs on one output would "
+            "write every row twice. Wait for it to finish (then --resume if it stopped early), or pick another output path"
+        )
+    return lock
+
+
+def _try_lock(lock_path: str):
+    """``lock_path``'s exclusive lock if it can be had at once, else None (another process holds it)."""
     from filelock import FileLock, Timeout
 
     lock = FileLock(lock_path, timeout=0)
     try:
         lock.acquire()
     except Timeout:
-        raise ConfigError(
-            f"{output} is being written by another run (it holds {lock_path}); two runs on one output would "
-            "write every row twice. Wait for it to finish (then --resume if it stopped early), or pick another output path"
-        ) from None
+        return None
     return lock
 
 
@@ -247,21 +255,17 @@ def _flock(fd: int, exclusive: bool) -> bool:
 def check_input_free(path: str, flag: str = "input") -> None:
     """Refuse to read ``path`` while a run is writing it (``score ... -o w.jsonl`` still going): its rows
     so far are a partial file. Asks its lock files (by the name given and the real one) and its flock."""
-    from filelock import FileLock, Timeout
-
     if not os.path.isfile(path):
         return
     for lock_path in dict.fromkeys([path + LOCK_SUFFIX, os.path.realpath(path) + LOCK_SUFFIX]):
         if not os.path.exists(lock_path):
             continue  # never locked: no lock file is made beside the user's input to find out
-        lock = FileLock(lock_path, timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
+        lock = _try_lock(lock_path)
+        if lock is None:
             raise ConfigError(
                 f"the {flag} {path} is being written by another run (it holds {lock_path}); reading it now would score a "
                 "partial file. Wait for that run to finish, then run this again"
-            ) from None
+            )
         lock.release()
     fd = os.open(path, os.O_RDONLY)
     try:
