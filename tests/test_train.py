@@ -3,7 +3,6 @@ the console, and the launchers."""
 
 import dataclasses
 import json
-import os
 import shutil
 import struct
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import launch
 from rewardbridge.cli import main as cli_main
 from rewardbridge.options import RewardOptions
 from rewardbridge.presets import apply_preset
@@ -313,8 +313,7 @@ def test_accelerate_launch_with_the_shipped_ddp_config_runs_a_recipe(tmp_path, c
     repo = Path(__file__).parent.parent
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(repo / "configs/accelerate/ddp.yaml"),
                "--num_processes", "2", "--mixed_precision", "no", "-m", "rewardbridge.cli", "train", str(tmp_path / "recipe.yaml")]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=repo,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = launch(command, timeout=300, cwd=repo)
     assert out.returncode == 0, out.stderr[-5000:]
     history = json.loads((tmp_path / "out" / "log_history.json").read_text())
     steps = [entry for entry in history if "rm/normalized_mean" in entry]

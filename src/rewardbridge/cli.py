@@ -159,6 +159,23 @@ def parse_options(items: list[str]) -> dict[str, Any]:
     return options
 
 
+def leave_process_group() -> None:
+    """Under `accelerate launch`, every rank meets and then closes the process group before exiting.
+
+    Without it a rank that finishes first tears its gloo/NCCL connections down at interpreter exit
+    while its peer's threads still use them, and the peer aborts ("terminate called without an
+    active exception", SIGABRT): a finished run would exit non-zero and a scheduler would call it
+    failed. Accelerate asks scripts to end this way (``Accelerator.end_training``).
+    """
+    if "torch" not in sys.modules:  # nothing imported torch, so no process group was started
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def run_command(args: argparse.Namespace) -> int:
     if args.command == "train":
         from .training.recipe import load_recipe  # checked before the runner's imports (transformers, TRL)
@@ -172,6 +189,7 @@ def run_command(args: argparse.Namespace) -> int:
             from .training.train import run
 
             run(recipe, resume=args.resume)
+        leave_process_group()
         return 0
     if args.command == "score":
         options = parse_options(args.options)

@@ -53,3 +53,7 @@ trainer.train()
 if trainer.accelerator.is_main_process:
     with open(os.path.join(out_dir, "log_history.json"), "w") as f:
         json.dump(trainer.state.log_history, f)
+
+from rewardbridge.cli import leave_process_group  # noqa: E402
+
+leave_process_group()  # as `rewardbridge train` ends: both ranks meet, then close the group

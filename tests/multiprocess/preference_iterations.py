@@ -29,3 +29,7 @@ iterations.build_preference_trainer = capture
 iterations.run_preference(load_recipe(recipe_path))
 with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
     json.dump(seen, f)
+
+from rewardbridge.cli import leave_process_group  # noqa: E402
+
+leave_process_group()  # as `rewardbridge train` ends: both ranks meet, then close the group

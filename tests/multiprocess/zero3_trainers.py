@@ -62,3 +62,7 @@ for name, config_class, trainer_class in (("grpo", GRPOConfig, GRPOTrainer), ("r
                    "policy_is_deepspeed": trainer.is_deepspeed_enabled,
                    "policy_zero_stage": deepspeed["zero_optimization"]["stage"] if deepspeed else None,
                    "world_size": trainer.accelerator.num_processes}, f)
+
+from rewardbridge.cli import leave_process_group  # noqa: E402
+
+leave_process_group()  # as `rewardbridge train` ends: both ranks meet, then close the group
