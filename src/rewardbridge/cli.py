@@ -160,12 +160,13 @@ def parse_options(items: list[str]) -> dict[str, Any]:
 
 
 def leave_process_group() -> None:
-    """Under `accelerate launch`, every rank meets and then closes the process group before exiting.
+    """Under `accelerate launch` or `torchrun` (train, a ZeRO-3 serve), every rank meets, then closes the
+    process group, before exiting.
 
-    Without it a rank that finishes first tears its gloo/NCCL connections down at interpreter exit
-    while its peer's threads still use them, and the peer aborts ("terminate called without an
-    active exception", SIGABRT): a finished run would exit non-zero and a scheduler would call it
-    failed. Accelerate asks scripts to end this way (``Accelerator.end_training``).
+    Without it the group is torn down by interpreter exit, while its peers may still be connected,
+    and a rank can abort there after its work is done ("terminate called without an active
+    exception", SIGABRT; seen with gloo under `accelerate launch`): a finished run exits non-zero
+    and a scheduler calls it failed. Accelerate asks scripts to end so (``Accelerator.end_training``).
     """
     if "torch" not in sys.modules:  # nothing imported torch, so no process group was started
         return
@@ -189,7 +190,6 @@ def run_command(args: argparse.Namespace) -> int:
             from .training.train import run
 
             run(recipe, resume=args.resume)
-        leave_process_group()
         return 0
     if args.command == "score":
         options = parse_options(args.options)
@@ -256,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = parser.parse_args(argv)  # argparse itself prints usage and exits 2 on bad flags
     try:
-        return run_command(args)
+        code = run_command(args)
+        leave_process_group()
+        return code
     except KeyboardInterrupt:
         print("rewardbridge: interrupted", file=sys.stderr)
         return 130
