@@ -173,6 +173,13 @@ def test_a_bert_cross_encoder_reads_question_answer_pairs(cross_encoder_dir):
     assert len({round(v, 3) for v in expected}) == 3
 
 
+def test_alpha_on_a_standard_cross_encoder_is_refused_before_its_weights(cross_encoder_dir, no_weights):
+    # Only custom code takes alpha (nicholasKluge's RewardModel); a standard class's forward never does.
+    with pytest.raises(ConfigError) as caught:
+        load_reward(cross_encoder_dir, alpha=10)
+    assert "alpha=10" in str(caught.value) and "no auto_map" in str(caught.value) and "pass alpha=1" in str(caught.value)
+
+
 def test_a_cross_encoder_with_a_chat_template_renders_and_says_why(cross_encoder_dir):
     from rewardbridge.resolve import resolve
 

@@ -35,6 +35,14 @@ def check_misapplied(resolved) -> None:
     if not resolved.remote:
         check_judge(resolved.kind, opts)
         if resolved.kind == "pair_regression":
+            if opts.alpha != 1.0 and not resolved.config.get("auto_map"):
+                # Only custom code (nicholasKluge's RewardModel) takes alpha; whether that code does is known once it
+                # is imported (readouts.readout_for). A standard transformers class never does.
+                raise ConfigError(
+                    f"alpha={opts.alpha:g} would be passed to the model's forward, but {resolved.source} is a standard "
+                    f"transformers model (config.json has no auto_map: no custom code), whose forward takes no alpha; "
+                    "pass alpha=1 (its output is read as is)"
+                )
             ignored = [k for k in ("chat_template", "system_prompt") if getattr(opts, k)] + (["render"] if opts.render != "auto" else [])
             if ignored:
                 # kind='classifier' alone would render plain text, where system_prompt has no place either.
