@@ -27,8 +27,9 @@ from .engine_process import EngineProcess
 from .preference import PAIR_COLUMNS, REWARD_COLUMNS
 from .prompts import load_prompts, read_rows
 from .recipe import Recipe
+from .report import HeldOut
 from .resume import check_iterations_folder, check_training_folder
-from .train import HeldOut, build_rewards, quiet_libraries, resolve_model
+from .train import build_rewards, quiet_libraries, resolve_model
 
 __all__ = ["PreferenceStepPrinter", "build_preference_trainer", "run_preference"]
 
