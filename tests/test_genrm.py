@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 
 from rewardbridge import Conversation, load_reward
-from rewardbridge.comparisons import Judgement, comparison_pairs, fold, length_weights, split_reasoning
+from rewardbridge.comparisons import Judgement, comparison_pairs, fold, length_weights, split_reasoning, style_density
 from rewardbridge.errors import ConfigError, InputError, OptionTypeError, RemoteError
 from rewardbridge.protocols.genrm import Unparsed, json_objects, parse_judgement
 from rewardbridge.resolve import resolve
@@ -88,6 +88,42 @@ def test_fold_and_length_weights_by_hand():
     assert split_reasoning(texts[1]) == ("<think>thinks</think>", "abcd")
     adjusted = fold(2, [(0, 1, Judgement(3, 3, 3.5))], texts, length_penalty=1.0, reasoning_length_penalty=0.5).rewards
     assert adjusted == [3.0 + 0.5 + 0.25, 3.0 - 0.5 - 0.25]  # answer w +-0.5, reasoning w +-0.5 x 0.5
+
+
+# Circular over 4: (0,1) 5|4, (1,2) 4|3, (2,3) 3|1, (3,0) 1|5 -> rewards 5, 4, 3, 1.
+BONUS_JUDGED = [(0, 1, Judgement(5, 4, 2)), (1, 2, Judgement(4, 3, 2)), (2, 3, Judgement(3, 1, 1)), (3, 0, Judgement(1, 5, 6))]
+# Answers 10, 11, 15, 4 characters; reasoning 0, 5, 36; markdown: 1 bold in 10 characters, none,
+# a header and a list item in 15, none.
+BONUS_TEXTS = ["**Eight.**", "<think>count</think>Eight legs.", "<think>legs: 8, since spiders are arachnids</think>## Legs\n- eight",
+               "Six."]
+
+
+def test_top_performer_bonuses_and_the_style_penalty_by_hand():
+    assert fold(4, BONUS_JUDGED).rewards == [5.0, 4.0, 3.0, 1.0]
+    assert [style_density(split_reasoning(t)[1]) for t in BONUS_TEXTS] == [0.1, 0.0, 2 / 15, 0.0]
+    # Style weights: 1 - d / (2/15) = 0.25, 1, 0, 1; mean 0.5625 -> -0.3125, +0.4375, -0.5625, +0.4375 (x 0.05).
+    style = [-0.3125 * 0.05, 0.4375 * 0.05, -0.5625 * 0.05, 0.4375 * 0.05]
+    # top_percentile 0.5 of 4: the 2nd highest (4) is the bar. Shortest reasoning: response 1 (reward 4): bonus.
+    # Shortest answer: response 3 ("Six.", reward 1): below the bar, no bonus.
+    got = fold(4, BONUS_JUDGED, BONUS_TEXTS, answer_bonus=0.5, reasoning_bonus=0.5, top_percentile=0.5, style_penalty=0.05).rewards
+    assert got == pytest.approx([5.0 + style[0], 4.0 + 0.5 + style[1], 3.0 + style[2], 1.0 + style[3]], abs=1e-12)
+    # top_percentile 1: every response clears the bar, so the shortest answer earns its bonus too.
+    assert fold(4, BONUS_JUDGED, BONUS_TEXTS, answer_bonus=0.5, reasoning_bonus=0.5, top_percentile=1.0).rewards == [5.0, 4.5, 3.0, 1.5]
+    # top_percentile 0.25: only the best (5) clears it; it is neither shortest: no bonus at all.
+    assert fold(4, BONUS_JUDGED, BONUS_TEXTS, answer_bonus=0.5, reasoning_bonus=0.5, top_percentile=0.25).rewards == [5.0, 4.0, 3.0, 1.0]
+    # A failed comparison (3,0): responses 0 and 3 are NaN and earn nothing; the shortest scored answer is
+    # response 1 (11 characters), and of the scored [4, 3] the bar at 0.5 of 4 (2nd) is 3: it earns the bonus.
+    failed = fold(4, BONUS_JUDGED[:3] + [(3, 0, None)], BONUS_TEXTS, answer_bonus=0.5, top_percentile=0.5).rewards
+    assert failed[1:3] == [4.5, 3.0] and all(r != r for r in (failed[0], failed[3]))
+
+
+def test_style_density_counts_as_genrm_compare_does():
+    assert style_density("```\n# not a header\n- nor a list\n```") == 0.0  # code blocks are left out
+    assert style_density("1. one\n2. two") == pytest.approx(2 / 13)  # ordered list items
+    assert style_density("__bold__ and **bold**") == pytest.approx(2 / 21)
+    assert style_density("ok \U0001F600") == pytest.approx(1 / 4)  # an emoji
+    # genrm_compare's emoji range U+24C2-U+1F251 spans CJK: each character counts, as there.
+    assert style_density("八条腿") == 1.0
 
 
 VERDICT = Judgement(4.0, 2.0, 2.0)
@@ -203,8 +239,14 @@ def test_a_judge_cut_at_max_tokens_while_reasoning_has_no_verdict(content, finis
         ({"length_penalty": 0.5}, CIRCULAR, 0.5, 9),
         ({"pairs": "all_pairs", "length_penalty": 0.35}, ALL_PAIRS, 0.35, 16),
         ({"judges_per_pair": 2}, CIRCULAR, 0.0, 18),  # the same verdict twice: the same means
+        # Every response clears top_percentile 1: the shortest answer of each group, response 0 of Q1 ("yes")
+        # and of Q2 ("a"), earns answer_bonus; no completion reasons, no markdown: the rest change nothing.
+        ({"answer_bonus": 0.5, "top_percentile": 1.0, "style_penalty": 0.05},
+         {"Q1": [1.75, 3.0, 4.0, 0.75], "Q2": [1.5, 2.0, 5.0, 2.0, 3.0]}, 0.0, 9),
+        # At the default top_percentile 0.2 only each group's best clears the bar: no bonus.
+        ({"answer_bonus": 0.5}, CIRCULAR, 0.0, 9),
     ],
-    ids=["circular", "all_pairs", "circular+length", "all_pairs+length", "two-judges"],
+    ids=["circular", "all_pairs", "circular+length", "all_pairs+length", "two-judges", "bonus-to-all", "bonus-to-best"],
 )
 def test_rewards_for_groups_of_4_and_5_equal_the_hand_computed_aggregation(judge, options, table, penalty, comparisons):
     server = judge()
@@ -386,11 +428,15 @@ def test_a_verdict_off_the_judge_s_scale_is_asked_again(judge):
         once(prompts=["Q"] * 2, completions=["a", "b"])
 
 
-def test_a_reasoning_length_penalty_on_a_policy_that_never_reasons_warns_once(judge):
+@pytest.mark.parametrize("options, message", [
+    ({"reasoning_length_penalty": 0.3}, "reasoning_length_penalty=0.3 does nothing here"),
+    ({"reasoning_length_penalty": 0.3, "reasoning_bonus": 0.5}, "reasoning_length_penalty=0.3 and reasoning_bonus=0.5 do nothing here"),
+], ids=["penalty", "penalty+bonus"])
+def test_a_reasoning_length_penalty_on_a_policy_that_never_reasons_warns_once(judge, options, message):
     from rewardbridge.errors import RewardBridgeWarning
 
-    reward = load_reward(judge().url, protocol="genrm", reasoning_length_penalty=0.3, **FAST)
-    with pytest.warns(RewardBridgeWarning, match="reasoning_length_penalty=0.3 does nothing here"):
+    reward = load_reward(judge().url, protocol="genrm", **options, **FAST)
+    with pytest.warns(RewardBridgeWarning, match=message):
         reward(prompts=["Q"] * 2, completions=["a", "b c"])
     import warnings
 
@@ -477,6 +523,13 @@ def test_principle_judge_reads_the_column_and_fails_without_an_answer_token(judg
         (dict(protocol="genrm", judges_per_pair="2"), OptionTypeError, "judges_per_pair must be a whole number"),
         (dict(protocol="genrm", top_p=1.5), ConfigError, r"top_p must be in \(0, 1\]"),
         (dict(protocol="genrm", length_penalty=-0.1), ConfigError, "length_penalty must be 0 or more"),
+        (dict(protocol="genrm", style_penalty=-0.05), ConfigError, "style_penalty must be 0 or more"),
+        (dict(protocol="genrm", answer_bonus=-0.5), ConfigError, "answer_bonus must be 0 or more"),
+        (dict(protocol="genrm", answer_bonus=0.5, top_percentile=0), ConfigError, r"top_percentile must be in \(0, 1\]"),
+        (dict(protocol="genrm", reasoning_bonus=0.5, top_percentile=1.5), ConfigError, r"top_percentile must be in \(0, 1\]"),
+        (dict(protocol="genrm", top_percentile=0.5), ConfigError, "top_percentile chooses who may earn answer_bonus or reasoning_bonus"),
+        (dict(protocol="genrm", answer_bonus="0.5"), OptionTypeError, "answer_bonus must be a number"),
+        (dict(protocol="nim", style_penalty=0.05), ConfigError, "option style_penalty is read only by protocol='genrm'"),
         (dict(protocol="genrm", principle="x", principle_column="p"), ConfigError, "not both"),
         (dict(protocol="genrm", on_parse_failure="zero"), ConfigError, "on_parse_failure='zero' is not one of"),
         (dict(protocol="genrm", normalize="reference", reference_column="r"), ConfigError, "normalize none, center, zscore or rank"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
 
@@ -128,14 +129,28 @@ def fold(
     texts: Sequence[str] | None = None,
     length_penalty: float = 0.0,
     reasoning_length_penalty: float = 0.0,
+    *,
+    answer_bonus: float = 0.0,
+    reasoning_bonus: float = 0.0,
+    top_percentile: float = 0.2,
+    style_penalty: float = 0.0,
 ) -> Folded:
     """``simple_tiebreaker``: rewards for n responses from their comparisons (first, second, judgement).
 
     For each comparison with (s1, s2, rank): if s1 == s2, add 3.5 - rank to s1 and subtract it
     from s2; s1 counts for ``first``, s2 for ``second``. A response's reward is its mean over
-    its comparisons, plus ``length_penalty * w`` (:func:`length_weights` of its answer's
-    characters, stripped) and ``reasoning_length_penalty * w`` (the same over its reasoning).
-    A judgement of None (a failed comparison) makes both of its responses NaN.
+    its comparisons. A judgement of None (a failed comparison) makes both of its responses NaN.
+    Then, given ``texts``, the group adjustments of genrm_compare, each 0 (off) by default:
+
+    - ``reasoning_bonus`` / ``answer_bonus``: the response with the shortest non-empty
+      reasoning (answer) earns the bonus if its reward is among the top ``top_percentile``
+      of the group (at least the k-th highest, k = max(1, int(n * top_percentile))).
+    - ``length_penalty * w`` and ``reasoning_length_penalty * w``: :func:`length_weights`
+      of each answer's (reasoning's) characters, stripped.
+    - ``style_penalty * w``: :func:`length_weights` of each answer's :func:`style_density`,
+      so the least formatted answer gains the most.
+
+    A response whose comparison failed (NaN) stays NaN and earns no bonus.
 
     >>> fold(2, [(0, 1, Judgement(4, 4, 2))]).rewards  # a tie, ranking 2: response 1 is better
     [5.5, 2.5]
@@ -158,10 +173,69 @@ def fold(
         counts[first] += 1
         counts[second] += 1
     rewards = [totals[i] / counts[i] if counts[i] and i not in failed else math.nan for i in range(n)]
-    if texts is not None and (length_penalty or reasoning_length_penalty):
+    if texts is not None and n >= 2:
         parts = [split_reasoning(t) for t in texts]
-        answers = length_weights([len(answer.strip()) for _, answer in parts])
-        reasonings = length_weights([len(reasoning.replace(REASONING_START, "").replace(REASONING_END, "").strip()) for reasoning, _ in parts])
-        rewards = [r + length_penalty * a + reasoning_length_penalty * b for r, a, b in zip(rewards, answers, reasonings)]
+        answers = [answer.strip() for _, answer in parts]
+        reasonings = [reasoning.replace(REASONING_START, "").replace(REASONING_END, "").strip() for reasoning, _ in parts]
+        adjustment = top_bonuses(rewards, [len(r) for r in reasonings], reasoning_bonus, top_percentile)
+        adjustment = [a + b for a, b in zip(adjustment, top_bonuses(rewards, [len(a) for a in answers], answer_bonus, top_percentile))]
+        if length_penalty or reasoning_length_penalty:
+            weights = zip(length_weights([len(a) for a in answers]), length_weights([len(r) for r in reasonings]))
+            adjustment = [x + length_penalty * a + reasoning_length_penalty * r for x, (a, r) in zip(adjustment, weights)]
+        if style_penalty:
+            adjustment = [x + style_penalty * w for x, w in zip(adjustment, length_weights([style_density(answer) for _, answer in parts]))]
+        rewards = [r + x for r, x in zip(rewards, adjustment)]
     out.rewards = rewards
     return out
+
+
+def top_bonuses(rewards: Sequence[float], lengths: Sequence[int], bonus: float, top_percentile: float) -> list[float]:
+    """``bonus`` for the response with the shortest non-empty text (the first, on a tie), if its
+    reward is among the group's top ``top_percentile``; 0 for the others (genrm_compare's
+    top-performer bonus: the shortest is chosen first, then its reward is checked).
+
+    >>> top_bonuses([4.0, 3.0, 2.0, 1.0], [30, 20, 10, 40], 0.5, 0.5)  # the shortest (2) is 3rd: no bonus
+    [0.0, 0.0, 0.0, 0.0]
+    >>> top_bonuses([4.0, 3.0, 2.0, 1.0], [30, 20, 0, 40], 0.5, 0.5)  # empty texts do not count
+    [0.0, 0.5, 0.0, 0.0]
+    """
+    out = [0.0] * len(rewards)
+    scored = sorted((r for r in rewards if not math.isnan(r)), reverse=True)
+    candidates = [(length, i) for i, length in enumerate(lengths) if length > 0 and not math.isnan(rewards[i])]
+    if bonus <= 0 or not scored or not candidates:
+        return out
+    threshold = scored[min(len(scored), max(1, int(len(rewards) * top_percentile))) - 1]
+    shortest = min(candidates)[1]
+    if rewards[shortest] >= threshold:
+        out[shortest] = bonus
+    return out
+
+
+# Style elements as genrm_compare counts them (Arena-Hard's markdown counts, plus emoji), outside code blocks.
+_CODE_BLOCK = re.compile(r"```[\s\S]*?```")
+_STYLE = [
+    re.compile(r"^#{1,6}\s", re.MULTILINE),  # headers
+    re.compile(r"^\s*\d+\.\s", re.MULTILINE),  # ordered list items
+    re.compile(r"^\s*[-*+]\s", re.MULTILINE),  # unordered list items
+    re.compile(r"\*\*[^*\n]+\*\*"),  # bold
+    re.compile(r"__[^_\n]+__"),
+    # Emoji: code points in genrm_compare's ranges, as it counts them. Its range U+24C2-U+1F251
+    # also spans CJK, Hangul and other scripts, so their characters count as style there too;
+    # kept, so that rewards match the reference's.
+    re.compile("[\U0001F600-\U0001F64F\U0001F300-\U0001F5FF\U0001F680-\U0001F6FF\U0001F1E0-\U0001F1FF"
+               "\u2702-\u27B0\u24C2-\U0001F251\U0001F900-\U0001F9FF\U0001FA00-\U0001FA6F\U0001FA70-\U0001FAFF"
+               "\u2600-\u26FF\u2700-\u27BF]"),
+]
+
+
+def style_density(text: str) -> float:
+    r"""Formatting elements (headers, list items, bold, emoji) per character, code blocks left out.
+
+    >>> round(style_density("## Legs\n- eight\n- **eight**"), 3)  # 4 elements in 27 characters
+    0.148
+    >>> style_density("Eight.")
+    0.0
+    """
+    prose = _CODE_BLOCK.sub("", text)
+    length = len(prose.strip())
+    return sum(len(pattern.findall(prose)) for pattern in _STYLE) / length if length else 0.0

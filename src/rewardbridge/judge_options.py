@@ -18,11 +18,13 @@ MAX_TEMPERATURE = 2.0  # OpenAI's chat completions accept 0-2
 # Each judge request holds one comparison (genrm) or one response (principle): no batch to size.
 # (Rendering options a judge's server would ignore are refused in option_checks.py, as for NIM.)
 UNREAD_BY_JUDGES = ("request_batch_size",)
+# genrm_compare's group adjustments of the folded rewards (comparisons.fold), each off at 0
+GROUP_ADJUSTMENTS = ("length_penalty", "reasoning_length_penalty", "answer_bonus", "reasoning_bonus", "top_percentile",
+                     "style_penalty")
 # option -> the protocols that read it
 READERS = {
     **{key: JUDGE_PROTOCOLS for key in ("principle", "principle_column", "temperature", "top_p", "max_tokens", "parse_retries")},
-    **{key: ("genrm",) for key in ("pairs", "judges_per_pair", "group_size", "on_parse_failure", "length_penalty",
-                                   "reasoning_length_penalty")},
+    **{key: ("genrm",) for key in ("pairs", "judges_per_pair", "group_size", "on_parse_failure", *GROUP_ADJUSTMENTS)},
     "principle_prompt": ("principle",),
 }
 
@@ -51,9 +53,19 @@ def check_judge_options(options: Any) -> None:
                           f"several responses to a prompt), got {options.group_size}")
     if options.top_p is not None and not 0 < options.top_p <= 1:
         raise ConfigError(f"top_p must be in (0, 1], got {options.top_p}")
-    for key in ("length_penalty", "reasoning_length_penalty"):
+    for key in ("length_penalty", "reasoning_length_penalty", "style_penalty"):
         if getattr(options, key) < 0:
-            raise ConfigError(f"{key} must be 0 or more (the shortest answer of a group earns up to {key} more), got {getattr(options, key)}")
+            raise ConfigError(f"{key} must be 0 or more (the group's {'least formatted' if key == 'style_penalty' else 'shortest'} "
+                              f"answer earns up to {key} more), got {getattr(options, key)}")
+    for key in ("answer_bonus", "reasoning_bonus"):
+        if getattr(options, key) < 0:
+            raise ConfigError(f"{key} must be 0 or more (added to the shortest {key.split('_')[0]} among the group's best), "
+                              f"got {getattr(options, key)}")
+    if not 0 < options.top_percentile <= 1:
+        raise ConfigError(f"top_percentile must be in (0, 1] (the share of a group eligible for the bonuses), got {options.top_percentile}")
+    if "top_percentile" in options.changed() and not (options.answer_bonus or options.reasoning_bonus):
+        raise ConfigError("top_percentile chooses who may earn answer_bonus or reasoning_bonus, and both are 0: "
+                          "set one of them (genrm_compare's Nemotron-3 config: 0.5), or drop top_percentile")
     if options.principle is not None and options.principle_column is not None:
         raise ConfigError("give principle (one for every row) or principle_column (a dataset column, per row), not both")
     if options.principle is not None and not options.principle.strip():

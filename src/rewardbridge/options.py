@@ -128,6 +128,10 @@ class RewardOptions:
     on_parse_failure: str = "fail"  # genrm: "fail" (a failed comparison) or "neutral" (3.0, 3.0, 3.5)
     length_penalty: float = 0.0  # genrm: coeff of the group-relative answer-length bonus
     reasoning_length_penalty: float = 0.0  # genrm: the same over the policy's reasoning (<think>...</think>)
+    answer_bonus: float = 0.0  # genrm: to the shortest answer, if its reward is in the group's top_percentile
+    reasoning_bonus: float = 0.0  # genrm: the same for the shortest reasoning
+    top_percentile: float = 0.2  # genrm: the share of a group eligible for those bonuses
+    style_penalty: float = 0.0  # genrm: coeff of the group-relative bonus for less markdown per character
     # Issue 15 §6: the seconds a request may keep retrying, from its first attempt (a reward
     # server's restart, 28 s measured, is survived; a dead endpoint raises within 2 minutes).
     retry_budget: float = 120.0
@@ -380,5 +384,9 @@ OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "on_parse_failure": (_str, f"one of {ON_PARSE_FAILURE}"),
     "length_penalty": (_number, "a number"),
     "reasoning_length_penalty": (_number, "a number"),
+    "answer_bonus": (_number, "a number"),
+    "reasoning_bonus": (_number, "a number"),
+    "top_percentile": (_number, "a number in (0, 1]"),
+    "style_penalty": (_number, "a number"),
     "retry_budget": (_number, "a number of seconds"),
 }

@@ -237,6 +237,7 @@ class GenRMClient(Codec):
         principle = repr(options.principle) if options.principle else (
             f"column {options.principle_column!r}" if options.principle_column else "none (no principle message)")
         length = ", ".join(f"{key} {getattr(options, key):g}" for key in ("length_penalty", "reasoning_length_penalty"))
+        bonuses = ", ".join(f"{key} {getattr(options, key):g}" for key in ("answer_bonus", "reasoning_bonus"))
         from ..scorers.remote import worst_case_seconds
 
         example = cls(options).request([{"role": "user", "content": "What is 2+2?"}], "4", "5", options.principle or None)
@@ -250,6 +251,8 @@ class GenRMClient(Codec):
             ("parse", f"parse_retries {options.parse_retries}, on_parse_failure {options.on_parse_failure!r}; "
                       "scores 1-5 and ranking 1-6, else asked again"),
             ("length", f"{length} (reward += coeff x zero-mean weight, shortest highest)"),
+            ("bonuses", f"{bonuses}, to the shortest if its reward is in the top {options.top_percentile:g} of its group; "
+                        f"style_penalty {options.style_penalty:g} (the same zero-mean weight over markdown per character)"),
             ("worst case", f"{worst_case_seconds(options):g} s before a hung comparison fails (keep it under the trainer's "
                            "ddp_timeout, 1800 s by default)"),
             ("input", "the prompt's messages, [a principle message], then each answer without its reasoning as "

@@ -110,7 +110,7 @@ class PairwiseScorer:
         plan = self.plan(groups, opts.pairs)
         mine = share(len(plan), gathered)
         outcomes = gather_results(self.transport.run(self._judge_all({k: plan[k] for k in mine}, groups)))
-        rewards = self._fold(groups, plan, outcomes, len(gathered.rows), opts.length_penalty, opts.reasoning_length_penalty)
+        rewards = self._fold(groups, plan, outcomes, len(gathered.rows))
         number = [0] * len(gathered.rows)
         for g, group in enumerate(groups):
             for row in group.rows:
@@ -185,10 +185,12 @@ class PairwiseScorer:
                      "pass group_size=<the trainer's num_generations> to judge each alone")
 
     def _warn_on_no_reasoning(self, groups: list[Group]) -> None:
-        if self.options.reasoning_length_penalty and "no-reasoning" not in self._warned:
+        given = [f"{key}={getattr(self.options, key):g}" for key in ("reasoning_length_penalty", "reasoning_bonus")
+                 if getattr(self.options, key)]
+        if given and "no-reasoning" not in self._warned:
             if not any(split_reasoning(t)[0] for group in groups for t in group.texts):
                 self._warned.add("no-reasoning")
-                warn(f"reasoning_length_penalty={self.options.reasoning_length_penalty:g} does nothing here: no completion "
+                warn(f"{' and '.join(given)} {'do' if len(given) > 1 else 'does'} nothing here: no completion "
                      "has a <think>...</think> part (a policy that does not reason); drop it, or train a reasoning policy")
 
     def _check_groups(self, groups: list[Group]) -> None:
@@ -241,8 +243,12 @@ class PairwiseScorer:
         for error in errors:
             logger.warning("%s; its two responses scored as failed (on_error='skip')", error)
 
-    def _fold(self, groups, plan, outcomes, size, length_penalty, reasoning_length_penalty) -> torch.Tensor:
+    def _fold(self, groups, plan, outcomes, size) -> torch.Tensor:
         import torch
+
+        from ..judge_options import GROUP_ADJUSTMENTS
+
+        adjustments = {key: getattr(self.options, key) for key in GROUP_ADJUSTMENTS}
 
         # Every rank holds every outcome now: raise (or not) on all of them alike.
         self._raise_or_warn(outcomes)
@@ -251,7 +257,7 @@ class PairwiseScorer:
         tiebreaks = judged = 0
         by_group = _by_group(plan, outcomes, len(groups))
         for g, group in enumerate(groups):
-            folded = fold(len(group.texts), by_group[g], group.texts, length_penalty, reasoning_length_penalty)
+            folded = fold(len(group.texts), by_group[g], group.texts, **adjustments)
             rewards[torch.tensor(group.rows)] = torch.tensor(folded.rewards, dtype=torch.float32)
             individual += folded.individual
             tiebreaks, judged = tiebreaks + folded.tiebreaks, judged + folded.judged
