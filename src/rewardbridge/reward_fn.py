@@ -10,9 +10,6 @@ use in the new process (TRL's async GRPO ships reward functions to a child proce
 from __future__ import annotations
 
 import math
-import os
-import re
-import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -24,7 +21,7 @@ from .normalize import (
     normalize_across_ranks,
 )
 from .options import RewardOptions
-from .resolve import URL_PATTERN
+from .reward_names import claim_name, default_name  # noqa: F401 (default_name: its old home)
 from .scorers.base import Scorer, Scores
 
 if TYPE_CHECKING:  # torch is imported where it is used: building a remote reward needs none (issue 18)
@@ -120,7 +117,7 @@ class RewardFunction:
         self._scorer = scorer if scorer is not None else _load_scorer(source, options)
         self._reference_cache: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._warned: set[str] = set()
-        _claim_name(self)
+        claim_name(self)
 
     @property
     def scorer(self) -> Scorer:
@@ -338,32 +335,6 @@ class RewardFunction:
                 log_extra(f"{name}/{attribute}", column.tolist())
 
 
-# The rewards alive in this process, by name: TRL logs (and merges) rewards by name.
-_LIVE: dict[str, weakref.WeakSet] = {}
-
-
-def _claim_name(reward: RewardFunction) -> None:
-    """Warn when another live reward of this name differs from this one (another source, or the same
-    source with other options: another protocol on one URL, two normalize variants of one model): in
-    one trainer TRL would log both under ``rewards/<name>/...`` and merge their metrics. The same source
-    with the same options again (a reload) is one reward; a recipe refuses any repeat."""
-    alive = _LIVE.setdefault(reward.__name__, weakref.WeakSet())
-    other = next((r for r in alive if r.source != reward.source or r.options != reward.options), None)
-    if other is not None:
-        if other.source != reward.source:
-            differ = f"{other.source} and {reward.source}"
-        else:
-            before, now = other.options.changed(), reward.options.changed()
-            keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k != "name")
-            shown = lambda options, k: repr(options[k]) if k in options else "unset"  # noqa: E731
-            differ = f"one source, {', '.join(f'{k} {shown(before, k)} and {shown(now, k)}' for k in keys)}"
-        warn(
-            f"two rewards are named {reward.__name__!r} ({differ}); TRL logs rewards by name and "
-            "would merge their metrics: pass name='...' to load_reward (a recipe's 'name:') to tell them apart"
-        )
-    alive.add(reward)
-
-
 def _load_scorer(source: str, options: RewardOptions) -> Scorer:
     """Resolve again and load, e.g. after unpickling. The options already hold what the preset
     filled, and every other value was the user's choice (an explicit default included), so the
@@ -374,16 +345,6 @@ def _load_scorer(source: str, options: RewardOptions) -> Scorer:
     from .scorers import build_scorer
 
     return build_scorer(resolve_options(source, options, given={f.name for f in dataclasses.fields(options)}))
-
-
-def default_name(source: str, options: RewardOptions) -> str:
-    if URL_PATTERN.match(source):  # http://host:8000/x -> host_8000_x (the first endpoint)
-        base = source.split(",")[0].strip().split("://", 1)[1].rpartition("@")[2].strip("/")
-        return re.sub(r"[^A-Za-z0-9_.-]+", "_", base) or "remote"
-    base = os.path.basename(os.path.normpath(source)) or "reward"
-    if options.gguf_file:
-        base = os.path.splitext(os.path.basename(options.gguf_file))[0]
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", base)
 
 
 def _nanmean(x: torch.Tensor) -> float:

@@ -49,7 +49,7 @@ def check_rewards(specs: Sequence[RewardSpec]) -> list[Callable | None]:
     name and would merge their metrics). Returns the rules (None for reward models)."""
     from ..errors import ConfigError, RewardBridgeError
     from ..resolve import resolve
-    from ..reward_fn import default_name
+    from ..reward_names import default_name
 
     functions: list[Callable | None] = []
     names: dict[str, int] = {}
