@@ -111,10 +111,16 @@ def test_top_performer_bonuses_and_the_style_penalty_by_hand():
     assert fold(4, BONUS_JUDGED, BONUS_TEXTS, answer_bonus=0.5, reasoning_bonus=0.5, top_percentile=1.0).rewards == [5.0, 4.5, 3.0, 1.5]
     # top_percentile 0.25: only the best (5) clears it; it is neither shortest: no bonus at all.
     assert fold(4, BONUS_JUDGED, BONUS_TEXTS, answer_bonus=0.5, reasoning_bonus=0.5, top_percentile=0.25).rewards == [5.0, 4.0, 3.0, 1.0]
-    # A failed comparison (3,0): responses 0 and 3 are NaN and earn nothing; the shortest scored answer is
-    # response 1 (11 characters), and of the scored [4, 3] the bar at 0.5 of 4 (2nd) is 3: it earns the bonus.
+    # A failed comparison (3,0): responses 0 and 3 are NaN and earn nothing. The rest is over the scored
+    # [4, 3]: k = int(2 x 0.5) = 1, the bar is 4; the shortest scored answer is response 1 (reward 4): bonus.
     failed = fold(4, BONUS_JUDGED[:3] + [(3, 0, None)], BONUS_TEXTS, answer_bonus=0.5, top_percentile=0.5).rewards
     assert failed[1:3] == [4.5, 3.0] and all(r != r for r in (failed[0], failed[3]))
+    # top_percentile 0.25 of the 2 scored: k = max(1, int(0.5)) = 1, the same bar.
+    assert fold(4, BONUS_JUDGED[:3] + [(3, 0, None)], BONUS_TEXTS, answer_bonus=0.5, top_percentile=0.25).rewards[1:3] == [4.5, 3.0]
+    # Length and style weights over the scored only: the failed response's 100 characters move no one.
+    judged = [(0, 1, Judgement(3, 3, 3.5)), (1, 2, Judgement(3, 4, 5)), (2, 3, None)]
+    lengths = fold(4, judged, ["a" * 10, "b" * 10, "c" * 10, "d" * 100], length_penalty=1.0, style_penalty=1.0).rewards
+    assert lengths[:2] == fold(4, judged).rewards[:2] and all(r != r for r in lengths[2:])
 
 
 def test_style_density_counts_as_genrm_compare_does():

@@ -10,7 +10,7 @@ import pytest
 
 from rewardbridge import load_reward
 from rewardbridge.cli import main
-from rewardbridge.errors import InputError
+from rewardbridge.errors import ConfigError, InputError
 from rewardbridge.jobs.evaluate import evaluate_file
 from rewardbridge.jobs.rewardbench import Scored, best_of_n, rewardbench2_report, ties_score
 from servers.faulty import FaultyServer
@@ -164,6 +164,17 @@ def test_a_genrm_evaluates_rewardbench_pairs_by_direct_comparison_in_both_orders
     assert sum(s["accuracy"] * s["n"] for s in report["subsets"].values()) == pytest.approx(wins)
     assert {name: round(s["accuracy"] * s["n"]) for name, s in report["subsets"].items()} == {
         name: per_subset[name] for name in report["subsets"]}
+
+
+@pytest.mark.parametrize("how", ["options", "reward"])
+def test_eval_refuses_a_judge_s_group_adjustments(judge, how):
+    # They shape a training group's rewards (shorter, plainer answers gain); eval reads the verdicts alone.
+    adjust = {"answer_bonus": 0.5, "style_penalty": 0.05}
+    given = {"options": {"protocol": "genrm", **adjust}} if how == "options" else {
+        "reward": load_reward(judge.url, protocol="genrm", **adjust)}
+    with pytest.raises(ConfigError, match=r"option\(s\) \['answer_bonus', 'style_penalty'\] adjust a training group"):
+        evaluate_file(judge.url, str(SAMPLE), **given)
+    assert judge.requests == []  # refused before any comparison
 
 
 def test_a_genrm_evaluates_rewardbench2_rows_every_pair_both_orders(judge, tmp_path):

@@ -144,13 +144,14 @@ def fold(
 
     - ``reasoning_bonus`` / ``answer_bonus``: the response with the shortest non-empty
       reasoning (answer) earns the bonus if its reward is among the top ``top_percentile``
-      of the group (at least the k-th highest, k = max(1, int(n * top_percentile))).
+      of the group (:func:`top_bonuses`).
     - ``length_penalty * w`` and ``reasoning_length_penalty * w``: :func:`length_weights`
       of each answer's (reasoning's) characters, stripped.
     - ``style_penalty * w``: :func:`length_weights` of each answer's :func:`style_density`,
       so the least formatted answer gains the most.
 
-    A response whose comparison failed (NaN) stays NaN and earns no bonus.
+    A response whose comparison failed stays NaN, and the adjustments are computed over the
+    scored responses only (their weights, the bar and its k; the reference has no failures).
 
     >>> fold(2, [(0, 1, Judgement(4, 4, 2))]).rewards  # a tie, ranking 2: response 1 is better
     [5.5, 2.5]
@@ -173,26 +174,32 @@ def fold(
         counts[first] += 1
         counts[second] += 1
     rewards = [totals[i] / counts[i] if counts[i] and i not in failed else math.nan for i in range(n)]
-    if texts is not None and n >= 2:
-        parts = [split_reasoning(t) for t in texts]
+    scored = [i for i in range(n) if not math.isnan(rewards[i])]
+    if texts is not None and len(scored) >= 2:
+        # Over the scored responses only: a failed one (NaN, None to TRL) neither shifts the
+        # others' weights nor counts toward the bar.
+        parts = [split_reasoning(texts[i]) for i in scored]
+        base = [rewards[i] for i in scored]
         answers = [answer.strip() for _, answer in parts]
         reasonings = [reasoning.replace(REASONING_START, "").replace(REASONING_END, "").strip() for reasoning, _ in parts]
-        adjustment = top_bonuses(rewards, [len(r) for r in reasonings], reasoning_bonus, top_percentile)
-        adjustment = [a + b for a, b in zip(adjustment, top_bonuses(rewards, [len(a) for a in answers], answer_bonus, top_percentile))]
+        adjustment = top_bonuses(base, [len(r) for r in reasonings], reasoning_bonus, top_percentile)
+        adjustment = [a + b for a, b in zip(adjustment, top_bonuses(base, [len(a) for a in answers], answer_bonus, top_percentile))]
         if length_penalty or reasoning_length_penalty:
             weights = zip(length_weights([len(a) for a in answers]), length_weights([len(r) for r in reasonings]))
             adjustment = [x + length_penalty * a + reasoning_length_penalty * r for x, (a, r) in zip(adjustment, weights)]
         if style_penalty:
             adjustment = [x + style_penalty * w for x, w in zip(adjustment, length_weights([style_density(answer) for _, answer in parts]))]
-        rewards = [r + x for r, x in zip(rewards, adjustment)]
+        for i, x in zip(scored, adjustment):
+            rewards[i] += x
     out.rewards = rewards
     return out
 
 
 def top_bonuses(rewards: Sequence[float], lengths: Sequence[int], bonus: float, top_percentile: float) -> list[float]:
     """``bonus`` for the response with the shortest non-empty text (the first, on a tie), if its
-    reward is among the group's top ``top_percentile``; 0 for the others (genrm_compare's
-    top-performer bonus: the shortest is chosen first, then its reward is checked).
+    reward is at least the k-th highest, k = max(1, int(len(rewards) * top_percentile)); 0 for
+    the others (genrm_compare's top-performer bonus: the shortest is chosen first, then its
+    reward is checked against the bar).
 
     >>> top_bonuses([4.0, 3.0, 2.0, 1.0], [30, 20, 10, 40], 0.5, 0.5)  # the shortest (2) is 3rd: no bonus
     [0.0, 0.0, 0.0, 0.0]
@@ -200,11 +207,10 @@ def top_bonuses(rewards: Sequence[float], lengths: Sequence[int], bonus: float, 
     [0.0, 0.5, 0.0, 0.0]
     """
     out = [0.0] * len(rewards)
-    scored = sorted((r for r in rewards if not math.isnan(r)), reverse=True)
-    candidates = [(length, i) for i, length in enumerate(lengths) if length > 0 and not math.isnan(rewards[i])]
-    if bonus <= 0 or not scored or not candidates:
+    candidates = [(length, i) for i, length in enumerate(lengths) if length > 0]
+    if bonus <= 0 or not candidates:
         return out
-    threshold = scored[min(len(scored), max(1, int(len(rewards) * top_percentile))) - 1]
+    threshold = sorted(rewards, reverse=True)[max(1, int(len(rewards) * top_percentile)) - 1]
     shortest = min(candidates)[1]
     if rewards[shortest] >= threshold:
         out[shortest] = bonus

@@ -112,6 +112,15 @@ def evaluate_file(
     options = dict(options or {})
     if options.get("normalize", "none") != "none":
         raise ConfigError("eval compares raw scores of chosen and rejected; drop the normalize option")
+    from ..judge_options import GROUP_ADJUSTMENTS
+
+    # A judge's group adjustments favour short, plain answers of a training group; eval compares
+    # chosen with rejected by the judge's verdicts alone, so they would be ignored: refused.
+    given = set(options) | (set(reward.options.changed()) if reward is not None else set())
+    adjusted = [key for key in GROUP_ADJUSTMENTS if key in given]
+    if adjusted:
+        raise ConfigError(f"eval judges chosen against rejected by the judge's own verdicts; option(s) {adjusted} adjust "
+                          "a training group's rewards (shorter, plainer answers gain) and are not applied here: drop them")
     if output:  # the report's path, before any weights load: an existing file or the data is never overwritten
         from .output import check_not_input, check_writable
 

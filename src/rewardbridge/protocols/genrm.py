@@ -251,7 +251,8 @@ class GenRMClient(Codec):
             ("parse", f"parse_retries {options.parse_retries}, on_parse_failure {options.on_parse_failure!r}; "
                       "scores 1-5 and ranking 1-6, else asked again"),
             ("length", f"{length} (reward += coeff x zero-mean weight, shortest highest)"),
-            ("bonuses", f"{bonuses}, to the shortest if its reward is in the top {options.top_percentile:g} of its group; "
+            ("bonuses", f"{bonuses}, to the shortest if its reward is at least the k-th highest of its N, "
+                        f"k = max(1, int(N x {options.top_percentile:g})); "
                         f"style_penalty {options.style_penalty:g} (the same zero-mean weight over markdown per character)"),
             ("worst case", f"{worst_case_seconds(options):g} s before a hung comparison fails (keep it under the trainer's "
                            "ddp_timeout, 1800 s by default)"),
