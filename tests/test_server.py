@@ -367,6 +367,30 @@ def test_zero3_serving_shards_across_two_processes(classifier_dir, local):
     assert process.returncode is not None
 
 
+@pytest.mark.multiprocess
+def test_a_zero3_server_stopped_by_its_launcher_answers_the_request_in_flight(classifier_dir, local, tmp_path):
+    # launch/serve_reward.sh execs torchrun: systemd, k8s or Slurm stop it with SIGTERM, which torchrun
+    # sends to every rank. Rank 0 drains its in-flight request (it needs rank 1's shard), then releases
+    # rank 1; before, rank 1 died at once and the request got 500 "Connection closed by peer".
+    torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m")
+    with open(tmp_path / "serve.log", "w+") as log:
+        process, url = start_server(classifier_dir, "--option", "zero3=true", "--max-wait-ms", "3000", launcher=torchrun, log=log)
+        try:
+            remote = load_reward(url, protocol="rewardbridge", max_retries=0, timeout=60)
+            result = {}
+            thread = threading.Thread(target=lambda: result.update(out=remote(prompts=PROMPTS, completions=COMPLETIONS)))
+            thread.start()
+            time.sleep(1.0)  # the request waits in the batcher (--max-wait-ms 3000)
+            process.send_signal(signal.SIGTERM)
+            thread.join(60)
+            process.wait(60)  # both ranks gone: rank 1 was released, not left waiting
+        finally:
+            stop(process)
+        text = (tmp_path / "serve.log").read_text()
+    assert result["out"] == pytest.approx(local(prompts=PROMPTS, completions=COMPLETIONS), abs=1e-5), text[-3000:]
+    assert "Connection closed" not in text and "rewardbridge: error" not in text, text[-3000:]
+
+
 @pytest.mark.parametrize("script", ["launch/serve_reward.sh"])
 def test_launcher_is_shellcheck_clean(script):
     import shutil

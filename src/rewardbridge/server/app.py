@@ -12,6 +12,7 @@ and the only thread hop is the scoring round's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -336,7 +337,7 @@ def serve(source: str, options: dict, settings: ServerSettings) -> None:
         app, host=settings.host, port=settings.port, log_level="info", access_log=False, lifespan="on",
         http=protocol or "auto", timeout_graceful_shutdown=settings.graceful_timeout_s,
     )
-    server = uvicorn.Server(config)
+    server = (releasing_server(uvicorn.Server) if zero3 and world > 1 else uvicorn.Server)(config)
     try:
         server.run()  # SIGTERM: stop accepting, finish in-flight requests, then return
     finally:
@@ -345,3 +346,22 @@ def serve(source: str, options: dict, settings: ServerSettings) -> None:
     if app.state.server.error:
         print(f"rewardbridge: error: the model failed to load: {app.state.server.error}", file=sys.stderr)
         raise SystemExit(1)
+
+
+def releasing_server(base: type) -> type:
+    """A uvicorn Server that returns after a SIGTERM/SIGINT drain instead of re-raising the signal.
+
+    uvicorn re-raises the signal it caught once it has finished its in-flight requests; under
+    ZeRO-3 that killed rank 0 before it released the other ranks, which then failed with
+    "Connection closed by peer" and made a deliberate stop look like a crash. Returning lets
+    rank 0 release them; every rank then leaves the process group (cli) and exits 0.
+    """
+
+    class ReleasingServer(base):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()  # caught and acted on (drained): nothing to re-raise
+
+    return ReleasingServer

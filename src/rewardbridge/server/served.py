@@ -200,7 +200,17 @@ def broadcast(message: Any) -> Any:
 
 
 def follow_rank0(model: ServedModel) -> None:
-    """Ranks > 0 under ZeRO-3: score every batch rank 0 broadcasts, until it sends None."""
+    """Ranks > 0 under ZeRO-3: score every batch rank 0 broadcasts, until it sends None.
+
+    A launcher's SIGTERM or a Ctrl-C reaches every rank; these ranks ignore it, since rank 0's
+    drain of its in-flight requests needs them, and rank 0 then releases them. (A rank 0 that
+    dies outright fails the broadcast here, so nothing is left waiting; torchrun kills a rank
+    that outlives its stop timeout.)
+    """
+    import signal
+
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, signal.SIG_IGN)
     while True:
         message = broadcast(None)
         if message is None:
