@@ -356,3 +356,23 @@ def test_one_training_refuses_to_overwrite_and_to_resume_without_a_checkpoint(ca
     assert cli_main(["train", str(path)]) == 0
     assert cli_main(["train", str(path)]) == 2
     assert "already holds a RPO training (config.json" in capsys.readouterr().err
+
+
+def test_other_ranks_wait_for_the_main_process_s_recipe_json_in_a_shared_folder(tmp_path, monkeypatch):
+    # On several nodes every rank reads the pairs and policies the main process writes into output_dir:
+    # a node-local folder must fail with the reason, not wait in silence for pairs that never come.
+    import os
+    import time
+
+    from rewardbridge.training.resume import wait_for_main_folder
+
+    monkeypatch.setenv("RANK", "1")
+    started = time.time()
+    with pytest.raises(ConfigError, match="rank 1 on .* waited 1 s .*recipe.json: training.output_dir must be a folder every node shares"):
+        wait_for_main_folder(tmp_path, started, timeout=1.0)
+    (tmp_path / "recipe.json").write_text("{}")
+    os.utime(tmp_path / "recipe.json", (started - 3600, started - 3600))  # an earlier run's, on this node's own disk
+    with pytest.raises(ConfigError, match="must be a folder every node shares"):
+        wait_for_main_folder(tmp_path, started, timeout=1.0)
+    (tmp_path / "recipe.json").write_text("{}")  # this run's main process wrote it
+    assert wait_for_main_folder(tmp_path, started, timeout=1.0) == ["(checked by the main process)"]

@@ -28,7 +28,7 @@ from .preference import PAIR_COLUMNS, REWARD_COLUMNS
 from .prompts import load_prompts, read_rows
 from .recipe import Recipe
 from .report import HeldOut
-from .resume import check_iterations_folder, check_training_folder
+from .resume import check_iterations_folder, check_training_folder, wait_for_main_folder
 from .train import build_rewards, quiet_libraries, resolve_model
 
 __all__ = ["PreferenceStepPrinter", "build_preference_trainer", "run_preference"]
@@ -36,7 +36,7 @@ __all__ = ["PreferenceStepPrinter", "build_preference_trainer", "run_preference"
 
 def run_preference(recipe: Recipe, resume: bool = False) -> list[dict]:
     """Train a dpo/rpo recipe; returns TRL's log history (every iteration's, each entry with its ``iteration``)."""
-    started = time.monotonic()
+    started, started_wall = time.monotonic(), time.time()
     quiet_libraries()
     import torch
     from transformers import set_seed
@@ -48,8 +48,9 @@ def run_preference(recipe: Recipe, resume: bool = False) -> list[dict]:
     if recipe.pairs is None:
         return _train_once(recipe, out, resume, started)
     main = int(os.environ.get("RANK", "0")) == 0
-    # The main process checks the folder (and saves the recipe); the others may start after it began writing there.
-    work = check_iterations_folder(recipe, out, resume) if main else ["(checked by the main process)"]
+    # The main process checks the folder (and saves the recipe); the others wait for that, which also
+    # proves the folder is one they share with it.
+    work = check_iterations_folder(recipe, out, resume) if main else wait_for_main_folder(out, started_wall)
     out.mkdir(parents=True, exist_ok=True)
     prompts = _write_prompts(recipe, out, main, fresh=not work)
     # The main process samples and scores; the others only train (and wait for its pairs).
@@ -65,7 +66,8 @@ def run_preference(recipe: Recipe, resume: bool = False) -> list[dict]:
             policy = record["policy"]
             records.append(record)
             history += json.loads((d / "log_history.json").read_text()) if (d / "log_history.json").exists() else []
-            print(f"iteration {k}/{recipe.iterations}: done in an earlier run ({policy})", flush=True)
+            if main:
+                print(f"iteration {k}/{recipe.iterations}: done in an earlier run ({policy})", flush=True)
             continue
         d.mkdir(parents=True, exist_ok=True)
         if heldout is not None and "before" not in log and k > 1:  # "before" is the recipe's policy, never a later one
@@ -82,8 +84,9 @@ def run_preference(recipe: Recipe, resume: bool = False) -> list[dict]:
         trainer = build_preference_trainer(recipe, model, tokenizer, _pairs_dataset(d / "pairs.jsonl", recipe.trainer), d / "train",
                                            label=f"iter {k}/{recipe.iterations}", run_name=f"{_run_base(recipe, out)}-iter-{k}")
         checkpoints = list((d / "train").glob("checkpoint-*"))
-        print(f"iteration {k}/{recipe.iterations}: {recipe.trainer.upper()} on {stats['written']} pairs from {policy}, "
-              f"which is also the reference", flush=True)
+        if main:
+            print(f"iteration {k}/{recipe.iterations}: {recipe.trainer.upper()} on {stats['written']} pairs from {policy}, "
+                  f"which is also the reference", flush=True)
         trainer.train(resume_from_checkpoint=True if resume and checkpoints else None)
         steps = [dict(e, iteration=k) for e in trainer.state.log_history]
         history += steps

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,30 @@ def check_iterations_folder(recipe, out: Path, resume: bool) -> list[str]:
     path.with_suffix(".tmp").write_text(json.dumps(now, indent=1))
     os.replace(path.with_suffix(".tmp"), path)
     return work
+
+
+def wait_for_main_folder(out: Path, started: float, timeout: float = 300.0) -> list[str]:
+    """Ranks other than the main one: wait until the main process has written this run's
+    ``recipe.json`` into ``out`` (modified after ``started``, this process's wall-clock start,
+    less the same margin for clocks), then return. Every rank reads the pairs and each
+    iteration's policy that the main process writes there, so on several nodes ``out`` must be
+    a folder they all share; a node-local one used to leave this rank waiting in silence for the
+    pairs until the trainer's collective timed out (30 minutes by default).
+    """
+    path, deadline = out / RECIPE_FILE, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if path.stat().st_mtime >= started - timeout:
+                return ["(checked by the main process)"]
+        except FileNotFoundError:
+            pass
+        time.sleep(1.0)
+    raise ConfigError(
+        f"rank {os.environ.get('RANK', '?')} on {socket.gethostname()} waited {timeout:.0f} s for the main process to write "
+        f"{path}: training.output_dir must be a folder every node shares (a network filesystem), as the main process "
+        "writes the pairs and each iteration's policy there for every rank to read; on one node, check that the main "
+        "process is still running"
+    )
 
 
 def check_training_folder(out: Path, resume: bool, what: str = "training", refuse_existing: bool = True) -> None:
