@@ -22,7 +22,7 @@ import torch
 
 from rewardbridge import Conversation, load_reward
 from rewardbridge.cli import main as cli_main
-from rewardbridge.errors import ConfigError, InputError, OptionTypeError
+from rewardbridge.errors import ConfigError, InputError, OptionTypeError, RemoteError
 from rewardbridge.options import OPTION_TYPES, RewardOptions
 from rewardbridge.errors import RewardBridgeWarning
 from rewardbridge.resolve import is_remote
@@ -347,6 +347,24 @@ def test_a_reward_loaded_from_a_relative_path_unpickles_in_another_directory(cla
     out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     assert float(out.stdout.decode().strip().splitlines()[-1]) == pytest.approx(expected[0], abs=1e-6)
+
+
+@pytest.mark.parametrize("error, cause", [
+    (RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:36490"), True),
+    (RemoteError("http://rm:8000 failed: Connection reset by peer"), False),  # a remote reward's own failure
+], ids=["a-rank-gone", "a-remote-reward"])
+def test_under_a_launcher_a_rank_whose_peer_failed_first_says_so(capsys, monkeypatch, error, cause):
+    import rewardbridge.cli as cli
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(cli, "run_command", fail)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert cli.main(["train", "recipe.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert ("lost its connection to another process, which stopped first" in err) == cause, err
 
 
 def test_cli_errors_are_one_line_with_exit_status_2_for_usage(capsys, classifier_dir, tmp_path):

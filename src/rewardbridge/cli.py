@@ -8,6 +8,7 @@ with the traceback behind ``--debug``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -265,10 +266,26 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # one line for users; the traceback behind --debug
         if args.debug:
             raise
+        if lost_peer(error):
+            print(f"rewardbridge: error: rank {os.environ.get('RANK')} lost its connection to another process, which "
+                  f"stopped first (its own error, printed above, is the cause): {one_line(error)[:200]}", file=sys.stderr)
+            return 1
         print(f"rewardbridge: error: {one_line(error)}", file=sys.stderr)
         if not isinstance(error, ConfigError):
             print("rewardbridge: run with --debug for the traceback", file=sys.stderr)
         return 2 if isinstance(error, ConfigError) else 1
+
+
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer")  # gloo's words for a rank that is gone
+
+
+def lost_peer(error: BaseException) -> bool:
+    """Under a launcher: a collective failed because another rank exited (its error is the cause).
+    torch raises these as RuntimeError (DistBackendError); our own errors (a remote reward's) never."""
+    from .errors import RewardBridgeError
+
+    return (int(os.environ.get("WORLD_SIZE", "1")) > 1 and isinstance(error, RuntimeError)
+            and not isinstance(error, RewardBridgeError) and any(words in str(error) for words in PEER_GONE))
 
 
 def one_line(error: BaseException) -> str:
