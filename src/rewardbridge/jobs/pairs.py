@@ -137,7 +137,8 @@ def make_pairs(
     notes = [f"{out.recovered} rebuilt from the responses file"] if out.recovered else []
     notes += [f"{out.reselected} prompts' pairs chosen again from the responses file"] if out.reselected else []
     print(f"rewardbridge pairs: {stats['rows']} prompts: {stats['done_now']} sampled now, {stats['resumed']} already done "
-          f"(resumed), {stats['rejected']} rejected; {stats['pairs']} pairs made, {stats['below_margin']} below "
+          f"(resumed), {stats['rejected']} rejected; {stats['pairs']} pairs made from the responses sampled now, "
+          f"{stats['below_margin']} below "
           f"--min-margin {min_margin:g}, {stats['unscored']} with fewer than 2 scored responses"
           + (f", {stats['truncated']} with fewer than 2 complete ones (--drop-truncated)" if drop_truncated else "")
           + f"; {stats['truncated_responses']} of the responses sampled now were cut at --max-new-tokens {max_new_tokens}; "
