@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
-
-from transformers import TrainerCallback
 
 from ..errors import ConfigError
 from .engine_process import EngineProcess
 from .preference import PAIR_COLUMNS, REWARD_COLUMNS
 from .prompts import load_prompts, read_rows
 from .recipe import Recipe
-from .report import HeldOut
+from .report import HeldOut, PreferenceStepPrinter
 from .resume import check_iterations_folder, check_training_folder, wait_for_main_folder
 from .train import build_rewards, quiet_libraries, resolve_model
 
@@ -329,32 +326,3 @@ def _print_summary(records: list[dict], log: dict, heldout: HeldOut | None, seco
 
 def _f(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
-
-
-class PreferenceStepPrinter(TrainerCallback):
-    """One line per logged step: loss, RPO's gaps and agreement (or DPO's margin), pair accuracy, s/step."""
-
-    def __init__(self, label: str = ""):
-        self.label, self.last = label, None
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if self.last is None:
-            self.last = (state.global_step, time.monotonic())
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs or "loss" not in logs:
-            return
-        parts = [self.label, f"step {state.global_step:4d}/{state.max_steps}", f"loss {logs['loss']:.4f}"]
-        if "rpo/implicit_gap" in logs:
-            parts += [f"implicit {logs['rpo/implicit_gap']:+.3f}", f"target {logs['rpo/target_gap']:+.3f}",
-                      f"agree {logs['rpo/agreement']:.2f}"]
-        elif "rewards/margins" in logs:
-            parts.append(f"margin {logs['rewards/margins']:+.3f}")
-        if "rewards/accuracies" in logs and not math.isnan(logs["rewards/accuracies"]):
-            parts.append(f"acc {logs['rewards/accuracies']:.2f}")
-        now = time.monotonic()
-        if self.last is not None and state.global_step > self.last[0]:
-            parts.append(f"{(now - self.last[1]) / (state.global_step - self.last[0]):5.1f} s/step")
-        self.last = (state.global_step, now)
-        print("  ".join(p for p in parts if p), flush=True)
-

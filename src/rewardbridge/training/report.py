@@ -148,21 +148,39 @@ def plot_run(history: list[dict], path: Path, title: str, heldout: HeldOut | Non
     plt.close(fig)
 
 
-class StepPrinter(TrainerCallback):
-    """One line per logged step: step, reward (and each reward's mean when several), the first
-    reward model's raw mean, KL, completion length, seconds per step."""
+class StepLine(TrainerCallback):
+    """Prints one line per logged step (``line`` says what, None to skip), timed in s/step."""
 
-    def __init__(self, reward_names: list[str]):
-        self.reward_names = reward_names
-        self.last = None
+    last: tuple[int, float] | None = None
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.last is None:
             self.last = (state.global_step, time.monotonic())
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs or "reward" not in logs:
+        parts = self.line(state, logs) if state.is_world_process_zero and logs else None
+        if parts is None:
             return
+        now = time.monotonic()
+        if self.last is not None and state.global_step > self.last[0]:
+            parts.append(f"{(now - self.last[1]) / (state.global_step - self.last[0]):5.1f} s/step")
+        self.last = (state.global_step, now)
+        print("  ".join(p for p in parts if p), flush=True)
+
+    def line(self, state, logs: dict) -> list[str] | None:
+        raise NotImplementedError
+
+
+class StepPrinter(StepLine):
+    """GRPO/RLOO: step, reward (and each reward's mean when several), the first reward model's raw
+    mean, KL, completion length."""
+
+    def __init__(self, reward_names: list[str]):
+        self.reward_names = reward_names
+
+    def line(self, state, logs: dict) -> list[str] | None:
+        if "reward" not in logs:
+            return None
         parts = [f"step {state.global_step:4d}/{state.max_steps}", f"reward {logs['reward']:+.4f}"]
         if len(self.reward_names) > 1:
             parts.append("(" + ", ".join(f"{name} {logs.get(f'rewards/{name}/mean', math.nan):+.3f}" for name in self.reward_names) + ")")
@@ -174,8 +192,24 @@ class StepPrinter(TrainerCallback):
             parts.append(f"kl {logs['kl']:.4f}")
         if "completions/mean_length" in logs:
             parts.append(f"length {logs['completions/mean_length']:5.1f}")
-        now = time.monotonic()
-        if self.last is not None and state.global_step > self.last[0]:
-            parts.append(f"{(now - self.last[1]) / (state.global_step - self.last[0]):5.1f} s/step")
-        self.last = (state.global_step, now)
-        print("  ".join(parts), flush=True)
+        return parts
+
+
+class PreferenceStepPrinter(StepLine):
+    """DPO/RPO: loss, RPO's gaps and agreement (or DPO's margin), pair accuracy."""
+
+    def __init__(self, label: str = ""):
+        self.label = label
+
+    def line(self, state, logs: dict) -> list[str] | None:
+        if "loss" not in logs:
+            return None
+        parts = [self.label, f"step {state.global_step:4d}/{state.max_steps}", f"loss {logs['loss']:.4f}"]
+        if "rpo/implicit_gap" in logs:
+            parts += [f"implicit {logs['rpo/implicit_gap']:+.3f}", f"target {logs['rpo/target_gap']:+.3f}",
+                      f"agree {logs['rpo/agreement']:.2f}"]
+        elif "rewards/margins" in logs:
+            parts.append(f"margin {logs['rewards/margins']:+.3f}")
+        if "rewards/accuracies" in logs and not math.isnan(logs["rewards/accuracies"]):
+            parts.append(f"acc {logs['rewards/accuracies']:.2f}")
+        return parts
