@@ -170,7 +170,7 @@ class EngineGenerator:
         return list(self.transport.run(all_prompts()))
 
     async def _one(self, prompt: Prompt, index: int) -> list[Sample]:
-        from ..scorers.transport import Request
+        from ..scorers.exchange import Request
 
         s = self.sampling
         chat = not isinstance(prompt, str)
@@ -192,7 +192,7 @@ class EngineGenerator:
 
 def read_json(response: Any) -> Any:
     """The answer's JSON, or a ProtocolError that says the server answered something else (a proxy's HTML page)."""
-    from ..scorers.transport import ProtocolError
+    from ..scorers.exchange import ProtocolError
 
     try:
         return response.json()
@@ -210,7 +210,7 @@ def parse_choices(body: Any, chat: bool) -> list[Sample]:
     ...                            {"index": 0, "text": "a", "finish_reason": "stop"}]}, chat=False)
     [Sample(text='a', finish_reason='stop'), Sample(text='b', finish_reason='length')]
     """
-    from ..scorers.transport import ProtocolError
+    from ..scorers.exchange import ProtocolError
 
     choices = body.get("choices") if isinstance(body, dict) else None
     if not isinstance(choices, list) or not choices:

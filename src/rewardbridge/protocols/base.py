@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
-from ..scorers.transport import ProtocolError
+from ..scorers.exchange import ProtocolError
 
 # What a route hands the served model: conversations its template renders, or text already rendered.
 CHAT, TEXT = "chat", "text"

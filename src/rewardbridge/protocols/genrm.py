@@ -29,7 +29,7 @@ from typing import Any
 
 from ..comparisons import NEUTRAL_RANKING, NEUTRAL_SCORE, REASONING_END, Judgement, split_reasoning
 from ..errors import InputError
-from ..scorers.transport import ProtocolError, Request
+from ..scorers.exchange import ProtocolError, Request
 from .base import Codec
 
 PATH = "/v1/chat/completions"

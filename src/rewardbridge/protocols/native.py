@@ -14,7 +14,7 @@ from typing import Any
 
 from ..conversation import Conversation
 from ..scorers.base import Scores
-from ..scorers.transport import ProtocolError, Request
+from ..scorers.exchange import ProtocolError, Request
 from ..messages import field_namer
 from ._wire import check_model, field, is_number_list, load_json
 from .base import CHAT, Call, Codec, Route, Rows, check_attribute_names

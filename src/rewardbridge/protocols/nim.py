@@ -17,7 +17,7 @@ from typing import Any
 from ..conversation import Conversation
 from ..errors import InputError
 from ..scorers.base import Scores
-from ..scorers.transport import ProtocolError, Request
+from ..scorers.exchange import ProtocolError, Request
 from ._wire import chat_conversation, check_model, field, load_json
 from .base import CHAT, Call, Codec, Route, Rows, check_attribute_names
 

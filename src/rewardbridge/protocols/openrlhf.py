@@ -13,7 +13,7 @@ from typing import Any
 from ..conversation import Conversation
 from ..errors import InputError
 from ..scorers.base import Scores
-from ..scorers.transport import ProtocolError, Request
+from ..scorers.exchange import ProtocolError, Request
 from ._wire import field, is_number_list, load_json
 from .base import CHAT, TEXT, Call, Codec, HTTPError, Route, Rows
 

@@ -28,7 +28,7 @@ import itertools
 from typing import Any
 
 from ..comparisons import REASONING_END, REASONING_START, answer_text
-from ..scorers.transport import ProtocolError, Request
+from ..scorers.exchange import ProtocolError, Request
 from .base import Codec, Rows
 from .genrm import PATH, Unparsed, chat_content
 

@@ -23,7 +23,7 @@ from ..conversation import Conversation
 from ..errors import InputError
 from ..presets import NEMOTRON_340B_ATTRIBUTES
 from ..scorers.base import Scores
-from ..scorers.transport import ProtocolError, Request
+from ..scorers.exchange import ProtocolError, Request
 from ._wire import load_json
 from .base import TEXT, Answer, Call, Codec, HTTPError, Route, Rows, check_attribute_names
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..conversation import Conversation
 from ..scorers.base import Scores
-from ..scorers.transport import ProtocolError, Request
+from ..scorers.exchange import ProtocolError, Request
 from ._wire import chat_conversation, check_model, field, load_json, text_list
 from .base import CHAT, PLAIN, Call, Codec, Route, Rows, batched, check_attribute_names
 

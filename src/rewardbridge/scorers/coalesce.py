@@ -27,7 +27,7 @@ import asyncio
 import os
 from typing import Any
 
-from .transport import describe_samples
+from .exchange import describe_samples
 
 COALESCE_WAIT_S = 0.005  # the longest a conversation waits for company while others are in flight
 
