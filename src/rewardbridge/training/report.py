@@ -6,6 +6,7 @@ GRPO/RLOO runner (``train.py``) and the DPO/RPO iterations (``iterations.py``) b
 
 from __future__ import annotations
 
+import abc
 import math
 import time
 from pathlib import Path
@@ -148,7 +149,7 @@ def plot_run(history: list[dict], path: Path, title: str, heldout: HeldOut | Non
     plt.close(fig)
 
 
-class StepLine(TrainerCallback):
+class StepLine(TrainerCallback, abc.ABC):
     """Prints one line per logged step (``line`` says what, None to skip), timed in s/step."""
 
     last: tuple[int, float] | None = None
@@ -167,8 +168,9 @@ class StepLine(TrainerCallback):
         self.last = (state.global_step, now)
         print("  ".join(p for p in parts if p), flush=True)
 
+    @abc.abstractmethod
     def line(self, state, logs: dict) -> list[str] | None:
-        raise NotImplementedError
+        """The parts of this step's line, or None when ``logs`` is not a step's (an eval, the run's end)."""
 
 
 class StepPrinter(StepLine):
