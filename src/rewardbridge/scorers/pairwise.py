@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # imported where the scores are built: a remote judge's clien
 
 from ..comparisons import NEUTRAL_RANKING, NEUTRAL_SCORE, Comparison, Judgement, answer_text, comparison_pairs, fold, split_reasoning
 from ..errors import ConfigError, InputError, RemoteError, warn
+from ..judge_options import GROUP_ADJUSTMENTS
 from ..groups import consecutive_blocks, gather_results, gather_rows, group_indices, raise_problems, runs_of, share
 from .base import Scores
 from .judges import exchange_parsed, row_principles
@@ -245,8 +246,6 @@ class PairwiseScorer:
 
     def _fold(self, groups, plan, outcomes, size) -> torch.Tensor:
         import torch
-
-        from ..judge_options import GROUP_ADJUSTMENTS
 
         adjustments = {key: getattr(self.options, key) for key in GROUP_ADJUSTMENTS}
 

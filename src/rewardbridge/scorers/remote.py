@@ -18,7 +18,8 @@ from ..conversation import Conversation
 from ..errors import RemoteError
 from ..options import FLOAT32_MAX
 from .base import Scores
-from .transport import ProtocolError, Transport, display_url
+from .exchange import ProtocolError
+from .transport import Transport, display_url
 
 logger = logging.getLogger(__name__)
 

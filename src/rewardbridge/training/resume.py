@@ -84,10 +84,13 @@ def check_iterations_folder(recipe, out: Path, resume: bool) -> list[str]:
     return work
 
 
+CLOCK_MARGIN_S = 300.0  # nodes' clocks (and a network filesystem's) may differ by this much
+
+
 def wait_for_main_folder(out: Path, started: float, timeout: float = 300.0) -> list[str]:
     """Ranks other than the main one: wait until the main process has written this run's
     ``recipe.json`` into ``out`` (modified after ``started``, this process's wall-clock start,
-    less the same margin for clocks), then return. Every rank reads the pairs and each
+    less ``CLOCK_MARGIN_S``), then return. Every rank reads the pairs and each
     iteration's policy that the main process writes there, so on several nodes ``out`` must be
     a folder they all share; a node-local one used to leave this rank waiting in silence for the
     pairs until the trainer's collective timed out (30 minutes by default).
@@ -95,7 +98,7 @@ def wait_for_main_folder(out: Path, started: float, timeout: float = 300.0) -> l
     path, deadline = out / RECIPE_FILE, time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if path.stat().st_mtime >= started - timeout:
+            if path.stat().st_mtime >= started - CLOCK_MARGIN_S:
                 return ["(checked by the main process)"]
         except FileNotFoundError:
             pass
